@@ -1,0 +1,1 @@
+DROP TABLE temperatures, injections, consents, subjects;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Lint and test Casebook against a real PostgreSQL:  scripts/test.sh [cargo test args]
+# The tests create and drop their own databases, so they get a superuser URL to
+# the maintenance database rather than an application database.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Replace the database part of a postgres URL with /postgres, keeping
+# user, host and ?query (e.g. sslmode) intact.
+maintenance_url() {
+  local url="$1" scheme rest auth tail query=""
+  scheme="${url%%://*}://"; rest="${url#*://}"
+  auth="${rest%%[/?]*}"; tail="${rest:${#auth}}"
+  [[ "$tail" == *\?* ]] && query="?${tail#*\?}"
+  echo "${scheme}${auth}/postgres${query}"
+}
+
+if [[ -z "${CASEBOOK_TEST_DATABASE_URL:-}" ]]; then
+  if [[ -n "${DATABASE_URL:-}" ]]; then
+    CASEBOOK_TEST_DATABASE_URL="$(maintenance_url "$DATABASE_URL")"
+  else
+    CASEBOOK_TEST_DATABASE_URL="$(bash scripts/pg.sh url)/postgres"
+  fi
+fi
+export CASEBOOK_TEST_DATABASE_URL
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+
+# Python with lxml validates exported XML in some tests. Best effort for now:
+# a missing python or an offline pip must not fail the Rust suite.
+if command -v python3 >/dev/null; then
+  if { [[ -x .venv/bin/python ]] || python3 -m venv .venv >/dev/null; } &&
+     { .venv/bin/python -c 'import lxml' 2>/dev/null ||
+       .venv/bin/python -m pip install -q --disable-pip-version-check lxml >/dev/null; }; then
+    CASEBOOK_PYTHON="$PWD/.venv/bin/python"; export CASEBOOK_PYTHON
+  else
+    echo "test.sh: warning: could not set up .venv with lxml; XML validation tests may skip" >&2
+  fi
+fi
+
+cargo test "$@"

@@ -1,0 +1,113 @@
+//! The caller's own account.
+
+use actix_web::{web, HttpResponse};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::password::{check_policy, Verdict};
+use crate::auth::{Caller, Role};
+use crate::db;
+use crate::error::{AppError, AppResult};
+use crate::schema::{sessions, users};
+use crate::services::users::site_codes;
+
+use super::{resource, Json};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/me").route(web::get().to(me)))
+        .service(resource("/me/password").route(web::post().to(change_password)));
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub sites: Vec<String>,
+}
+
+/// Who am I.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    responses((status = 200, body = Me), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> AppResult<HttpResponse> {
+    let id = caller.user_id;
+    let sites = db::run(&state.pool, move |conn| Ok(site_codes(conn, id)?)).await?;
+    Ok(HttpResponse::Ok().json(Me {
+        id,
+        email: caller.email,
+        name: caller.name,
+        role: caller.role,
+        sites,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Change my password. Every other session ends.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "auth", request_body = PasswordChange,
+    responses((status = 204), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: Json<PasswordChange>,
+) -> AppResult<HttpResponse> {
+    let PasswordChange {
+        current_password,
+        new_password,
+    } = body.value;
+    if current_password.len() > 1024 {
+        return Err(AppError::invalid("current_password", "is too long"));
+    }
+    check_policy("new_password", &new_password, &caller.email)
+        .map_err(|e| AppError::Validation(vec![e]))?;
+    let id = caller.user_id;
+    let stored: String = db::run(&state.pool, move |conn| {
+        Ok(users::table.find(id).select(users::password_hash).first(conn)?)
+    })
+    .await?;
+    let hasher = state.hasher.clone();
+    let new_hash = web::block(move || match hasher.verify(&current_password, Some(&stored)) {
+        Verdict::Match { .. } => hasher.hash(&new_password).map(Some),
+        Verdict::NoMatch => Ok(None),
+    })
+    .await?
+    .map_err(AppError::internal)?
+    .ok_or_else(|| AppError::invalid("current_password", "is not your current password"))?;
+    db::transaction(&state.pool, move |conn| {
+        diesel::update(users::table.find(id))
+            .set((
+                users::password_hash.eq(new_hash),
+                users::token_version.eq(users::token_version + 1),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+        diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(id))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set((sessions::revoked_at.eq(diesel::dsl::now), sessions::revoked_why.eq("password changed")))
+        .execute(conn)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "user_change", "users", &caller.meta)
+                .record(id)
+                .new_values(json!({"password": "changed"})),
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,143 @@
+//! HTTP: one module per resource. Handlers parse, check policy, call one unit of work.
+
+pub mod audit;
+pub mod auth;
+pub mod body;
+pub mod clinical;
+pub mod health;
+pub mod me;
+pub mod openapi;
+pub mod sites;
+pub mod study;
+pub mod users;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{AppError, AppResult, FieldError};
+
+pub use body::Json;
+
+async fn not_found() -> AppResult<HttpResponse> {
+    Err(AppError::NotFound)
+}
+
+async fn method_not_allowed() -> AppResult<HttpResponse> {
+    Err(AppError::MethodNotAllowed)
+}
+
+/// A resource whose unsupported methods answer 405 (actix answers 404 by default).
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    health::routes(cfg);
+    openapi::routes(cfg);
+    cfg.service(
+        web::scope("/api/v1")
+            .configure(auth::routes)
+            .configure(me::routes)
+            .configure(study::routes)
+            .configure(sites::routes)
+            .configure(users::routes)
+            .configure(audit::routes)
+            .configure(clinical::routes),
+    );
+    cfg.default_service(web::to(not_found));
+}
+
+fn field_from_serde_message(msg: &str) -> String {
+    for prefix in ["unknown field `", "missing field `"] {
+        if let Some(rest) = msg.split(prefix).nth(1) {
+            if let Some(name) = rest.split('`').next() {
+                return name.to_owned();
+            }
+        }
+    }
+    "query".into()
+}
+
+/// Query-string errors as problem+json naming the parameter.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _| {
+        let msg = err.to_string();
+        let field = field_from_serde_message(&msg);
+        AppError::Validation(vec![FieldError::new(field, msg)]).into()
+    })
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_, _| AppError::NotFound.into())
+}
+
+/// Cursor pagination: `?limit=&after=`, ordered by id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1-500, default 100
+    pub limit: Option<i64>,
+    /// return records with an id greater than this
+    pub after: Option<i64>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> AppResult<i64> {
+        let l = self.limit.unwrap_or(100);
+        if !(1..=500).contains(&l) {
+            return Err(AppError::invalid("limit", "must be between 1 and 500"));
+        }
+        Ok(l)
+    }
+    pub fn after(&self) -> i64 {
+        self.after.unwrap_or(0)
+    }
+}
+
+/// A page of results; pass `next_after` as `after` for the next one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after: Option<i64>,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Self {
+        let next_after = if items.len() as i64 == limit {
+            items.last().map(&id)
+        } else {
+            None
+        };
+        Self { items, next_after }
+    }
+}
+
+/// The version a PATCH or DELETE expects, from `If-Match` (428 when missing).
+pub fn if_match(req: &HttpRequest) -> AppResult<i32> {
+    let raw = req
+        .headers()
+        .get(actix_web::http::header::IF_MATCH)
+        .ok_or_else(|| {
+            AppError::PreconditionRequired("Send If-Match with the record's version (its ETag).".into())
+        })?;
+    let s = raw.to_str().unwrap_or_default().trim();
+    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    s.parse::<i32>()
+        .map_err(|_| AppError::invalid("If-Match", "must be the record's version, e.g. \"3\""))
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub fn idempotency_key(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A JSON response with the record's version as its ETag.
+pub fn with_etag<T: Serialize>(status: actix_web::http::StatusCode, version: i32, body: &T) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((actix_web::http::header::ETAG, format!("\"{version}\"")))
+        .json(body)
+}

@@ -1,0 +1,129 @@
+//! Builds the application: state, routes, middleware, the HTTP server and the audit sealer.
+//! Tests start exactly this, on a random port.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{middleware::from_fn, web, App, HttpServer};
+
+use crate::auth::password::Hasher;
+use crate::auth::token::Tokens;
+use crate::config::Settings;
+use crate::db::{self, Pool};
+use crate::domain::protocol::Protocol;
+use crate::telemetry::{self, Metrics};
+
+/// Everything a handler needs; shared by all workers.
+pub struct AppState {
+    pub pool: Pool,
+    pub settings: Arc<Settings>,
+    pub tokens: Tokens,
+    pub hasher: Hasher,
+    pub protocol: Arc<Protocol>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings) -> Result<Self, String> {
+        let protocol = Protocol::load(&settings.protocol)?;
+        let hasher = Hasher::new(&settings.password)?;
+        let tokens = Tokens::new(&settings.jwt);
+        let pool = db::build_pool(&settings.database);
+        Ok(Self {
+            pool,
+            tokens,
+            hasher,
+            protocol: Arc::new(protocol),
+            metrics: Arc::new(Metrics::default()),
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Binds the listener and builds the server; nothing runs until `run_until_stopped`.
+    pub fn build(settings: Settings) -> Result<Self, String> {
+        let listener = TcpListener::bind(settings.listen)
+            .map_err(|e| format!("CASEBOOK_LISTEN: cannot bind {}: {e}", settings.listen))?;
+        Self::build_with_listener(settings, listener)
+    }
+
+    pub fn build_with_listener(settings: Settings, listener: TcpListener) -> Result<Self, String> {
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let shutdown = settings.shutdown_timeout_secs;
+        let request_timeout = settings.client_request_timeout_ms;
+        let state = web::Data::new(AppState::new(settings)?);
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(crate::api::query_config())
+                .app_data(crate::api::path_config())
+                .wrap(from_fn(telemetry::middleware))
+                .configure(crate::api::routes)
+        })
+        .listen(listener)
+        .map_err(|e| e.to_string())?
+        .shutdown_timeout(shutdown)
+        .client_request_timeout(Duration::from_millis(request_timeout))
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (SIGTERM, SIGINT or a handle), sealing audit rows
+    /// in the background meanwhile.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let sealer = actix_web::rt::spawn(seal_forever(state));
+        let result = self.server.await;
+        sealer.abort();
+        // Seal what the last requests wrote before exiting, when the database allows.
+        let state = self.state.clone();
+        let _ = web::block(move || {
+            let mut conn = state.pool.get().ok()?;
+            crate::audit::seal_pending(&mut conn, 100_000).ok()
+        })
+        .await;
+        result
+    }
+}
+
+async fn seal_forever(state: web::Data<AppState>) {
+    let interval = Duration::from_millis(state.settings.audit.seal_interval_ms.max(1));
+    loop {
+        let s = state.clone();
+        let sealed = web::block(move || -> Result<usize, String> {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            crate::audit::seal_pending(&mut conn, 5_000).map_err(|e| e.to_string())
+        })
+        .await;
+        match sealed {
+            // a full batch: more may be waiting, go again at once
+            Ok(Ok(n)) if n >= 5_000 => continue,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "audit sealer could not run"),
+            Err(e) => tracing::warn!(error = %e, "audit sealer task failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,9 @@
+//! Who is calling and what they may do: passwords, tokens, the caller extractor, policy.
+
+pub mod caller;
+pub mod password;
+pub mod policy;
+pub mod token;
+
+pub use caller::Caller;
+pub use policy::{authorize, Permission, Role, Scope};

@@ -1,0 +1,100 @@
+//! The one place that says who may do what, and over which sites.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{AppError, AppResult};
+
+use super::Caller;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Investigator,
+    Monitor,
+    Sponsor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Investigator => "investigator",
+            Self::Monitor => "monitor",
+            Self::Sponsor => "sponsor",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "investigator" => Some(Self::Investigator),
+            "monitor" => Some(Self::Monitor),
+            "sponsor" => Some(Self::Sponsor),
+            _ => None,
+        }
+    }
+}
+
+/// Things a caller may ask to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// sites, users, assignments
+    ManageAccess,
+    /// subjects and their records
+    ReadClinical,
+    /// enrol, record consent, enter and correct data
+    EnterClinical,
+    /// the audit trail
+    ReadAudit,
+    /// recompute the audit chain
+    VerifyAudit,
+    /// the running protocol
+    ReadStudy,
+}
+
+/// The sites a permitted action covers. Every data query takes one and puts it in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    AllSites,
+    Sites(Vec<i64>),
+}
+
+impl Scope {
+    pub fn covers(&self, site_id: i64) -> bool {
+        match self {
+            Self::AllSites => true,
+            Self::Sites(ids) => ids.contains(&site_id),
+        }
+    }
+    /// The site ids for an `= ANY(...)` filter, or `None` for all sites.
+    pub fn site_ids(&self) -> Option<&[i64]> {
+        match self {
+            Self::AllSites => None,
+            Self::Sites(ids) => Some(ids),
+        }
+    }
+}
+
+/// Maps (caller, permission) to a scope, or 403.
+pub fn authorize(caller: &Caller, permission: Permission) -> AppResult<Scope> {
+    use Permission as P;
+    use Role as R;
+    let own = || Scope::Sites(caller.site_ids.clone());
+    let allowed = match (caller.role, permission) {
+        (_, P::ReadStudy) => Some(Scope::AllSites),
+        (R::Admin, P::ManageAccess | P::ReadAudit | P::VerifyAudit | P::ReadClinical) => {
+            Some(Scope::AllSites)
+        }
+        (R::Investigator, P::ReadClinical | P::EnterClinical) => Some(own()),
+        (R::Monitor, P::ReadClinical | P::ReadAudit) => Some(own()),
+        (R::Sponsor, P::ReadClinical) => Some(Scope::AllSites),
+        _ => None,
+    };
+    allowed.ok_or_else(|| {
+        AppError::Forbidden(format!(
+            "The {} role may not do this.",
+            caller.role.as_str()
+        ))
+    })
+}

@@ -1,0 +1,7 @@
+//! Typed values and the trial's rules. No I/O here: no database, no HTTP.
+
+pub mod dosing;
+pub mod endpoints;
+pub mod protocol;
+pub mod time;
+pub mod values;

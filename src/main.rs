@@ -1,0 +1,263 @@
+//! The `casebook` command line: serve, migrate, create-admin, seed-demo, verify-audit.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use diesel::Connection;
+
+use casebook::app::Application;
+use casebook::audit::RequestMeta;
+use casebook::auth::password::{check_policy, Hasher};
+use casebook::auth::Role;
+use casebook::config::{Environment, Settings};
+use casebook::db;
+use casebook::services::users::{create_user, ensure_site, NewUser};
+
+#[derive(Parser)]
+#[command(name = "casebook", version, about = "Electronic data capture for multicenter anakinra trials")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the schema must be migrated).
+    Serve,
+    /// Apply pending database migrations (under an advisory lock).
+    Migrate,
+    /// Create an administrator; the password is read from standard input.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Load the demo trial: sites FR01-FR04 and one user per role (not in production).
+    SeedDemo,
+    /// Recompute the audit hash chain; exit 1 naming the first bad row.
+    VerifyAudit,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("casebook: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("configuration error: {e}")),
+    };
+    casebook::telemetry::init_logging();
+    match cli.command {
+        Command::Serve => serve(settings),
+        Command::Migrate => match db::migrate(&settings.database.url) {
+            Ok(applied) => {
+                println!("migrations applied: {}", applied.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("migration failed: {}", one_line(&e))),
+        },
+        Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name),
+        Command::SeedDemo => seed_demo(&settings),
+        Command::VerifyAudit => verify_audit(&settings),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    if let Err(e) = db::check_reachable(&settings.database.url) {
+        return fail(format!("database unreachable (DATABASE_URL): {e}"));
+    }
+    let current = diesel::PgConnection::establish(&settings.database.url)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| db::migrations_current(&mut c).map_err(|e| e.to_string()));
+    match current {
+        Ok(true) => {}
+        Ok(false) => return fail("database schema is not current: run `casebook migrate` first"),
+        Err(e) => return fail(format!("cannot read the migration state: {e}")),
+    }
+    let listen = settings.listen;
+    let app = match Application::build(settings) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    tracing::info!(%listen, "casebook serving");
+    let run = actix_web::rt::System::new().block_on(app.run_until_stopped());
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("server stopped: {e}")),
+    }
+}
+
+fn connect(settings: &Settings) -> Result<diesel::PgConnection, ExitCode> {
+    diesel::PgConnection::establish(&settings.database.url)
+        .map_err(|e| fail(format!("database unreachable (DATABASE_URL): {}", one_line(&e.to_string()))))
+}
+
+fn read_password() -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("Password (15-128 characters), then Enter:");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn create_admin(settings: &Settings, email: &str, name: &str) -> ExitCode {
+    let password = match read_password() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot read the password: {e}")),
+    };
+    if let Err(e) = check_policy("password", &password, email) {
+        return fail(format!("{}: {}", e.field, e.message));
+    }
+    let hasher = match Hasher::new(&settings.password) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    let hash = match hasher.hash(&password) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    let mut conn = match connect(settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let meta = cli_meta("create-admin");
+    let result = conn.transaction(|conn| {
+        create_user(
+            conn,
+            &NewUser {
+                email,
+                name,
+                role: Role::Admin,
+                password_hash: &hash,
+                site_ids: &[],
+            },
+            None,
+            &meta,
+        )
+    });
+    match result {
+        Ok(id) => {
+            println!("admin created: id {id}, {email}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot create the admin: {e}")),
+    }
+}
+
+fn cli_meta(command: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: format!("cli:{command}:{}", uuid::Uuid::new_v4()),
+        client_addr: None,
+    }
+}
+
+/// The demo trial. Passwords are fixed and printed: this is for trying Casebook out, and
+/// refuses to run in production.
+fn seed_demo(settings: &Settings) -> ExitCode {
+    if settings.env == Environment::Production {
+        return fail("seed-demo refuses to run when CASEBOOK_ENV=production");
+    }
+    let hasher = match Hasher::new(&settings.password) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    let mut conn = match connect(settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let meta = cli_meta("seed-demo");
+    let sites = [
+        ("FR01", "Hôpital Necker-Enfants malades, Paris"),
+        ("FR02", "Hôpital Robert-Debré, Paris"),
+        ("FR03", "CHU de Lyon"),
+        ("FR04", "CHU de Bordeaux"),
+    ];
+    let users: Vec<(String, &str, Role, Vec<&str>)> = vec![
+        ("admin@casebook.test".into(), "Ada Admin", Role::Admin, vec![]),
+        ("investigator.fr01@casebook.test".into(), "Irène Investigator (FR01)", Role::Investigator, vec!["FR01"]),
+        ("investigator.fr02@casebook.test".into(), "Ivan Investigator (FR02)", Role::Investigator, vec!["FR02"]),
+        ("investigator.fr03@casebook.test".into(), "Inès Investigator (FR03)", Role::Investigator, vec!["FR03"]),
+        ("investigator.fr04@casebook.test".into(), "Igor Investigator (FR04)", Role::Investigator, vec!["FR04"]),
+        ("monitor@casebook.test".into(), "Mona Monitor (FR01, FR02)", Role::Monitor, vec!["FR01", "FR02"]),
+        ("sponsor@casebook.test".into(), "Sam Sponsor", Role::Sponsor, vec![]),
+    ];
+    let password = "demo password for casebook";
+    let hash = match hasher.hash(password) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    let result = conn.transaction(|conn| -> casebook::error::AppResult<Vec<String>> {
+        let mut ids = Vec::new();
+        for (code, name) in sites {
+            ids.push((code, ensure_site(conn, code, name, "FR", "Europe/Paris", &meta)?));
+        }
+        let mut created = Vec::new();
+        for (email, name, role, codes) in &users {
+            use diesel::prelude::*;
+            use casebook::schema::users as u;
+            let exists: i64 = u::table.filter(u::email.eq(email)).count().get_result(conn)?;
+            if exists > 0 {
+                continue;
+            }
+            let site_ids: Vec<i64> = ids
+                .iter()
+                .filter(|(c, _)| codes.contains(c))
+                .map(|(_, id)| *id)
+                .collect();
+            create_user(
+                conn,
+                &NewUser { email, name, role: *role, password_hash: &hash, site_ids: &site_ids },
+                None,
+                &meta,
+            )?;
+            created.push(email.clone());
+        }
+        Ok(created)
+    });
+    match result {
+        Ok(created) => {
+            println!("Demo trial ready ({} new accounts). Sites FR01-FR04. Accounts (password: `{password}`):", created.len());
+            for (email, _, role, codes) in &users {
+                println!("  {:<13} {email}  {}", role.as_str(), codes.join(","));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("seed-demo failed: {e}")),
+    }
+}
+
+fn verify_audit(settings: &Settings) -> ExitCode {
+    let mut conn = match connect(settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match casebook::audit::verify(&mut conn) {
+        Ok(r) if r.ok => {
+            println!("audit chain ok: {} rows verified, {} pending sealing", r.rows_checked, r.pending);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "audit chain BROKEN at audit_log id {}: {} ({} rows verified before it)",
+                r.first_bad_id.unwrap_or_default(),
+                r.problem.unwrap_or_default(),
+                r.rows_checked
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(format!("cannot verify: {e}")),
+    }
+}

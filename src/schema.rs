@@ -1,0 +1,216 @@
+//! Diesel table definitions, kept in step with `migrations/` by hand.
+
+diesel::table! {
+    sites (id) {
+        id -> Int8,
+        code -> Text,
+        name -> Text,
+        country -> Text,
+        time_zone -> Text,
+        active -> Bool,
+        subject_seq -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Int8,
+        email -> Text,
+        name -> Text,
+        role -> Text,
+        active -> Bool,
+        password_hash -> Text,
+        failed_logins -> Int4,
+        first_failed_at -> Nullable<Timestamptz>,
+        locked_until -> Nullable<Timestamptz>,
+        token_version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    user_sites (user_id, site_id) {
+        user_id -> Int8,
+        site_id -> Int8,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        user_id -> Int8,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_why -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Int8,
+        session_id -> Uuid,
+        token_hash -> Bytea,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        spent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, key) {
+        user_id -> Int8,
+        key -> Text,
+        request_hash -> Bytea,
+        status -> Nullable<Int2>,
+        body -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        occurred_at -> Timestamptz,
+        actor_id -> Nullable<Int8>,
+        actor_role -> Nullable<Text>,
+        action -> Text,
+        entity_table -> Text,
+        record_id -> Nullable<Int8>,
+        site_id -> Nullable<Int8>,
+        subject_id -> Nullable<Int8>,
+        old_values -> Nullable<Jsonb>,
+        new_values -> Nullable<Jsonb>,
+        reason -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        client_addr -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_chain (seq) {
+        seq -> Int8,
+        audit_id -> Int8,
+        prev_hash -> Bytea,
+        hash -> Bytea,
+        sealed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_unsealed (audit_id) {
+        audit_id -> Int8,
+    }
+}
+
+diesel::table! {
+    subjects (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_code -> Text,
+        status -> Text,
+        sex -> Text,
+        birth_year_month -> Text,
+        weight_kg -> Numeric,
+        eligibility -> Jsonb,
+        version -> Int4,
+        created_at -> Timestamptz,
+        created_by -> Int8,
+        updated_at -> Timestamptz,
+        updated_by -> Int8,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by -> Nullable<Int8>,
+        deleted_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    consents (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        form_version -> Text,
+        signed_on -> Date,
+        signer -> Text,
+        representative_relationship -> Nullable<Text>,
+        assent -> Nullable<Bool>,
+        obtained_by -> Int8,
+        withdrawn_on -> Nullable<Date>,
+        withdrawal_scope -> Nullable<Text>,
+        withdrawal_reason -> Nullable<Text>,
+        version -> Int4,
+        created_at -> Timestamptz,
+        created_by -> Int8,
+        updated_at -> Timestamptz,
+        updated_by -> Int8,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by -> Nullable<Int8>,
+        deleted_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    injections (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        study_day -> Int4,
+        administered_at -> Timestamptz,
+        dose_mg -> Numeric,
+        weight_kg -> Numeric,
+        route -> Text,
+        injection_site -> Text,
+        lot_number -> Text,
+        given -> Bool,
+        not_given_reason -> Nullable<Text>,
+        expected_dose_mg -> Numeric,
+        protocol_deviation -> Bool,
+        deviation_reason -> Nullable<Text>,
+        version -> Int4,
+        created_at -> Timestamptz,
+        created_by -> Int8,
+        updated_at -> Timestamptz,
+        updated_by -> Int8,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by -> Nullable<Int8>,
+        deleted_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    temperatures (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        measured_at -> Timestamptz,
+        celsius -> Numeric,
+        method -> Text,
+        fever -> Bool,
+        version -> Int4,
+        created_at -> Timestamptz,
+        created_by -> Int8,
+        updated_at -> Timestamptz,
+        updated_by -> Int8,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by -> Nullable<Int8>,
+        deleted_reason -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(user_sites -> users (user_id));
+diesel::joinable!(user_sites -> sites (site_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(audit_chain -> audit_log (audit_id));
+diesel::joinable!(audit_unsealed -> audit_log (audit_id));
+diesel::joinable!(subjects -> sites (site_id));
+diesel::joinable!(consents -> subjects (subject_id));
+diesel::joinable!(injections -> subjects (subject_id));
+diesel::joinable!(temperatures -> subjects (subject_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    sites, users, user_sites, sessions, refresh_tokens, idempotency_keys, audit_log,
+    audit_chain, audit_unsealed, subjects, consents, injections, temperatures,
+);

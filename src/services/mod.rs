@@ -1,0 +1,5 @@
+//! Units of work shared by the HTTP API and the command line (each runs in the caller's
+//! transaction and records its audit row there).
+
+pub mod idempotency;
+pub mod users;
