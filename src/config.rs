@@ -114,12 +114,7 @@ impl Settings {
             .iter()
             .find(|(k, _)| k == "CASEBOOK_ENV")
             .map(|(_, v)| v.clone())
-            .or_else(|| {
-                value
-                    .get("env")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            })
+            .or_else(|| value.get("env").and_then(|v| v.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "development".into());
         let env = Environment::parse(&env_name)?;
         let layer = dir.join(format!("{}.toml", env.name()));
@@ -147,9 +142,9 @@ impl Settings {
             };
             set(&mut value, &parts, typed);
         }
-        let settings: Settings = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("configuration: {}", one_line(&e))))?;
+        let settings: Settings = value.try_into().map_err(|e: toml::de::Error| {
+            ConfigError(format!("configuration: {}", one_line(&e)))
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -203,7 +198,10 @@ impl Settings {
 }
 
 fn one_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn read_toml(path: &Path) -> Result<toml::Value, ConfigError> {

@@ -184,10 +184,7 @@ impl ResponseError for AppError {
         resp.content_type("application/problem+json");
         match self {
             Self::Unauthorized => {
-                resp.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    "Bearer error=\"invalid_token\"",
-                ));
+                resp.insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""));
             }
             Self::TooManyRequests { retry_after_secs } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));

@@ -15,7 +15,11 @@ use casebook::db;
 use casebook::services::users::{create_user, ensure_site, NewUser};
 
 #[derive(Parser)]
-#[command(name = "casebook", version, about = "Electronic data capture for multicenter anakinra trials")]
+#[command(
+    name = "casebook",
+    version,
+    about = "Electronic data capture for multicenter anakinra trials"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,8 +101,12 @@ fn serve(settings: Settings) -> ExitCode {
 }
 
 fn connect(settings: &Settings) -> Result<diesel::PgConnection, ExitCode> {
-    diesel::PgConnection::establish(&settings.database.url)
-        .map_err(|e| fail(format!("database unreachable (DATABASE_URL): {}", one_line(&e.to_string()))))
+    diesel::PgConnection::establish(&settings.database.url).map_err(|e| {
+        fail(format!(
+            "database unreachable (DATABASE_URL): {}",
+            one_line(&e.to_string())
+        ))
+    })
 }
 
 fn read_password() -> Result<String, String> {
@@ -186,13 +194,48 @@ fn seed_demo(settings: &Settings) -> ExitCode {
         ("FR04", "CHU de Bordeaux"),
     ];
     let users: Vec<(String, &str, Role, Vec<&str>)> = vec![
-        ("admin@casebook.test".into(), "Ada Admin", Role::Admin, vec![]),
-        ("investigator.fr01@casebook.test".into(), "Irène Investigator (FR01)", Role::Investigator, vec!["FR01"]),
-        ("investigator.fr02@casebook.test".into(), "Ivan Investigator (FR02)", Role::Investigator, vec!["FR02"]),
-        ("investigator.fr03@casebook.test".into(), "Inès Investigator (FR03)", Role::Investigator, vec!["FR03"]),
-        ("investigator.fr04@casebook.test".into(), "Igor Investigator (FR04)", Role::Investigator, vec!["FR04"]),
-        ("monitor@casebook.test".into(), "Mona Monitor (FR01, FR02)", Role::Monitor, vec!["FR01", "FR02"]),
-        ("sponsor@casebook.test".into(), "Sam Sponsor", Role::Sponsor, vec![]),
+        (
+            "admin@casebook.test".into(),
+            "Ada Admin",
+            Role::Admin,
+            vec![],
+        ),
+        (
+            "investigator.fr01@casebook.test".into(),
+            "Irène Investigator (FR01)",
+            Role::Investigator,
+            vec!["FR01"],
+        ),
+        (
+            "investigator.fr02@casebook.test".into(),
+            "Ivan Investigator (FR02)",
+            Role::Investigator,
+            vec!["FR02"],
+        ),
+        (
+            "investigator.fr03@casebook.test".into(),
+            "Inès Investigator (FR03)",
+            Role::Investigator,
+            vec!["FR03"],
+        ),
+        (
+            "investigator.fr04@casebook.test".into(),
+            "Igor Investigator (FR04)",
+            Role::Investigator,
+            vec!["FR04"],
+        ),
+        (
+            "monitor@casebook.test".into(),
+            "Mona Monitor (FR01, FR02)",
+            Role::Monitor,
+            vec!["FR01", "FR02"],
+        ),
+        (
+            "sponsor@casebook.test".into(),
+            "Sam Sponsor",
+            Role::Sponsor,
+            vec![],
+        ),
     ];
     let password = "demo password for casebook";
     let hash = match hasher.hash(password) {
@@ -202,13 +245,19 @@ fn seed_demo(settings: &Settings) -> ExitCode {
     let result = conn.transaction(|conn| -> casebook::error::AppResult<Vec<String>> {
         let mut ids = Vec::new();
         for (code, name) in sites {
-            ids.push((code, ensure_site(conn, code, name, "FR", "Europe/Paris", &meta)?));
+            ids.push((
+                code,
+                ensure_site(conn, code, name, "FR", "Europe/Paris", &meta)?,
+            ));
         }
         let mut created = Vec::new();
         for (email, name, role, codes) in &users {
-            use diesel::prelude::*;
             use casebook::schema::users as u;
-            let exists: i64 = u::table.filter(u::email.eq(email)).count().get_result(conn)?;
+            use diesel::prelude::*;
+            let exists: i64 = u::table
+                .filter(u::email.eq(email))
+                .count()
+                .get_result(conn)?;
             if exists > 0 {
                 continue;
             }
@@ -219,7 +268,13 @@ fn seed_demo(settings: &Settings) -> ExitCode {
                 .collect();
             create_user(
                 conn,
-                &NewUser { email, name, role: *role, password_hash: &hash, site_ids: &site_ids },
+                &NewUser {
+                    email,
+                    name,
+                    role: *role,
+                    password_hash: &hash,
+                    site_ids: &site_ids,
+                },
                 None,
                 &meta,
             )?;
@@ -246,7 +301,10 @@ fn verify_audit(settings: &Settings) -> ExitCode {
     };
     match casebook::audit::verify(&mut conn) {
         Ok(r) if r.ok => {
-            println!("audit chain ok: {} rows verified, {} pending sealing", r.rows_checked, r.pending);
+            println!(
+                "audit chain ok: {} rows verified, {} pending sealing",
+                r.rows_checked, r.pending
+            );
             ExitCode::SUCCESS
         }
         Ok(r) => {

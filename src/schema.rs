@@ -211,6 +211,17 @@ diesel::joinable!(injections -> subjects (subject_id));
 diesel::joinable!(temperatures -> subjects (subject_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    sites, users, user_sites, sessions, refresh_tokens, idempotency_keys, audit_log,
-    audit_chain, audit_unsealed, subjects, consents, injections, temperatures,
+    sites,
+    users,
+    user_sites,
+    sessions,
+    refresh_tokens,
+    idempotency_keys,
+    audit_log,
+    audit_chain,
+    audit_unsealed,
+    subjects,
+    consents,
+    injections,
+    temperatures,
 );

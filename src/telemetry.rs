@@ -54,16 +54,25 @@ impl Metrics {
         use std::fmt::Write;
         let mut out = String::new();
         let state = pool.state();
-        let _ = writeln!(out, "# HELP casebook_db_pool_connections Open database connections.");
+        let _ = writeln!(
+            out,
+            "# HELP casebook_db_pool_connections Open database connections."
+        );
         let _ = writeln!(out, "# TYPE casebook_db_pool_connections gauge");
         let _ = writeln!(out, "casebook_db_pool_connections {}", state.connections);
-        let _ = writeln!(out, "# HELP casebook_db_pool_idle Idle database connections.");
+        let _ = writeln!(
+            out,
+            "# HELP casebook_db_pool_idle Idle database connections."
+        );
         let _ = writeln!(out, "# TYPE casebook_db_pool_idle gauge");
         let _ = writeln!(out, "casebook_db_pool_idle {}", state.idle_connections);
         let Ok(map) = self.series.lock() else {
             return out;
         };
-        let _ = writeln!(out, "# HELP casebook_http_requests_total HTTP requests served.");
+        let _ = writeln!(
+            out,
+            "# HELP casebook_http_requests_total HTTP requests served."
+        );
         let _ = writeln!(out, "# TYPE casebook_http_requests_total counter");
         for ((route, method, status), s) in map.iter() {
             let _ = writeln!(
@@ -72,8 +81,14 @@ impl Metrics {
                 s.count
             );
         }
-        let _ = writeln!(out, "# HELP casebook_http_request_duration_seconds Request latency.");
-        let _ = writeln!(out, "# TYPE casebook_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP casebook_http_request_duration_seconds Request latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE casebook_http_request_duration_seconds histogram"
+        );
         for ((route, method, status), s) in map.iter() {
             let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
             for (i, le) in BUCKETS.iter().enumerate() {
@@ -88,8 +103,16 @@ impl Metrics {
                 "casebook_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                 s.count
             );
-            let _ = writeln!(out, "casebook_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
-            let _ = writeln!(out, "casebook_http_request_duration_seconds_count{{{labels}}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "casebook_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "casebook_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
         }
         out
     }
@@ -98,8 +121,7 @@ impl Metrics {
 fn acceptable_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 64
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
@@ -170,7 +192,9 @@ pub fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         let _ = builder.try_init();
     } else {

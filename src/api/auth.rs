@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Timestamptz, Integer};
+use diesel::sql_types::{BigInt, Integer, Nullable, Timestamptz};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -58,6 +58,17 @@ pub struct TokenPair {
     pub expires_in: i64,
 }
 
+type AccountRow = (i64, String, bool, String, Option<DateTime<Utc>>, i32);
+/// token id, session, expiry, spent, session revoked, user
+type RefreshRow = (
+    i64,
+    Uuid,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    i64,
+);
+
 struct Account {
     id: i64,
     role: String,
@@ -103,7 +114,13 @@ fn issue_refresh(conn: &mut PgConnection, state: &AppState, sid: Uuid) -> AppRes
     Ok(token)
 }
 
-fn pair(state: &AppState, user_id: i64, version: i32, sid: Uuid, refresh: String) -> AppResult<TokenPair> {
+fn pair(
+    state: &AppState,
+    user_id: i64,
+    version: i32,
+    sid: Uuid,
+    refresh: String,
+) -> AppResult<TokenPair> {
     let access = state
         .tokens
         .issue_access(user_id, version, sid)
@@ -168,9 +185,11 @@ pub async fn login(
     let email = email.trim().to_lowercase();
     let lookup = email.clone();
     let account: Option<Account> = db::run(&state.pool, move |conn| {
-        let row: Option<(i64, String, bool, String, Option<DateTime<Utc>>, i32)> = users::table
-            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = ")
-                .bind::<diesel::sql_types::Text, _>(lookup))
+        let row: Option<AccountRow> = users::table
+            .filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = ")
+                    .bind::<diesel::sql_types::Text, _>(lookup),
+            )
             .select((
                 users::id,
                 users::role,
@@ -181,14 +200,16 @@ pub async fn login(
             ))
             .first(conn)
             .optional()?;
-        Ok(row.map(|(id, role, active, password_hash, locked_until, token_version)| Account {
-            id,
-            role,
-            active,
-            password_hash,
-            locked_until,
-            token_version,
-        }))
+        Ok(row.map(
+            |(id, role, active, password_hash, locked_until, token_version)| Account {
+                id,
+                role,
+                active,
+                password_hash,
+                locked_until,
+                token_version,
+            },
+        ))
     })
     .await?;
 
@@ -224,7 +245,11 @@ pub async fn login(
         (Some(acc), Verdict::Match { needs_rehash }) if acc.active => {
             let new_hash = if needs_rehash {
                 let hasher = state.hasher.clone();
-                Some(web::block(move || hasher.hash(&password)).await?.map_err(AppError::internal)?)
+                Some(
+                    web::block(move || hasher.hash(&password))
+                        .await?
+                        .map_err(AppError::internal)?,
+                )
             } else {
                 None
             };
@@ -242,7 +267,10 @@ pub async fn login(
                         .set(users::password_hash.eq(h))
                         .execute(conn)?;
                 }
-                let actor = Actor { user_id: acc.id, role: acc.role.clone() };
+                let actor = Actor {
+                    user_id: acc.id,
+                    role: acc.role.clone(),
+                };
                 open_session(conn, &st, acc.id, acc.token_version, &actor, &meta)
             })
             .await?;
@@ -255,8 +283,15 @@ pub async fn login(
                 match account {
                     Some(acc) => {
                         let counted = count_failure(conn, acc.id)?;
-                        let actor = Actor { user_id: acc.id, role: acc.role.clone() };
-                        let cause = if acc.active { "bad_password" } else { "inactive" };
+                        let actor = Actor {
+                            user_id: acc.id,
+                            role: acc.role.clone(),
+                        };
+                        let cause = if acc.active {
+                            "bad_password"
+                        } else {
+                            "inactive"
+                        };
                         audit::record(
                             conn,
                             &AuditEvent::new(Some(&actor), "login_failed", "users", &m)
@@ -271,8 +306,9 @@ pub async fn login(
                     None => {
                         audit::record(
                             conn,
-                            &AuditEvent::new(None, "login_failed", "users", &m)
-                                .new_values(json!({"cause": "unknown_account", "email": attempted})),
+                            &AuditEvent::new(None, "login_failed", "users", &m).new_values(
+                                json!({"cause": "unknown_account", "email": attempted}),
+                            ),
                         )?;
                     }
                 }
@@ -302,21 +338,20 @@ pub async fn refresh(
     let hash = hash_refresh_token(&body.value.refresh_token);
     let st = state.clone();
     let outcome = db::transaction(&state.pool, move |conn| {
-        let found: Option<(i64, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, i64)> =
-            refresh_tokens::table
-                .inner_join(sessions::table)
-                .filter(refresh_tokens::token_hash.eq(&hash))
-                .select((
-                    refresh_tokens::id,
-                    refresh_tokens::session_id,
-                    refresh_tokens::expires_at,
-                    refresh_tokens::spent_at,
-                    sessions::revoked_at,
-                    sessions::user_id,
-                ))
-                .for_update()
-                .first(conn)
-                .optional()?;
+        let found: Option<RefreshRow> = refresh_tokens::table
+            .inner_join(sessions::table)
+            .filter(refresh_tokens::token_hash.eq(&hash))
+            .select((
+                refresh_tokens::id,
+                refresh_tokens::session_id,
+                refresh_tokens::expires_at,
+                refresh_tokens::spent_at,
+                sessions::revoked_at,
+                sessions::user_id,
+            ))
+            .for_update()
+            .first(conn)
+            .optional()?;
         let Some((token_id, sid, expires_at, spent_at, revoked_at, user_id)) = found else {
             return Ok(RefreshOutcome::Refused);
         };
@@ -356,7 +391,9 @@ pub async fn refresh(
                 .record(user_id)
                 .new_values(json!({"session": sid})),
         )?;
-        Ok(RefreshOutcome::Issued(pair(&st, user_id, version, sid, token)?))
+        Ok(RefreshOutcome::Issued(pair(
+            &st, user_id, version, sid, token,
+        )?))
     })
     .await?;
     match outcome {
@@ -372,7 +409,10 @@ pub async fn refresh(
 pub async fn logout(state: web::Data<AppState>, caller: Caller) -> AppResult<HttpResponse> {
     db::transaction(&state.pool, move |conn| {
         diesel::update(sessions::table.find(caller.session_id))
-            .set((sessions::revoked_at.eq(diesel::dsl::now), sessions::revoked_why.eq("logout")))
+            .set((
+                sessions::revoked_at.eq(diesel::dsl::now),
+                sessions::revoked_why.eq("logout"),
+            ))
             .execute(conn)?;
         audit::record(
             conn,

@@ -33,13 +33,21 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
                 let name = rest.split('`').next()?;
                 Some(if path == "." || path.is_empty() {
                     name.to_owned()
+                } else if path == name || path.ends_with(&format!(".{name}")) {
+                    path.clone()
                 } else {
                     format!("{path}.{name}")
                 })
             };
             let field = named("unknown field `")
                 .or_else(|| named("missing field `"))
-                .unwrap_or_else(|| if path == "." { "body".into() } else { path.clone() });
+                .unwrap_or_else(|| {
+                    if path == "." {
+                        "body".into()
+                    } else {
+                        path.clone()
+                    }
+                });
             let message = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
             AppError::Validation(vec![FieldError::new(field, message)])
         }
@@ -80,7 +88,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             }
             let mut buf = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| AppError::BadRequest("Could not read the body.".into()))?;
+                let chunk =
+                    chunk.map_err(|_| AppError::BadRequest("Could not read the body.".into()))?;
                 if buf.len() + chunk.len() > limit {
                     return Err(AppError::PayloadTooLarge);
                 }

@@ -74,14 +74,19 @@ pub async fn change_password(
         .map_err(|e| AppError::Validation(vec![e]))?;
     let id = caller.user_id;
     let stored: String = db::run(&state.pool, move |conn| {
-        Ok(users::table.find(id).select(users::password_hash).first(conn)?)
+        Ok(users::table
+            .find(id)
+            .select(users::password_hash)
+            .first(conn)?)
     })
     .await?;
     let hasher = state.hasher.clone();
-    let new_hash = web::block(move || match hasher.verify(&current_password, Some(&stored)) {
-        Verdict::Match { .. } => hasher.hash(&new_password).map(Some),
-        Verdict::NoMatch => Ok(None),
-    })
+    let new_hash = web::block(
+        move || match hasher.verify(&current_password, Some(&stored)) {
+            Verdict::Match { .. } => hasher.hash(&new_password).map(Some),
+            Verdict::NoMatch => Ok(None),
+        },
+    )
     .await?
     .map_err(AppError::internal)?
     .ok_or_else(|| AppError::invalid("current_password", "is not your current password"))?;
@@ -98,7 +103,10 @@ pub async fn change_password(
                 .filter(sessions::user_id.eq(id))
                 .filter(sessions::revoked_at.is_null()),
         )
-        .set((sessions::revoked_at.eq(diesel::dsl::now), sessions::revoked_why.eq("password changed")))
+        .set((
+            sessions::revoked_at.eq(diesel::dsl::now),
+            sessions::revoked_why.eq("password changed"),
+        ))
         .execute(conn)?;
         audit::record(
             conn,

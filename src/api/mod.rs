@@ -119,7 +119,9 @@ pub fn if_match(req: &HttpRequest) -> AppResult<i32> {
         .headers()
         .get(actix_web::http::header::IF_MATCH)
         .ok_or_else(|| {
-            AppError::PreconditionRequired("Send If-Match with the record's version (its ETag).".into())
+            AppError::PreconditionRequired(
+                "Send If-Match with the record's version (its ETag).".into(),
+            )
         })?;
     let s = raw.to_str().unwrap_or_default().trim();
     let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
@@ -136,7 +138,11 @@ pub fn idempotency_key(req: &HttpRequest) -> Option<String> {
 }
 
 /// A JSON response with the record's version as its ETag.
-pub fn with_etag<T: Serialize>(status: actix_web::http::StatusCode, version: i32, body: &T) -> HttpResponse {
+pub fn with_etag<T: Serialize>(
+    status: actix_web::http::StatusCode,
+    version: i32,
+    body: &T,
+) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((actix_web::http::header::ETAG, format!("\"{version}\"")))
         .json(body)

@@ -44,7 +44,5 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", ApiDoc::openapi()),
-    );
+    cfg.service(SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", ApiDoc::openapi()));
 }

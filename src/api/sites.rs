@@ -66,7 +66,9 @@ pub struct SiteChange {
 
 fn check_code(code: &str) -> Result<(), FieldError> {
     let ok = (2..=10).contains(&code.len())
-        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     ok.then_some(())
         .ok_or_else(|| FieldError::new("code", "2-10 capital letters or digits"))
 }
@@ -136,9 +138,15 @@ pub async fn create(
     ])?;
     let name = name.map_err(|e| AppError::Validation(vec![e]))?;
     let site = db::transaction(&state.pool, move |conn| {
-        let exists: i64 = sites::table.filter(sites::code.eq(&b.code)).count().get_result(conn)?;
+        let exists: i64 = sites::table
+            .filter(sites::code.eq(&b.code))
+            .count()
+            .get_result(conn)?;
         if exists > 0 {
-            return Err(AppError::Conflict(format!("Site {} already exists.", b.code)));
+            return Err(AppError::Conflict(format!(
+                "Site {} already exists.",
+                b.code
+            )));
         }
         let site: Site = diesel::insert_into(sites::table)
             .values((

@@ -66,7 +66,15 @@ pub struct UserChange {
     pub site_codes: Option<Vec<String>>,
 }
 
-type UserRow = (i64, String, String, String, bool, Option<DateTime<Utc>>, DateTime<Utc>);
+type UserRow = (
+    i64,
+    String,
+    String,
+    String,
+    bool,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+);
 
 fn load_user(conn: &mut PgConnection, id: i64) -> AppResult<User> {
     let (id, email, name, role, active, locked_until, created_at): UserRow = users::table
@@ -121,7 +129,9 @@ pub async fn list(
             .limit(limit)
             .select(users::id)
             .load(conn)?;
-        ids.into_iter().map(|id| load_user(conn, id)).collect::<AppResult<Vec<_>>>()
+        ids.into_iter()
+            .map(|id| load_user(conn, id))
+            .collect::<AppResult<Vec<_>>>()
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::new(items, limit, |u| u.id)))
@@ -140,7 +150,9 @@ pub async fn create(
     let b = body.value;
     let mut errors = Vec::new();
     let email = check_email(&b.email).map_err(|e| errors.push(e)).ok();
-    let name = bounded_text("name", &b.name, 200).map_err(|e| errors.push(e)).ok();
+    let name = bounded_text("name", &b.name, 200)
+        .map_err(|e| errors.push(e))
+        .ok();
     if let Err(e) = check_policy("password", &b.password, &b.email) {
         errors.push(e);
     }

@@ -228,7 +228,10 @@ pub fn verify(conn: &mut PgConnection) -> QueryResult<ChainReport> {
         for item in rows {
             let (seq, prev_hash, hash, row) = item?;
             if seq != expected_seq {
-                bad = Some((row.id, format!("sequence jumps from {} to {seq}", expected_seq - 1)));
+                bad = Some((
+                    row.id,
+                    format!("sequence jumps from {} to {seq}", expected_seq - 1),
+                ));
                 break;
             }
             if prev_hash != prev {

@@ -166,7 +166,9 @@ mod tests {
         };
         assert!(matches!(
             h.verify("a long passphrase here", Some(&stored)),
-            Verdict::Match { needs_rehash: false }
+            Verdict::Match {
+                needs_rehash: false
+            }
         ));
         assert!(matches!(
             h.verify("a long passphrase her", Some(&stored)),

@@ -58,7 +58,12 @@ impl Tokens {
         }
     }
 
-    pub fn issue_access(&self, user_id: i64, token_version: i32, session: Uuid) -> Result<String, String> {
+    pub fn issue_access(
+        &self,
+        user_id: i64,
+        token_version: i32,
+        session: Uuid,
+    ) -> Result<String, String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),

@@ -62,9 +62,12 @@ pub fn build_pool(db: &DatabaseSettings) -> Pool {
 
 /// Checks once that the database answers, so that `serve` can stop with a clear message.
 pub fn check_reachable(url: &str) -> Result<(), String> {
-    PgConnection::establish(url)
-        .map(|_| ())
-        .map_err(|e| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+    PgConnection::establish(url).map(|_| ()).map_err(|e| {
+        e.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 /// Runs a unit of database work on the blocking thread pool, never on an actix worker.

@@ -105,11 +105,21 @@ mod tests {
         assert_eq!(expected_dose_mg(&p, 3, 20.0, false), 40.0);
         assert_eq!(expected_dose_mg(&p, 3, 20.0, true), 80.0);
         assert_eq!(expected_dose_mg(&p, 5, 20.0, true), 80.0);
-        assert!(check_dose(&p, 3, 20.0, 80.0, true, true).deviation.is_none());
-        assert!(check_dose(&p, 3, 20.0, 40.0, true, true).deviation.is_some());
-        assert!(check_dose(&p, 2, 20.0, 43.0, true, false).deviation.is_none());
-        assert!(check_dose(&p, 2, 20.0, 45.0, true, false).deviation.is_some());
-        assert!(check_dose(&p, 16, 20.0, 40.0, true, false).deviation.is_some());
+        assert!(check_dose(&p, 3, 20.0, 80.0, true, true)
+            .deviation
+            .is_none());
+        assert!(check_dose(&p, 3, 20.0, 40.0, true, true)
+            .deviation
+            .is_some());
+        assert!(check_dose(&p, 2, 20.0, 43.0, true, false)
+            .deviation
+            .is_none());
+        assert!(check_dose(&p, 2, 20.0, 45.0, true, false)
+            .deviation
+            .is_some());
+        assert!(check_dose(&p, 16, 20.0, 40.0, true, false)
+            .deviation
+            .is_some());
     }
 
     #[test]
@@ -117,7 +127,11 @@ mod tests {
         let Some(p) = protocol("thera.toml") else {
             panic!("thera.toml loads")
         };
-        assert!(check_dose(&p, 5, 80.0, 100.0, true, false).deviation.is_none());
-        assert!(check_dose(&p, 6, 80.0, 100.0, true, false).deviation.is_some());
+        assert!(check_dose(&p, 5, 80.0, 100.0, true, false)
+            .deviation
+            .is_none());
+        assert!(check_dose(&p, 6, 80.0, 100.0, true, false)
+            .deviation
+            .is_some());
     }
 }

@@ -91,8 +91,12 @@ impl Protocol {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: ProtocolFile = toml::from_str(text)
-            .map_err(|e| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))?;
+        let file: ProtocolFile = toml::from_str(text).map_err(|e| {
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })?;
         validate(&file)?;
         let file_hash = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(Self { file, file_hash })
@@ -105,6 +109,10 @@ impl Protocol {
     pub fn criterion(&self, id: &str) -> Option<&Criterion> {
         self.file.eligibility.iter().find(|c| c.id == id)
     }
+}
+
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
 }
 
 fn validate(f: &ProtocolFile) -> Result<(), String> {
@@ -121,15 +129,18 @@ fn validate(f: &ProtocolFile) -> Result<(), String> {
         }
     }
     match &f.dose {
-        DoseRule::Fixed { mg } if !(*mg > 0.0) => {
+        DoseRule::Fixed { mg } if !positive(*mg) => {
             return Err("dose.mg: must be positive".into());
         }
-        DoseRule::PerKg { mg_per_kg, escalation } => {
-            if !(*mg_per_kg > 0.0) {
+        DoseRule::PerKg {
+            mg_per_kg,
+            escalation,
+        } => {
+            if !positive(*mg_per_kg) {
                 return Err("dose.mg_per_kg: must be positive".into());
             }
             if let Some(e) = escalation {
-                if e.from_day < 1 || !(e.mg_per_kg > 0.0) {
+                if e.from_day < 1 || !positive(e.mg_per_kg) {
                     return Err("dose.escalation: from_day >= 1 and a positive mg_per_kg".into());
                 }
             }
@@ -148,7 +159,9 @@ fn validate(f: &ProtocolFile) -> Result<(), String> {
     }
     if let Some([a, b]) = l.treatment_start_window_days {
         if a < 0 || b < a {
-            return Err("limits.treatment_start_window_days: [first, last] with first <= last".into());
+            return Err(
+                "limits.treatment_start_window_days: [first, last] with first <= last".into(),
+            );
         }
     }
     if f.temperature_methods.is_empty() {
@@ -165,7 +178,9 @@ mod tests {
     use super::*;
 
     fn read(name: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/protocols").join(name);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/protocols")
+            .join(name);
         std::fs::read_to_string(p).unwrap_or_default()
     }
 
@@ -179,7 +194,8 @@ mod tests {
 
     #[test]
     fn a_broken_file_names_the_key() {
-        let text = read("kawasaki.toml").replace("max_treatment_days = 15", "max_treatment_days = 0");
+        let text =
+            read("kawasaki.toml").replace("max_treatment_days = 15", "max_treatment_days = 0");
         let err = Protocol::parse(&text).err().unwrap_or_default();
         assert!(err.contains("limits.max_treatment_days"), "{err}");
         let text = read("kawasaki.toml").replace("fever_threshold_celsius", "fever_threshold");

@@ -123,7 +123,10 @@ impl Reason {
     pub fn parse(field: &str, s: Option<&str>) -> Parsed<Self> {
         let s = s.map(str::trim).unwrap_or_default();
         if s.is_empty() {
-            return Err(FieldError::new(field, "a reason for the change is required"));
+            return Err(FieldError::new(
+                field,
+                "a reason for the change is required",
+            ));
         }
         if s.chars().count() > MAX_REASON_CHARS {
             return Err(FieldError::new(
@@ -145,7 +148,10 @@ pub fn bounded_text(field: &str, s: &str, max: usize) -> Parsed<String> {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if t.chars().count() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(t.to_owned())
 }

@@ -28,9 +28,17 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
 
 /// Claims `key` inside the open transaction. A concurrent request with the same key waits
 /// on the row until the first commits, then sees its answer.
-pub fn claim(conn: &mut PgConnection, user_id: i64, key: &str, request_hash: &[u8]) -> AppResult<Claim> {
+pub fn claim(
+    conn: &mut PgConnection,
+    user_id: i64,
+    key: &str,
+    request_hash: &[u8],
+) -> AppResult<Claim> {
     if key.is_empty() || key.len() > 255 {
-        return Err(AppError::invalid("Idempotency-Key", "must be 1 to 255 characters"));
+        return Err(AppError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        ));
     }
     // Keys older than 24 h are forgotten.
     diesel::delete(
@@ -41,7 +49,11 @@ pub fn claim(conn: &mut PgConnection, user_id: i64, key: &str, request_hash: &[u
     )
     .execute(conn)?;
     let inserted = diesel::insert_into(k::table)
-        .values((k::user_id.eq(user_id), k::key.eq(key), k::request_hash.eq(request_hash)))
+        .values((
+            k::user_id.eq(user_id),
+            k::key.eq(key),
+            k::request_hash.eq(request_hash),
+        ))
         .on_conflict_do_nothing()
         .execute(conn)?;
     if inserted == 1 {
@@ -63,13 +75,28 @@ pub fn claim(conn: &mut PgConnection, user_id: i64, key: &str, request_hash: &[u
             status: u16::try_from(s).unwrap_or(200),
             body: b,
         }),
-        _ => Err(AppError::Conflict("A request with this Idempotency-Key is in progress.".into())),
+        _ => Err(AppError::Conflict(
+            "A request with this Idempotency-Key is in progress.".into(),
+        )),
     }
 }
 
-pub fn store(conn: &mut PgConnection, user_id: i64, key: &str, status: u16, body: &Value) -> AppResult<()> {
-    diesel::update(k::table.filter(k::user_id.eq(user_id)).filter(k::key.eq(key)))
-        .set((k::status.eq(i16::try_from(status).unwrap_or(200)), k::body.eq(body)))
-        .execute(conn)?;
+pub fn store(
+    conn: &mut PgConnection,
+    user_id: i64,
+    key: &str,
+    status: u16,
+    body: &Value,
+) -> AppResult<()> {
+    diesel::update(
+        k::table
+            .filter(k::user_id.eq(user_id))
+            .filter(k::key.eq(key)),
+    )
+    .set((
+        k::status.eq(i16::try_from(status).unwrap_or(200)),
+        k::body.eq(body),
+    ))
+    .execute(conn)?;
     Ok(())
 }

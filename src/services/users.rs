@@ -17,7 +17,11 @@ pub struct NewUser<'a> {
 }
 
 /// Looks up site ids for codes; an unknown code is a 422 on `field`.
-pub fn site_ids_for_codes(conn: &mut PgConnection, field: &str, codes: &[String]) -> AppResult<Vec<i64>> {
+pub fn site_ids_for_codes(
+    conn: &mut PgConnection,
+    field: &str,
+    codes: &[String],
+) -> AppResult<Vec<i64>> {
     let found: Vec<(i64, String)> = sites::table
         .filter(sites::code.eq_any(codes))
         .select((sites::id, sites::code))
@@ -54,13 +58,17 @@ pub fn create_user(
     meta: &RequestMeta,
 ) -> AppResult<i64> {
     let taken: i64 = users::table
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
-            .bind::<diesel::sql_types::Text, _>(new.email)
-            .sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+                .bind::<diesel::sql_types::Text, _>(new.email)
+                .sql(")"),
+        )
         .count()
         .get_result(conn)?;
     if taken > 0 {
-        return Err(AppError::Conflict("A user with this e-mail already exists.".into()));
+        return Err(AppError::Conflict(
+            "A user with this e-mail already exists.".into(),
+        ));
     }
     let id: i64 = diesel::insert_into(users::table)
         .values((
@@ -76,7 +84,9 @@ pub fn create_user(
         .iter()
         .map(|s| (user_sites::user_id.eq(id), user_sites::site_id.eq(*s)))
         .collect();
-    diesel::insert_into(user_sites::table).values(&rows).execute(conn)?;
+    diesel::insert_into(user_sites::table)
+        .values(&rows)
+        .execute(conn)?;
     let codes = site_codes(conn, id)?;
     let event = AuditEvent::new(actor, "create", "users", meta)
         .record(id)

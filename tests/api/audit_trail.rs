@@ -1,0 +1,272 @@
+//! The audit trail: same transaction, append-only in the database, a hash chain that
+//! stays linear under concurrent writers and instances, and names the first tampered row.
+
+use casebook::auth::Role;
+use diesel::connection::SimpleConnection;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+fn verify_cli(app: &TestApp) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casebook"))
+        .arg("verify-audit")
+        .env("DATABASE_URL", &app.db.url)
+        .env("CASEBOOK_ENV", "test")
+        .env(
+            "CASEBOOK_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[actix_web::test]
+async fn a_write_and_its_audit_row_share_one_transaction() {
+    let app = TestApp::spawn().await;
+    let admin = app.token(Role::Admin, &[]).await;
+    let before = app.count("SELECT count(*) AS n FROM audit_log");
+    let r = app.post("/api/v1/sites", &admin, &json!({"code": "FR07", "name": "CHU de Lille", "country": "FR", "time_zone": "Europe/Paris"})).await;
+    assert_eq!(r.status, 201);
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(app.count("SELECT count(*) AS n FROM audit_log") - before, 1);
+    let me = app.get("/api/v1/me", &admin).await.body["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'create' AND entity_table = 'sites'
+             AND record_id = {id} AND site_id = {id} AND actor_id = {me} AND actor_role = 'admin'
+             AND new_values->>'code' = 'FR07' AND old_values IS NULL AND request_id <> ''
+             AND client_addr = '127.0.0.1'"
+        )),
+        1
+    );
+    // a conflicting write leaves neither a row nor an audit row
+    let r = app
+        .post(
+            "/api/v1/sites",
+            &admin,
+            &json!({"code": "FR07", "name": "Again", "country": "FR"}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(app.count("SELECT count(*) AS n FROM audit_log") - before, 1);
+    assert_eq!(app.count("SELECT count(*) AS n FROM sites"), 1);
+}
+
+#[actix_web::test]
+async fn the_audit_log_refuses_update_delete_and_truncate() {
+    let app = TestApp::spawn().await;
+    app.token(Role::Admin, &[]).await; // a login: some audit rows exist
+    let mut owner = app.conn();
+    for sql in [
+        "UPDATE audit_log SET reason = 'edited'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log CASCADE",
+        "UPDATE audit_chain SET hash = prev_hash",
+        "DELETE FROM audit_chain",
+    ] {
+        let err = owner.batch_execute(sql).expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let mut app_role = app.conn();
+    app_role.batch_execute("SET ROLE casebook_app").unwrap();
+    for sql in [
+        "UPDATE audit_log SET reason = 'edited'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let err = app_role.batch_execute(sql).expect_err(sql);
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
+    }
+    // and the application role can still append
+    app_role
+        .batch_execute("INSERT INTO audit_log (action, entity_table) VALUES ('test', 'none')")
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn tampering_is_reported_at_exactly_that_row() {
+    let app = TestApp::spawn().await;
+    let admin = app.token(Role::Admin, &[]).await;
+    for code in ["FR11", "FR12", "FR13", "FR14"] {
+        let r = app
+            .post(
+                "/api/v1/sites",
+                &admin,
+                &json!({"code": code, "name": "Site", "country": "FR"}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    app.wait_sealed().await;
+    let r = app.get("/api/v1/audit/verify", &admin).await;
+    assert_eq!(r.body["ok"], json!(true), "{}", r.text);
+    let total = app.count("SELECT count(*) AS n FROM audit_log");
+    assert_eq!(r.body["rows_checked"].as_i64().unwrap(), total);
+    assert_eq!(verify_cli(&app).0, 0);
+
+    let victim = app.count("SELECT id AS n FROM audit_log WHERE new_values->>'code' = 'FR12'");
+    app.conn()
+        .batch_execute(&format!(
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+             UPDATE audit_log SET new_values = jsonb_set(new_values, '{{name}}', '\"Forged\"') WHERE id = {victim};
+             ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only;"
+        ))
+        .unwrap();
+    let r = app.get("/api/v1/audit/verify", &admin).await;
+    assert_eq!(r.body["ok"], json!(false));
+    assert_eq!(r.body["first_bad_id"].as_i64(), Some(victim), "{}", r.text);
+    let (code, out) = verify_cli(&app);
+    assert_eq!(code, 1);
+    assert!(out.contains(&format!("id {victim}")), "{out}");
+}
+
+#[actix_web::test]
+async fn a_row_hidden_from_the_sealer_is_reported() {
+    let app = TestApp::spawn().await;
+    let admin = app.token(Role::Admin, &[]).await;
+    app.wait_sealed().await;
+    // stop sealing by holding the sealer's lock, write, then drop the pending marker
+    let mut holder = app.conn();
+    holder
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock({})",
+            casebook::audit::SEALER_LOCK
+        ))
+        .unwrap();
+    let r = app
+        .post(
+            "/api/v1/sites",
+            &admin,
+            &json!({"code": "FR21", "name": "Site", "country": "FR"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = app.get("/api/v1/audit/verify", &admin).await;
+    assert_eq!(
+        r.body["ok"],
+        json!(true),
+        "pending is not broken: {}",
+        r.text
+    );
+    assert!(r.body["pending"].as_i64().unwrap() >= 1);
+    let hidden = app.count("SELECT max(audit_id) AS n FROM audit_unsealed");
+    app.conn()
+        .batch_execute(&format!(
+            "DELETE FROM audit_unsealed WHERE audit_id = {hidden}"
+        ))
+        .unwrap();
+    let r = app.get("/api/v1/audit/verify", &admin).await;
+    assert_eq!(r.body["ok"], json!(false));
+    assert_eq!(r.body["first_bad_id"].as_i64(), Some(hidden));
+    holder
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock({})",
+            casebook::audit::SEALER_LOCK
+        ))
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn concurrent_writers_on_two_instances_keep_one_complete_chain() {
+    let app = TestApp::spawn().await;
+    // a second server instance on the same database, sealing concurrently
+    let settings = app.settings.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = casebook::app::Application::build_with_listener(settings, listener).unwrap();
+    let second_addr = format!("http://127.0.0.1:{}", second.port());
+    actix_web::rt::spawn(second.run_until_stopped());
+
+    let admin = app.token(Role::Admin, &[]).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let base = if w % 2 == 0 {
+            app.address.clone()
+        } else {
+            second_addr.clone()
+        };
+        let client = app.client.clone();
+        let token = admin.clone();
+        tasks.push(actix_web::rt::spawn(async move {
+            for i in 0..200 {
+                let r = client
+                    .post(format!("{base}/api/v1/sites"))
+                    .bearer_auth(&token)
+                    .json(&json!({"code": format!("W{w}N{i}"), "name": "Load", "country": "FR"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    app.wait_sealed().await;
+    let r = app.get("/api/v1/audit/verify", &admin).await;
+    assert_eq!(r.body["ok"], json!(true), "{}", r.text);
+    let total = app.count("SELECT count(*) AS n FROM audit_log");
+    assert!(total >= 1600);
+    assert_eq!(r.body["rows_checked"].as_i64().unwrap(), total);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT audit_id) AS n FROM audit_chain"),
+        total
+    );
+    assert_eq!(app.count("SELECT max(seq) AS n FROM audit_chain"), total);
+}
+
+#[actix_web::test]
+async fn audit_is_filtered_paginated_and_scoped() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    app.site("FRB", "Europe/Paris");
+    let admin = app.token(Role::Admin, &[]).await;
+    let monitor = app.token(Role::Monitor, &["FRA"]).await;
+    for (code, name) in [("FRA", "A1"), ("FRB", "B1"), ("FRA", "A2")] {
+        app.patch(
+            &format!("/api/v1/sites/{code}"),
+            &admin,
+            0,
+            &json!({"name": name}),
+        )
+        .await;
+    }
+    let all = app
+        .get("/api/v1/audit?table=sites&action=update&limit=2", &admin)
+        .await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
+    let after = all.body["next_after"].as_i64().unwrap();
+    let rest = app
+        .get(
+            &format!("/api/v1/audit?table=sites&action=update&after={after}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["next_after"], json!(null));
+    let mon = app
+        .get("/api/v1/audit?table=sites&action=update", &monitor)
+        .await;
+    let items = mon.body["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        2,
+        "a monitor sees only own-site rows: {}",
+        mon.text
+    );
+    assert!(!mon.text.contains("B1"));
+    let none = app.get("/api/v1/audit?site=FRB", &monitor).await;
+    assert_eq!(none.body["items"].as_array().unwrap().len(), 0);
+    app.get("/api/v1/audit?bogus=1", &admin)
+        .await
+        .assert_problem(422, Some("bogus"));
+}

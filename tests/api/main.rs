@@ -1,0 +1,8 @@
+//! Black-box tests through HTTP against a real PostgreSQL database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod audit_trail;
+mod foundation;
+mod identity;
