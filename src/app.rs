@@ -121,7 +121,9 @@ async fn seal_forever(state: web::Data<AppState>) {
             // a full batch: more may be waiting, go again at once
             Ok(Ok(n)) if n >= 5_000 => continue,
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "audit sealer could not run"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "audit sealer could not run; rows stay pending")
+            }
             Err(e) => tracing::warn!(error = %e, "audit sealer task failed"),
         }
         tokio::time::sleep(interval).await;

@@ -1,7 +1,7 @@
 //! Layered settings: `config/default.toml`, then `config/{env}.toml`, then the environment.
 //!
 //! Environment names: `DATABASE_URL`, `CASEBOOK_LISTEN`, `CASEBOOK_ENV`,
-//! `CASEBOOK_JWT_SECRET`, `CASEBOOK_PROTOCOL`, `CASEBOOK_SAE_WEBHOOK_URL`, and
+//! `CASEBOOK_JWT_SECRET`, `CASEBOOK_PROTOCOL`, and
 //! `CASEBOOK__SECTION__KEY` for any other key. `CASEBOOK_CONFIG_DIR` says where the files are.
 //! Everything is checked here, before the port is bound; an error names the setting.
 

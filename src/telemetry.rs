@@ -187,7 +187,7 @@ pub async fn middleware(
     Ok(res)
 }
 
-/// Logs as JSON when stdout is not a terminal, as text otherwise. `RUST_LOG` filters.
+/// Logs to stderr, as JSON when stderr is not a terminal, as text otherwise. `RUST_LOG` filters.
 pub fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

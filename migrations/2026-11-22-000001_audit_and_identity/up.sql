@@ -11,6 +11,8 @@ END
 $$;
 
 GRANT SELECT ON __diesel_schema_migrations TO casebook_app;
+-- the login role that runs the server switches to casebook_app with SET ROLE
+GRANT casebook_app TO CURRENT_USER;
 
 CREATE TABLE sites (
     id          bigserial PRIMARY KEY,
@@ -145,6 +147,8 @@ CREATE TRIGGER audit_chain_no_truncate BEFORE TRUNCATE ON audit_chain
 GRANT SELECT, INSERT ON audit_log, audit_chain TO casebook_app;
 GRANT SELECT, DELETE ON audit_unsealed TO casebook_app;
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO casebook_app;
-GRANT SELECT, INSERT, UPDATE ON sites, users, sessions, refresh_tokens, idempotency_keys TO casebook_app;
+GRANT SELECT, INSERT, UPDATE ON sites, users, sessions, refresh_tokens TO casebook_app;
+-- idempotency keys expire after 24 h and are removed
+GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO casebook_app;
 GRANT SELECT, INSERT, DELETE ON user_sites TO casebook_app;
 GRANT USAGE ON SEQUENCE sites_id_seq, users_id_seq, refresh_tokens_id_seq TO casebook_app;

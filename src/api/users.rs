@@ -220,8 +220,9 @@ pub async fn update(
     };
     let id = id.into_inner();
     let user = db::transaction(&state.pool, move |conn| {
-        let old = load_user(conn, id)?;
+        // lock first, so the old values in the audit diff are the ones replaced
         users::table.find(id).select(users::id).for_update().first::<i64>(conn)?;
+        let old = load_user(conn, id)?;
         let site_ids = match &b.site_codes {
             Some(codes) => Some(site_ids_for_codes(conn, "site_codes", codes)?),
             None => None,

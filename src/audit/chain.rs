@@ -4,13 +4,16 @@
 //! and `canonical(n)` is the UTF-8 JSON array, without whitespace, of
 //! `[seq, id, occurred_at, actor_id, actor_role, action, entity_table, record_id, site_id,
 //!   subject_id, old_values, new_values, reason, request_id, client_addr]`
-//! with `occurred_at` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds), object keys
-//! sorted by their UTF-8 bytes, and absent values as `null`.
+//! with `occurred_at` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds), text values as
+//! JSON strings, absent values as `null`, and `old_values` / `new_values` inserted verbatim
+//! as PostgreSQL renders the jsonb (`jsonb::text`): that rendering is canonical (keys
+//! ordered by PostgreSQL, numbers kept exactly as stored), so no JSON library's number
+//! formatting can change a hash.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgRowByRowLoadingMode;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -33,8 +36,12 @@ pub struct AuditRow {
     pub record_id: Option<i64>,
     pub site_id: Option<i64>,
     pub subject_id: Option<i64>,
-    pub old_values: Option<Value>,
-    pub new_values: Option<Value>,
+    #[diesel(select_expression = diesel::dsl::sql::<Nullable<Text>>("audit_log.old_values::text"))]
+    #[diesel(select_expression_type = diesel::expression::SqlLiteral<Nullable<Text>>)]
+    pub old_values: Option<String>,
+    #[diesel(select_expression = diesel::dsl::sql::<Nullable<Text>>("audit_log.new_values::text"))]
+    #[diesel(select_expression_type = diesel::expression::SqlLiteral<Nullable<Text>>)]
+    pub new_values: Option<String>,
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub client_addr: Option<String>,
@@ -67,9 +74,9 @@ pub fn canonical_bytes(seq: i64, row: &AuditRow, out: &mut Vec<u8>) {
     out.push(b',');
     push_num(out, row.subject_id);
     out.push(b',');
-    push_json(out, row.old_values.as_ref());
+    push_raw_json(out, row.old_values.as_deref());
     out.push(b',');
-    push_json(out, row.new_values.as_ref());
+    push_raw_json(out, row.new_values.as_deref());
     out.push(b',');
     push_str(out, row.reason.as_deref());
     out.push(b',');
@@ -88,43 +95,14 @@ fn push_num(out: &mut Vec<u8>, n: Option<i64>) {
 
 fn push_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) => push_json(out, Some(&Value::String(s.to_owned()))),
+        Some(s) => out.extend_from_slice(Value::String(s.to_owned()).to_string().as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn push_json(out: &mut Vec<u8>, v: Option<&Value>) {
-    match v {
-        None | Some(Value::Null) => out.extend_from_slice(b"null"),
-        Some(Value::Object(map)) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_json(out, Some(&Value::String((*k).clone())));
-                out.push(b':');
-                push_json(out, map.get(*k));
-            }
-            out.push(b'}');
-        }
-        Some(Value::Array(items)) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_json(out, Some(item));
-            }
-            out.push(b']');
-        }
-        Some(scalar) => {
-            // strings, numbers and booleans have one serde_json rendering
-            out.extend_from_slice(scalar.to_string().as_bytes());
-        }
-    }
+/// jsonb as PostgreSQL printed it; SQL NULL as `null`.
+fn push_raw_json(out: &mut Vec<u8>, v: Option<&str>) {
+    out.extend_from_slice(v.unwrap_or("null").as_bytes());
 }
 
 fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
@@ -291,7 +269,7 @@ mod tests {
             site_id: Some(1),
             subject_id: None,
             old_values: None,
-            new_values: Some(serde_json::json!({"z": 1, "a": "x\"y", "m": [1.5, true]})),
+            new_values: Some(r#"{"a": "x\"y", "m": [1.5, true], "z": 1}"#.into()),
             reason: None,
             request_id: Some("r1".into()),
             client_addr: None,
@@ -304,7 +282,7 @@ mod tests {
         canonical_bytes(1, &row(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap_or_default(),
-            r#"[1,7,"2026-11-22T10:00:00.123456Z",3,"investigator","create","temperatures",11,1,null,null,{"a":"x\"y","m":[1.5,true],"z":1},null,"r1",null]"#
+            r#"[1,7,"2026-11-22T10:00:00.123456Z",3,"investigator","create","temperatures",11,1,null,null,{"a": "x\"y", "m": [1.5, true], "z": 1},null,"r1",null]"#
         );
     }
 
@@ -314,7 +292,7 @@ mod tests {
         let mut b = Vec::new();
         canonical_bytes(1, &row(), &mut a);
         let mut changed = row();
-        changed.new_values = Some(serde_json::json!({"z": 2, "a": "x\"y", "m": [1.5, true]}));
+        changed.new_values = Some(r#"{"a": "x\"y", "m": [1.5, true], "z": 2}"#.into());
         canonical_bytes(1, &changed, &mut b);
         assert_ne!(chain_hash(&[0; 32], &a), chain_hash(&[0; 32], &b));
     }

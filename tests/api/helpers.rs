@@ -195,6 +195,9 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: TestDb, extra: &[(&str, &str)]) -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            casebook::telemetry::init_logging();
+        }
         let settings = test_settings(&db.url, extra);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let app = Application::build_with_listener(settings.clone(), listener).expect("build app");

@@ -16,14 +16,15 @@ pub struct Route {
     pub own: &'static str,
     /// the same on another site's data; equal to `own` for routes without a site
     pub other: &'static str,
-    pub body: fn() -> Value,
+    /// the request body, given the site code of the side (FRA own, FRB other)
+    pub body: fn(&str) -> Value,
     /// expected status for admin, investigator, monitor, sponsor on own site
     pub expect_own: [u16; 4],
     /// expected status on the other site
     pub expect_other: [u16; 4],
 }
 
-fn none() -> Value {
+fn none(_: &str) -> Value {
     Value::Null
 }
 
@@ -89,7 +90,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/sites",
         own: "/api/v1/sites",
         other: "/api/v1/sites",
-        body: || json!({"code": "NEW1", "name": "New", "country": "FR"}),
+        body: |_| json!({"code": "NEW1", "name": "New", "country": "FR"}),
         expect_own: [201, 403, 403, 403],
         expect_other: [409, 403, 403, 403],
     },
@@ -107,7 +108,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/sites/{site_code}",
         own: "/api/v1/sites/FRA",
         other: "/api/v1/sites/FRB",
-        body: || json!({"name": "Renamed"}),
+        body: |_| json!({"name": "Renamed"}),
         expect_own: [200, 403, 403, 403],
         expect_other: [200, 403, 403, 403],
     },
@@ -125,7 +126,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/users",
         own: "/api/v1/users",
         other: "/api/v1/users",
-        body: || json!({"email": "new.person@test.casebook", "name": "New", "role": "monitor", "password": "a fresh passphrase here", "site_codes": ["FRA"]}),
+        body: |_| json!({"email": "new.person@test.casebook", "name": "New", "role": "monitor", "password": "a fresh passphrase here", "site_codes": ["FRA"]}),
         expect_own: [201, 403, 403, 403],
         expect_other: [409, 403, 403, 403],
     },
@@ -143,7 +144,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/users/{user_id}",
         own: "/api/v1/users/1",
         other: "/api/v1/users/1",
-        body: || json!({"name": "Renamed"}),
+        body: |_| json!({"name": "Renamed"}),
         expect_own: [200, 403, 403, 403],
         expect_other: [200, 403, 403, 403],
     },
@@ -170,7 +171,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/me/password",
         own: "/api/v1/me/password",
         other: "/api/v1/me/password",
-        body: || json!({"current_password": "wrong wrong wrong", "new_password": "another long passphrase"}),
+        body: |_| json!({"current_password": "wrong wrong wrong", "new_password": "another long passphrase"}),
         expect_own: [422; 4],
         expect_other: [422; 4],
     },
@@ -189,7 +190,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/auth/login",
         own: "/api/v1/auth/login",
         other: "/api/v1/auth/login",
-        body: || json!({"email": "nobody@test.casebook", "password": "whatever it is here"}),
+        body: |_| json!({"email": "nobody@test.casebook", "password": "whatever it is here"}),
         expect_own: [401; 4],
         expect_other: [401; 4],
     },
@@ -198,9 +199,172 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/auth/refresh",
         own: "/api/v1/auth/refresh",
         other: "/api/v1/auth/refresh",
-        body: || json!({"refresh_token": "not-a-token"}),
+        body: |_| json!({"refresh_token": "not-a-token"}),
         expect_own: [401; 4],
         expect_other: [401; 4],
+    },
+    // clinical data: FRA-001 is own-site, FRB-001 other-site (see `clinical_fixture`)
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects",
+        own: "/api/v1/subjects?site=FRA",
+        other: "/api/v1/subjects?site=FRB",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200; 4],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects",
+        own: "/api/v1/subjects",
+        other: "/api/v1/subjects",
+        body: |site| crate::clinical::new_subject(site),
+        expect_own: [403, 201, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}",
+        own: "/api/v1/subjects/FRA-001",
+        other: "/api/v1/subjects/FRB-001",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "PATCH",
+        path: "/api/v1/subjects/{subject_code}",
+        own: "/api/v1/subjects/FRA-001",
+        other: "/api/v1/subjects/FRB-001",
+        body: |_| json!({"weight_kg": 20.5, "reason": "weighed again"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/casebook",
+        own: "/api/v1/subjects/FRA-001/casebook",
+        other: "/api/v1/subjects/FRB-001/casebook",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/consents",
+        own: "/api/v1/subjects/FRA-001/consents",
+        other: "/api/v1/subjects/FRB-001/consents",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects/{subject_code}/consents",
+        own: "/api/v1/subjects/FRA-001/consents",
+        other: "/api/v1/subjects/FRB-001/consents",
+        body: |_| json!({"form_version": "2.0", "signed_on": "2026-10-02", "signer": "legal_representative", "representative_relationship": "father"}),
+        expect_own: [403, 201, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/injections",
+        own: "/api/v1/subjects/FRA-001/injections",
+        other: "/api/v1/subjects/FRB-001/injections",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects/{subject_code}/injections",
+        own: "/api/v1/subjects/FRA-001/injections",
+        other: "/api/v1/subjects/FRB-001/injections",
+        body: |_| crate::clinical::injection(2, "2026-10-06T06:00:00Z", 40.0),
+        expect_own: [403, 201, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/injections/{id}",
+        own: "/api/v1/subjects/FRA-001/injections/1",
+        other: "/api/v1/subjects/FRB-001/injections/2",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "PATCH",
+        path: "/api/v1/subjects/{subject_code}/injections/{id}",
+        own: "/api/v1/subjects/FRA-001/injections/1",
+        other: "/api/v1/subjects/FRB-001/injections/2",
+        body: |_| json!({"lot_number": "LOT-2", "reason": "transcription error"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/temperatures",
+        own: "/api/v1/subjects/FRA-001/temperatures",
+        other: "/api/v1/subjects/FRB-001/temperatures",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects/{subject_code}/temperatures",
+        own: "/api/v1/subjects/FRA-001/temperatures",
+        other: "/api/v1/subjects/FRB-001/temperatures",
+        body: |_| json!({"measured_at": "2026-10-05T18:00:00Z", "celsius": 38.2, "method": "rectal"}),
+        expect_own: [403, 201, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/temperatures/{id}",
+        own: "/api/v1/subjects/FRA-001/temperatures/1",
+        other: "/api/v1/subjects/FRB-001/temperatures/2",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "PATCH",
+        path: "/api/v1/subjects/{subject_code}/temperatures/{id}",
+        own: "/api/v1/subjects/FRA-001/temperatures/1",
+        other: "/api/v1/subjects/FRB-001/temperatures/2",
+        body: |_| json!({"celsius": 38.1, "reason": "misread"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/v1/subjects/{subject_code}/temperatures/{id}",
+        own: "/api/v1/subjects/FRA-001/temperatures/1",
+        other: "/api/v1/subjects/FRB-001/temperatures/2",
+        body: |_| json!({"reason": "wrong patient"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/v1/subjects/{subject_code}/injections/{id}",
+        own: "/api/v1/subjects/FRA-001/injections/1",
+        other: "/api/v1/subjects/FRB-001/injections/2",
+        body: |_| json!({"reason": "wrong patient"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects/{subject_code}/consents/{id}/withdraw",
+        own: "/api/v1/subjects/FRA-001/consents/1/withdraw",
+        other: "/api/v1/subjects/FRB-001/consents/2/withdraw",
+        body: |_| json!({"withdrawn_on": "2026-11-01", "scope": "all", "reason": "parents' decision"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
     },
 ];
 
@@ -216,6 +380,7 @@ async fn authorization_matrix() {
     let app = TestApp::spawn().await;
     app.site("FRA", "Europe/Paris");
     app.site("FRB", "Europe/Paris");
+    crate::clinical::matrix_fixture(&app).await;
     for route in ROUTES {
         for (side, path, expected) in [
             ("own", route.own, route.expect_own),
@@ -224,10 +389,16 @@ async fn authorization_matrix() {
             for (i, role) in ROLES.iter().enumerate() {
                 // a fresh caller per cell: logout and password rows must not affect the next
                 let token = app.token(*role, &["FRA"]).await;
-                let body = (route.body)();
+                let body = (route.body)(if side == "own" { "FRA" } else { "FRB" });
                 let method = Method::from_bytes(route.method.as_bytes()).unwrap();
                 let body = if body.is_null() { None } else { Some(&body) };
-                let r = app.request(method, path, Some(&token), body, &[]).await;
+                // every record of the fixture is at version 1 when first changed
+                let headers: &[(&str, &str)] = if route.method == "PATCH" {
+                    &[("if-match", "\"1\"")]
+                } else {
+                    &[]
+                };
+                let r = app.request(method, path, Some(&token), body, headers).await;
                 assert_eq!(
                     r.status.as_u16(),
                     expected[i],

@@ -4,5 +4,6 @@
 mod helpers;
 
 mod audit_trail;
+mod clinical;
 mod foundation;
 mod identity;

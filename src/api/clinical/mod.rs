@@ -1,5 +1,198 @@
-//! Subjects and their clinical records.
+//! Subjects and their clinical records. Every query takes the caller's scope and puts it
+//! in SQL: a subject outside it is a 404, exactly like one that does not exist.
 
-use actix_web::web;
+pub mod casebook;
+pub mod consents;
+pub mod injections;
+pub mod subjects;
+pub mod temperatures;
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+use std::str::FromStr;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bigdecimal::{BigDecimal, ToPrimitive};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use diesel::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{Caller, Scope};
+use crate::db;
+use crate::domain::time::parse_zone;
+use crate::error::{AppError, AppResult};
+use crate::schema::{consents as c, sites, subjects as s};
+use crate::services::idempotency::{self, Claim};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    subjects::routes(cfg);
+    consents::routes(cfg);
+    injections::routes(cfg);
+    temperatures::routes(cfg);
+    casebook::routes(cfg);
+}
+
+/// The subject a record belongs to, as the write paths need it.
+#[derive(Debug, Clone)]
+pub struct SubjectRef {
+    pub id: i64,
+    pub site_id: i64,
+    pub code: String,
+    pub weight_kg: f64,
+    pub tz: Tz,
+}
+
+/// Finds a subject within `scope`; anything else is 404.
+pub fn find_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<SubjectRef> {
+    let mut q = s::table
+        .inner_join(sites::table)
+        .filter(s::subject_code.eq(code))
+        .filter(s::deleted_at.is_null())
+        .into_boxed();
+    if let Some(ids) = scope.site_ids() {
+        q = q.filter(s::site_id.eq_any(ids.to_vec()));
+    }
+    let (id, site_id, code, weight, zone): (i64, i64, String, BigDecimal, String) = q
+        .select((
+            s::id,
+            s::site_id,
+            s::subject_code,
+            s::weight_kg,
+            sites::time_zone,
+        ))
+        .first(conn)
+        .optional()?
+        .ok_or(AppError::NotFound)?;
+    Ok(SubjectRef {
+        id,
+        site_id,
+        code,
+        weight_kg: to_f64(&weight),
+        tz: parse_zone(&zone).unwrap_or(Tz::UTC),
+    })
+}
+
+/// The dates between which clinical data may lie: the first consent signed, and the
+/// earliest withdrawal, if any.
+pub struct ConsentWindow {
+    pub first_signed: Option<NaiveDate>,
+    pub withdrawn_on: Option<NaiveDate>,
+}
+
+pub fn consent_window(conn: &mut PgConnection, subject_id: i64) -> AppResult<ConsentWindow> {
+    let rows: Vec<(NaiveDate, Option<NaiveDate>)> = c::table
+        .filter(c::subject_id.eq(subject_id))
+        .filter(c::deleted_at.is_null())
+        .select((c::signed_on, c::withdrawn_on))
+        .load(conn)?;
+    Ok(ConsentWindow {
+        first_signed: rows.iter().map(|r| r.0).min(),
+        withdrawn_on: rows.iter().filter_map(|r| r.1).min(),
+    })
+}
+
+impl ConsentWindow {
+    /// Hard check: a record dated `date` (site local) must lie inside the consent window.
+    pub fn check(&self, field: &str, date: NaiveDate) -> AppResult<()> {
+        match self.first_signed {
+            None => Err(AppError::invalid(
+                field,
+                "no informed consent is recorded for this subject: record the consent first",
+            )),
+            Some(signed) if date < signed => Err(AppError::invalid(
+                field,
+                format!("is before the informed consent signed on {signed}"),
+            )),
+            _ => match self.withdrawn_on {
+                Some(w) if date > w => Err(AppError::invalid(
+                    field,
+                    format!("is after the consent withdrawal on {w}"),
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+pub fn to_f64(d: &BigDecimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// A value already validated to `places` decimals, as stored.
+pub fn decimal(v: f64, places: usize) -> BigDecimal {
+    BigDecimal::from_str(&format!("{v:.places$}")).unwrap_or_default()
+}
+
+/// `{reason}`: the body of a DELETE (mark entered in error).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    pub reason: String,
+}
+
+/// The version a DELETE expects: If-Match is optional there, checked when sent.
+pub fn optional_if_match(req: &HttpRequest) -> AppResult<Option<i32>> {
+    if req
+        .headers()
+        .contains_key(actix_web::http::header::IF_MATCH)
+    {
+        super::if_match(req).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Runs a POST's unit of work in one transaction, honouring `Idempotency-Key`: a retry
+/// with the same key and body returns the first answer and writes nothing.
+pub async fn idempotent_post<F>(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    req: &HttpRequest,
+    raw: &[u8],
+    work: F,
+) -> AppResult<HttpResponse>
+where
+    F: FnOnce(&mut PgConnection) -> AppResult<Value> + Send + 'static,
+{
+    let key = super::idempotency_key(req);
+    let fingerprint = idempotency::fingerprint("POST", req.path(), raw);
+    let user = caller.user_id;
+    let (status, body) = db::transaction(&state.pool, move |conn| {
+        if let Some(k) = &key {
+            if let Claim::Replay { status, body } = idempotency::claim(conn, user, k, &fingerprint)?
+            {
+                return Ok((status, body));
+            }
+        }
+        let body = work(conn)?;
+        if let Some(k) = &key {
+            idempotency::store(conn, user, k, 201, &body)?;
+        }
+        Ok((201u16, body))
+    })
+    .await?;
+    let mut resp = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED));
+    if let Some(v) = body.get("version").and_then(Value::as_i64) {
+        resp.insert_header((actix_web::http::header::ETAG, format!("\"{v}\"")));
+    }
+    Ok(resp.json(body))
+}
+
+/// Drops bookkeeping columns before an audit diff.
+pub fn audit_view(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        for k in [
+            "updated_at",
+            "updated_by",
+            "version",
+            "created_at",
+            "created_by",
+        ] {
+            m.remove(k);
+        }
+    }
+    v
+}

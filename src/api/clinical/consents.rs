@@ -1,0 +1,290 @@
+//! Informed consent: recorded before anything else, withdrawn with a date and scope.
+//! Re-consent on a newer form version is a new record.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{resource, with_etag, Json};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{authorize, Caller, Permission};
+use crate::db;
+use crate::domain::time::local_date;
+use crate::domain::values::{bounded_text, Reason};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::schema::{consents as c, subjects as s};
+
+use super::{find_subject, idempotent_post};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/subjects/{subject_code}/consents")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        resource("/subjects/{subject_code}/consents/{id}/withdraw").route(web::post().to(withdraw)),
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Signer {
+    Participant,
+    LegalRepresentative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawalScope {
+    /// no further data at all
+    All,
+    /// stops treatment, follow-up continues
+    Treatment,
+    /// stops follow-up visits
+    FollowUp,
+}
+
+impl WithdrawalScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Treatment => "treatment",
+            Self::FollowUp => "follow_up",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
+#[diesel(table_name = c)]
+pub struct Consent {
+    pub id: i64,
+    pub form_version: String,
+    pub signed_on: NaiveDate,
+    /// participant or legal_representative
+    pub signer: String,
+    pub representative_relationship: Option<String>,
+    pub assent: Option<bool>,
+    pub obtained_by: i64,
+    pub withdrawn_on: Option<NaiveDate>,
+    pub withdrawal_scope: Option<String>,
+    pub withdrawal_reason: Option<String>,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewConsent {
+    /// a consent form version in force (see GET /study)
+    pub form_version: String,
+    pub signed_on: NaiveDate,
+    pub signer: Signer,
+    /// required when a legal representative signed, e.g. "mother"
+    pub representative_relationship: Option<String>,
+    /// the child's assent, where age allows
+    pub assent: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Withdrawal {
+    pub withdrawn_on: NaiveDate,
+    pub scope: WithdrawalScope,
+    pub reason: String,
+}
+
+/// Consents of a subject.
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/consents", tag = "consents",
+    params(("subject_code" = String, Path)),
+    responses((status = 200, body = Vec<Consent>), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    code: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let code = code.into_inner();
+    let items = db::run(&state.pool, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        Ok(c::table
+            .filter(c::subject_id.eq(subject.id))
+            .filter(c::deleted_at.is_null())
+            .order(c::id)
+            .select(Consent::as_select())
+            .load(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// Record an informed consent.
+#[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/consents", tag = "consents",
+    params(("subject_code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = NewConsent,
+    responses((status = 201, body = Consent), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    code: web::Path<String>,
+    body: Json<NewConsent>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    let b = body.value;
+    let mut errors = Vec::new();
+    if !state
+        .protocol
+        .file
+        .consent_versions
+        .contains(&b.form_version)
+    {
+        errors.push(FieldError::new(
+            "form_version",
+            format!(
+                "not a version in force: {}",
+                state.protocol.file.consent_versions.join(", ")
+            ),
+        ));
+    }
+    let relationship = match (b.signer, b.representative_relationship.as_deref()) {
+        (Signer::LegalRepresentative, None) => {
+            errors.push(FieldError::new(
+                "representative_relationship",
+                "required when a legal representative signs",
+            ));
+            None
+        }
+        (_, Some(r)) => bounded_text("representative_relationship", r, 100)
+            .map_err(|e| errors.push(e))
+            .ok(),
+        (Signer::Participant, None) => None,
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let code = code.into_inner();
+    let cl = caller.clone();
+    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        if b.signed_on > local_date(Utc::now(), subject.tz) {
+            return Err(AppError::invalid("signed_on", "must not be in the future"));
+        }
+        let signer = match b.signer {
+            Signer::Participant => "participant",
+            Signer::LegalRepresentative => "legal_representative",
+        };
+        let consent: Consent = diesel::insert_into(c::table)
+            .values((
+                c::site_id.eq(subject.site_id),
+                c::subject_id.eq(subject.id),
+                c::form_version.eq(&b.form_version),
+                c::signed_on.eq(b.signed_on),
+                c::signer.eq(signer),
+                c::representative_relationship.eq(relationship),
+                c::assent.eq(b.assent),
+                c::obtained_by.eq(cl.user_id),
+                c::created_by.eq(cl.user_id),
+                c::updated_by.eq(cl.user_id),
+            ))
+            .returning(Consent::as_returning())
+            .get_result(conn)?;
+        let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
+                .record(consent.id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .new_values(body.clone()),
+        )?;
+        Ok(body)
+    })
+    .await
+}
+
+/// Withdraw a consent: no clinical data may be dated after `withdrawn_on`.
+#[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/consents/{id}/withdraw", tag = "consents",
+    params(("subject_code" = String, Path), ("id" = i64, Path)), request_body = Withdrawal,
+    responses((status = 200, body = Consent), (status = 404, body = crate::error::Problem),
+        (status = 409, description = "already withdrawn", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn withdraw(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, i64)>,
+    body: Json<Withdrawal>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    let b = body.value;
+    let reason =
+        Reason::parse("reason", Some(&b.reason)).map_err(|e| AppError::Validation(vec![e]))?;
+    let (code, id) = path.into_inner();
+    let consent = db::transaction(&state.pool, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        let old: Consent = c::table
+            .filter(c::id.eq(id))
+            .filter(c::subject_id.eq(subject.id))
+            .filter(c::deleted_at.is_null())
+            .select(Consent::as_select())
+            .for_update()
+            .first(conn)?;
+        if old.withdrawn_on.is_some() {
+            return Err(AppError::Conflict("This consent is already withdrawn.".into()));
+        }
+        if b.withdrawn_on < old.signed_on {
+            return Err(AppError::invalid("withdrawn_on", "is before the consent was signed"));
+        }
+        if b.withdrawn_on > local_date(Utc::now(), subject.tz) {
+            return Err(AppError::invalid("withdrawn_on", "must not be in the future"));
+        }
+        let new: Consent = diesel::update(c::table.find(id))
+            .set((
+                c::withdrawn_on.eq(b.withdrawn_on),
+                c::withdrawal_scope.eq(b.scope.as_str()),
+                c::withdrawal_reason.eq(reason.as_str()),
+                c::version.eq(c::version + 1),
+                c::updated_at.eq(diesel::dsl::now),
+                c::updated_by.eq(caller.user_id),
+            ))
+            .returning(Consent::as_returning())
+            .get_result(conn)?;
+        if b.scope == WithdrawalScope::All {
+            diesel::update(s::table.find(subject.id))
+                .set((s::status.eq("withdrawn"), s::version.eq(s::version + 1), s::updated_by.eq(caller.user_id), s::updated_at.eq(diesel::dsl::now)))
+                .execute(conn)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&caller.actor), "update", "subjects", &caller.meta)
+                    .record(subject.id)
+                    .site(Some(subject.site_id))
+                    .subject(Some(subject.id))
+                    .new_values(serde_json::json!({"status": "withdrawn"}))
+                    .reason(Some(reason.as_str())),
+            )?;
+        }
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "update", "consents", &caller.meta)
+                .record(id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .old(serde_json::json!({"withdrawn_on": null, "withdrawal_scope": null}))
+                .new_values(serde_json::json!({"withdrawn_on": b.withdrawn_on, "withdrawal_scope": b.scope}))
+                .reason(Some(reason.as_str())),
+        )?;
+        Ok(new)
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, consent.version, &consent))
+}

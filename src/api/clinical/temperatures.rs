@@ -1,0 +1,409 @@
+//! The temperature CRF: several measurements a day; `fever` derives from the protocol's
+//! threshold.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::api::{if_match, resource, with_etag, Json};
+use crate::app::AppState;
+use crate::audit::{self, diff, AuditEvent};
+use crate::auth::{authorize, Caller, Permission, Scope};
+use crate::db;
+use crate::domain::protocol::Protocol;
+use crate::domain::time::local_date;
+use crate::domain::values::{not_in_future, Celsius, Reason};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::schema::temperatures as t;
+
+use super::{
+    audit_view, consent_window, decimal, find_subject, idempotent_post, optional_if_match, to_f64,
+    DeleteRequest, SubjectRef,
+};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/subjects/{subject_code}/temperatures")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        resource("/subjects/{subject_code}/temperatures/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = t)]
+pub struct TemperatureRow {
+    pub id: i64,
+    pub site_id: i64,
+    pub subject_id: i64,
+    pub measured_at: DateTime<Utc>,
+    pub celsius: BigDecimal,
+    pub method: String,
+    pub fever: bool,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_by: Option<i64>,
+    pub deleted_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Temperature {
+    pub id: i64,
+    pub subject_code: String,
+    pub measured_at: DateTime<Utc>,
+    pub celsius: f64,
+    /// rectal, axillary, oral, tympanic or temporal (as the protocol allows)
+    pub method: String,
+    /// above the protocol's fever threshold
+    pub fever: bool,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_reason: Option<String>,
+}
+
+impl Temperature {
+    pub fn from_row(r: TemperatureRow, subject_code: &str) -> Self {
+        Self {
+            id: r.id,
+            subject_code: subject_code.to_owned(),
+            measured_at: r.measured_at,
+            celsius: to_f64(&r.celsius),
+            method: r.method,
+            fever: r.fever,
+            version: r.version,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+            deleted_at: r.deleted_at,
+            deleted_reason: r.deleted_reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTemperature {
+    pub measured_at: DateTime<Utc>,
+    /// 30.0-45.0, one decimal
+    pub celsius: f64,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemperatureChange {
+    pub measured_at: Option<DateTime<Utc>>,
+    pub celsius: Option<f64>,
+    pub method: Option<String>,
+    /// why the record is changed (required)
+    pub reason: Option<String>,
+}
+
+struct Entry {
+    measured_at: DateTime<Utc>,
+    celsius: Celsius,
+    method: String,
+}
+
+fn parse(protocol: &Protocol, b: &NewTemperature) -> AppResult<Entry> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    if let Err(e) = not_in_future("measured_at", b.measured_at, Utc::now()) {
+        errors.push(e);
+    }
+    let celsius = Celsius::parse("celsius", b.celsius)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if !protocol.file.temperature_methods.contains(&b.method) {
+        errors.push(FieldError::new(
+            "method",
+            format!(
+                "must be one of: {}",
+                protocol.file.temperature_methods.join(", ")
+            ),
+        ));
+    }
+    match (celsius, errors.is_empty()) {
+        (Some(celsius), true) => Ok(Entry {
+            measured_at: b.measured_at,
+            celsius,
+            method: b.method.clone(),
+        }),
+        _ => Err(AppError::Validation(errors)),
+    }
+}
+
+fn check(conn: &mut PgConnection, subject: &SubjectRef, e: &Entry) -> AppResult<()> {
+    let date = local_date(e.measured_at, subject.tz);
+    consent_window(conn, subject.id)?.check("measured_at", date)
+}
+
+fn find(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    code: &str,
+    id: i64,
+    lock: bool,
+) -> AppResult<(SubjectRef, TemperatureRow)> {
+    let subject = find_subject(conn, scope, code)?;
+    let q = t::table
+        .filter(t::id.eq(id))
+        .filter(t::subject_id.eq(subject.id))
+        .select(TemperatureRow::as_select());
+    let row = if lock {
+        q.for_update().first(conn)?
+    } else {
+        q.first(conn)?
+    };
+    Ok((subject, row))
+}
+
+fn to_json(v: &impl Serialize) -> AppResult<Value> {
+    serde_json::to_value(v).map_err(AppError::internal)
+}
+
+/// Temperatures of a subject (records marked entered in error included, flagged).
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/temperatures", tag = "temperatures",
+    params(("subject_code" = String, Path)),
+    responses((status = 200, body = Vec<Temperature>), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    code: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let code = code.into_inner();
+    let items = db::run(&state.pool, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        let rows: Vec<TemperatureRow> = t::table
+            .filter(t::subject_id.eq(subject.id))
+            .order((t::measured_at, t::id))
+            .select(TemperatureRow::as_select())
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Temperature::from_row(r, &subject.code))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// Record a temperature.
+#[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/temperatures", tag = "temperatures",
+    params(("subject_code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = NewTemperature,
+    responses((status = 201, body = Temperature), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    code: web::Path<String>,
+    body: Json<NewTemperature>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    let e = parse(&state.protocol, &body.value)?;
+    let fever = e.celsius.value() > state.protocol.fever_threshold();
+    let code = code.into_inner();
+    let c = caller.clone();
+    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        check(conn, &subject, &e)?;
+        let row: TemperatureRow = diesel::insert_into(t::table)
+            .values((
+                t::site_id.eq(subject.site_id),
+                t::subject_id.eq(subject.id),
+                t::measured_at.eq(e.measured_at),
+                t::celsius.eq(decimal(e.celsius.value(), 1)),
+                t::method.eq(&e.method),
+                t::fever.eq(fever),
+                t::created_by.eq(c.user_id),
+                t::updated_by.eq(c.user_id),
+            ))
+            .returning(TemperatureRow::as_returning())
+            .get_result(conn)?;
+        let body = to_json(&Temperature::from_row(row.clone(), &subject.code))?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&c.actor), "create", "temperatures", &c.meta)
+                .record(row.id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .new_values(body.clone()),
+        )?;
+        Ok(body)
+    })
+    .await
+}
+
+/// One temperature.
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/temperatures/{id}", tag = "temperatures",
+    params(("subject_code" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = Temperature), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, i64)>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let (code, id) = path.into_inner();
+    let temp = db::run(&state.pool, move |conn| {
+        let (subject, row) = find(conn, &scope, &code, id, false)?;
+        Ok(Temperature::from_row(row, &subject.code))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, temp.version, &temp))
+}
+
+/// Correct a temperature (If-Match with its version, and a reason).
+#[utoipa::path(patch, path = "/api/v1/subjects/{subject_code}/temperatures/{id}", tag = "temperatures",
+    params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = String, Header)),
+    request_body = TemperatureChange,
+    responses((status = 200, body = Temperature), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 412, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem), (status = 428, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, i64)>,
+    body: Json<TemperatureChange>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    // checked once the record is found: scope (404) comes before preconditions (428)
+    let expected = if_match(&req);
+    let b = body.value;
+    let reason =
+        Reason::parse("reason", b.reason.as_deref()).map_err(|e| AppError::Validation(vec![e]))?;
+    let (code, id) = path.into_inner();
+    let protocol = state.protocol.clone();
+    let temp = db::transaction(&state.pool, move |conn| {
+        let (subject, old) = find(conn, &scope, &code, id, true)?;
+        let expected = expected?;
+        if old.deleted_at.is_some() {
+            return Err(AppError::Conflict(
+                "This temperature is marked entered in error.".into(),
+            ));
+        }
+        if old.version != expected {
+            return Err(AppError::PreconditionFailed);
+        }
+        let merged = NewTemperature {
+            measured_at: b.measured_at.unwrap_or(old.measured_at),
+            celsius: b.celsius.unwrap_or(to_f64(&old.celsius)),
+            method: b.method.clone().unwrap_or(old.method.clone()),
+        };
+        let e = parse(&protocol, &merged)?;
+        check(conn, &subject, &e)?;
+        let new: TemperatureRow = diesel::update(t::table.find(id))
+            .set((
+                t::measured_at.eq(e.measured_at),
+                t::celsius.eq(decimal(e.celsius.value(), 1)),
+                t::method.eq(&e.method),
+                t::fever.eq(e.celsius.value() > protocol.fever_threshold()),
+                t::version.eq(t::version + 1),
+                t::updated_at.eq(diesel::dsl::now),
+                t::updated_by.eq(caller.user_id),
+            ))
+            .returning(TemperatureRow::as_returning())
+            .get_result(conn)?;
+        let (o, n) = diff(
+            &audit_view(to_json(&Temperature::from_row(old, &subject.code))?),
+            &audit_view(to_json(&Temperature::from_row(new.clone(), &subject.code))?),
+        );
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "update", "temperatures", &caller.meta)
+                .record(id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .old(o)
+                .new_values(n)
+                .reason(Some(reason.as_str())),
+        )?;
+        Ok(Temperature::from_row(new, &subject.code))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, temp.version, &temp))
+}
+
+/// Mark a temperature entered in error (a reason is required; nothing is removed).
+#[utoipa::path(delete, path = "/api/v1/subjects/{subject_code}/temperatures/{id}", tag = "temperatures",
+    params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+    request_body = DeleteRequest,
+    responses((status = 200, body = Temperature), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 412, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, i64)>,
+    body: Json<DeleteRequest>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    let expected = optional_if_match(&req)?;
+    let reason = Reason::parse("reason", Some(&body.value.reason))
+        .map_err(|e| AppError::Validation(vec![e]))?;
+    let (code, id) = path.into_inner();
+    let temp = db::transaction(&state.pool, move |conn| {
+        let (subject, old) = find(conn, &scope, &code, id, true)?;
+        if old.deleted_at.is_some() {
+            return Err(AppError::Conflict(
+                "This temperature is already marked entered in error.".into(),
+            ));
+        }
+        if expected.is_some_and(|v| v != old.version) {
+            return Err(AppError::PreconditionFailed);
+        }
+        let new: TemperatureRow = diesel::update(t::table.find(id))
+            .set((
+                t::deleted_at.eq(diesel::dsl::now),
+                t::deleted_by.eq(caller.user_id),
+                t::deleted_reason.eq(reason.as_str()),
+                t::version.eq(t::version + 1),
+                t::updated_at.eq(diesel::dsl::now),
+                t::updated_by.eq(caller.user_id),
+            ))
+            .returning(TemperatureRow::as_returning())
+            .get_result(conn)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "delete", "temperatures", &caller.meta)
+                .record(id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .old(audit_view(to_json(&Temperature::from_row(
+                    old,
+                    &subject.code,
+                ))?))
+                .reason(Some(reason.as_str())),
+        )?;
+        Ok(Temperature::from_row(new, &subject.code))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, temp.version, &temp))
+}
