@@ -199,6 +199,61 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    adverse_events (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        term -> Text,
+        meddra_code -> Nullable<Text>,
+        meddra_term -> Nullable<Text>,
+        onset_date -> Text,
+        end_date -> Nullable<Text>,
+        grade -> Int2,
+        serious -> Bool,
+        seriousness_criteria -> Array<Text>,
+        relationship -> Text,
+        action_taken -> Text,
+        outcome -> Text,
+        awareness_date -> Date,
+        version -> Int4,
+        created_at -> Timestamptz,
+        created_by -> Int8,
+        updated_at -> Timestamptz,
+        updated_by -> Int8,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by -> Nullable<Int8>,
+        deleted_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    sae_alerts (id) {
+        id -> Int8,
+        adverse_event_id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        delivered_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sae_alert_attempts (id) {
+        id -> Int8,
+        alert_id -> Int8,
+        attempted_at -> Timestamptz,
+        http_status -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        duration_ms -> Int4,
+    }
+}
+
 diesel::joinable!(user_sites -> users (user_id));
 diesel::joinable!(user_sites -> sites (site_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -209,6 +264,9 @@ diesel::joinable!(subjects -> sites (site_id));
 diesel::joinable!(consents -> subjects (subject_id));
 diesel::joinable!(injections -> subjects (subject_id));
 diesel::joinable!(temperatures -> subjects (subject_id));
+diesel::joinable!(adverse_events -> subjects (subject_id));
+diesel::joinable!(sae_alerts -> adverse_events (adverse_event_id));
+diesel::joinable!(sae_alert_attempts -> sae_alerts (alert_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     sites,

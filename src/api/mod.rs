@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod clinical;
+pub mod exports;
 pub mod health;
 pub mod me;
 pub mod openapi;
@@ -43,7 +44,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(sites::routes)
             .configure(users::routes)
             .configure(audit::routes)
-            .configure(clinical::routes),
+            .configure(clinical::routes)
+            .configure(exports::routes),
     );
     cfg.default_service(web::to(not_found));
 }

@@ -43,6 +43,8 @@ impl Modify for BearerAuth {
         clinical::temperatures::list, clinical::temperatures::create, clinical::temperatures::get,
         clinical::temperatures::update, clinical::temperatures::delete,
         clinical::casebook::casebook,
+        // ADVERSE_EVENT_PATHS
+        // EXPORT_PATHS
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),

@@ -1,0 +1,1 @@
+DROP TABLE sae_alert_attempts, sae_alerts, adverse_events;
