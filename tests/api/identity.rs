@@ -357,6 +357,8 @@ pub const ROUTES: &[Route] = &[
         expect_own: [403, 200, 403, 403],
         expect_other: [403, 404, 403, 403],
     },
+    // ADVERSE_EVENT_ROUTES
+    // EXPORT_ROUTES (read-only rows; they must not depend on the withdrawal below)
     Route {
         method: "POST",
         path: "/api/v1/subjects/{subject_code}/consents/{id}/withdraw",

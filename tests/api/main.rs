@@ -5,5 +5,6 @@ mod helpers;
 
 mod audit_trail;
 mod clinical;
+mod exports;
 mod foundation;
 mod identity;
