@@ -94,9 +94,11 @@ impl Application {
     /// in the background meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
-        let sealer = actix_web::rt::spawn(seal_forever(state));
+        let sealer = actix_web::rt::spawn(seal_forever(state.clone()));
+        let alerts = actix_web::rt::spawn(deliver_alerts_forever(state));
         let result = self.server.await;
         sealer.abort();
+        alerts.abort();
         // Seal what the last requests wrote before exiting, when the database allows.
         let state = self.state.clone();
         let _ = web::block(move || {
@@ -125,6 +127,24 @@ async fn seal_forever(state: web::Data<AppState>) {
                 tracing::warn!(error = %e, "audit sealer could not run; rows stay pending")
             }
             Err(e) => tracing::warn!(error = %e, "audit sealer task failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn deliver_alerts_forever(state: web::Data<AppState>) {
+    let interval = Duration::from_millis(state.settings.sae.poll_interval_ms.max(10));
+    loop {
+        let s = state.clone();
+        let delivered = web::block(move || -> Result<usize, String> {
+            let mut conn = s.pool.get().map_err(|e| e.to_string())?;
+            crate::services::sae::deliver_due(&mut conn, &s.settings.sae).map_err(|e| e.to_string())
+        })
+        .await;
+        match delivered {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "SAE alert delivery could not run"),
+            Err(e) => tracing::warn!(error = %e, "SAE alert task failed"),
         }
         tokio::time::sleep(interval).await;
     }

@@ -1,7 +1,8 @@
 //! Layered settings: `config/default.toml`, then `config/{env}.toml`, then the environment.
 //!
 //! Environment names: `DATABASE_URL`, `CASEBOOK_LISTEN`, `CASEBOOK_ENV`,
-//! `CASEBOOK_JWT_SECRET`, `CASEBOOK_PROTOCOL`, and
+//! `CASEBOOK_JWT_SECRET`, `CASEBOOK_PROTOCOL`, `CASEBOOK_SAE_WEBHOOK_URL`,
+//! `CASEBOOK_SAE_WEBHOOK_SECRET`, and
 //! `CASEBOOK__SECTION__KEY` for any other key. `CASEBOOK_CONFIG_DIR` says where the files are.
 //! Everything is checked here, before the port is bound; an error names the setting.
 
@@ -78,6 +79,23 @@ pub struct AuditSettings {
     pub seal_interval_ms: u64,
 }
 
+/// Serious adverse event alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaeSettings {
+    /// Where alerts are POSTed; empty: alerts wait, visible as pending.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the X-Casebook-Signature header.
+    pub webhook_secret: String,
+    pub poll_interval_ms: u64,
+    pub max_attempts: i32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    pub timeout_ms: u64,
+    pub batch: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -91,6 +109,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
     pub audit: AuditSettings,
+    pub sae: SaeSettings,
 }
 
 const DEV_SECRET: &str = "dev-only-secret-change-me-0123456789abcdef";
@@ -128,6 +147,8 @@ impl Settings {
                 "CASEBOOK_LISTEN" => vec!["listen".into()],
                 "CASEBOOK_JWT_SECRET" => vec!["jwt".into(), "secret".into()],
                 "CASEBOOK_PROTOCOL" => vec!["protocol".into()],
+                "CASEBOOK_SAE_WEBHOOK_URL" => vec!["sae".into(), "webhook_url".into()],
+                "CASEBOOK_SAE_WEBHOOK_SECRET" => vec!["sae".into(), "webhook_secret".into()],
                 k if k.starts_with("CASEBOOK__") => k["CASEBOOK__".len()..]
                     .split("__")
                     .map(|p| p.to_ascii_lowercase())
@@ -179,6 +200,21 @@ impl Settings {
             return Err(ConfigError(
                 "password: production needs at least m_cost_kib=19456 and t_cost=2".into(),
             ));
+        }
+        if let Some(url) = self.sae.webhook_url.as_deref().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError(
+                    "CASEBOOK_SAE_WEBHOOK_URL: must be an http:// or https:// URL".into(),
+                ));
+            }
+            if self.sae.webhook_secret.len() < 16 {
+                return Err(ConfigError(
+                    "CASEBOOK_SAE_WEBHOOK_SECRET: at least 16 bytes when a webhook is set".into(),
+                ));
+            }
+        }
+        if self.sae.max_attempts < 1 {
+            return Err(ConfigError("sae.max_attempts: at least 1".into()));
         }
         if self.jwt.access_ttl_secs <= 0 || self.jwt.refresh_ttl_secs <= 0 {
             return Err(ConfigError("jwt: token lifetimes must be positive".into()));

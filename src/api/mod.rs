@@ -8,6 +8,7 @@ pub mod exports;
 pub mod health;
 pub mod me;
 pub mod openapi;
+pub mod sae_alerts;
 pub mod sites;
 pub mod study;
 pub mod users;
@@ -45,6 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(users::routes)
             .configure(audit::routes)
             .configure(clinical::routes)
+            .configure(sae_alerts::routes)
             .configure(exports::routes),
     );
     cfg.default_service(web::to(not_found));

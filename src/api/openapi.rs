@@ -43,7 +43,9 @@ impl Modify for BearerAuth {
         clinical::temperatures::list, clinical::temperatures::create, clinical::temperatures::get,
         clinical::temperatures::update, clinical::temperatures::delete,
         clinical::casebook::casebook,
-        // ADVERSE_EVENT_PATHS
+        clinical::adverse_events::list, clinical::adverse_events::create, clinical::adverse_events::get,
+        clinical::adverse_events::update, clinical::adverse_events::delete,
+        sae_alerts::list,
         // EXPORT_PATHS
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),

@@ -30,6 +30,9 @@ pub struct AuditEvent<'a> {
     pub new_values: Option<Value>,
     pub reason: Option<&'a str>,
     pub meta: &'a RequestMeta,
+    /// For work no user asked for (background delivery, the command line): recorded as the
+    /// actor role `system:<name>` with no user id.
+    pub system: Option<&'a str>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -50,7 +53,12 @@ impl<'a> AuditEvent<'a> {
             new_values: None,
             reason: None,
             meta,
+            system: None,
         }
+    }
+    pub fn by_system(mut self, name: &'a str) -> Self {
+        self.system = Some(name);
+        self
     }
     pub fn record(mut self, id: i64) -> Self {
         self.record_id = Some(id);
@@ -83,7 +91,10 @@ pub fn record(conn: &mut PgConnection, e: &AuditEvent<'_>) -> QueryResult<i64> {
     diesel::insert_into(audit_log::table)
         .values((
             audit_log::actor_id.eq(e.actor.map(|a| a.user_id)),
-            audit_log::actor_role.eq(e.actor.map(|a| a.role.as_str())),
+            audit_log::actor_role.eq(e
+                .actor
+                .map(|a| a.role.clone())
+                .or_else(|| e.system.map(|s| format!("system:{s}")))),
             audit_log::action.eq(e.action),
             audit_log::entity_table.eq(e.entity_table),
             audit_log::record_id.eq(e.record_id),

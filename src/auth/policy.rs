@@ -51,6 +51,10 @@ pub enum Permission {
     VerifyAudit,
     /// the running protocol
     ReadStudy,
+    /// streamed exports of the clinical data (CSV, ODM, SDTM)
+    Export,
+    /// the outbox of serious adverse event alerts
+    ReadSafetyAlerts,
 }
 
 /// The sites a permitted action covers. Every data query takes one and puts it in SQL.
@@ -89,6 +93,8 @@ pub fn authorize(caller: &Caller, permission: Permission) -> AppResult<Scope> {
         (R::Investigator, P::ReadClinical | P::EnterClinical) => Some(own()),
         (R::Monitor, P::ReadClinical | P::ReadAudit) => Some(own()),
         (R::Sponsor, P::ReadClinical) => Some(Scope::AllSites),
+        (R::Admin | R::Sponsor, P::Export) => Some(Scope::AllSites),
+        (R::Admin | R::Sponsor, P::ReadSafetyAlerts) => Some(Scope::AllSites),
         _ => None,
     };
     allowed.ok_or_else(|| {

@@ -2,6 +2,7 @@
 
 pub mod dosing;
 pub mod endpoints;
+pub mod partial_date;
 pub mod protocol;
 pub mod time;
 pub mod values;

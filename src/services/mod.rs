@@ -2,4 +2,5 @@
 //! transaction and records its audit row there).
 
 pub mod idempotency;
+pub mod sae;
 pub mod users;

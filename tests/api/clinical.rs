@@ -53,7 +53,7 @@ pub async fn enrolled(app: &TestApp, token: &str, site: &str) -> String {
 }
 
 /// FRA-001 and FRB-001 with a consent (ids 1, 2), a day-1 injection (ids 1, 2) and a
-/// temperature (ids 1, 2) each.
+/// temperature (ids 1, 2) and a mild adverse event (ids 1, 2) each.
 pub async fn matrix_fixture(app: &TestApp) {
     for site in ["FRA", "FRB"] {
         let inv = app.token(Role::Investigator, &[site]).await;
@@ -72,6 +72,14 @@ pub async fn matrix_fixture(app: &TestApp) {
                 &format!("/api/v1/subjects/{code}/temperatures"),
                 &inv,
                 &temperature("2026-10-05T12:00:00Z", 38.5),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let r = app
+            .post(
+                &format!("/api/v1/subjects/{code}/adverse-events"),
+                &inv,
+                &crate::adverse_events::mild_event(),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);

@@ -10,8 +10,9 @@ use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact};
 use crate::error::AppResult;
-use crate::schema::{consents as c, injections as i, temperatures as t};
+use crate::schema::{adverse_events as ae, consents as c, injections as i, temperatures as t};
 
+use super::adverse_events::{AdverseEvent, AdverseEventRow};
 use super::consents::Consent;
 use super::find_subject;
 use super::injections::{Injection, InjectionRow};
@@ -30,6 +31,7 @@ pub struct Casebook {
     /// records marked entered in error are left out here (the audit trail keeps them)
     pub injections: Vec<Injection>,
     pub temperatures: Vec<Temperature>,
+    pub adverse_events: Vec<AdverseEvent>,
     /// computed from the records above
     pub endpoints: Endpoints,
 }
@@ -74,6 +76,15 @@ pub async fn casebook(
             .into_iter()
             .map(|r| Temperature::from_row(r, &s.code))
             .collect();
+        let adverse_events: Vec<AdverseEvent> = ae::table
+            .filter(ae::subject_id.eq(s.id))
+            .filter(ae::deleted_at.is_null())
+            .order(ae::id)
+            .select(AdverseEventRow::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(|r| AdverseEvent::from_row(r, &s.code))
+            .collect();
         let endpoints = derive(
             &injections
                 .iter()
@@ -99,6 +110,7 @@ pub async fn casebook(
             consents,
             injections,
             temperatures,
+            adverse_events,
             endpoints,
         })
     })

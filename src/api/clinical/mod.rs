@@ -1,6 +1,7 @@
 //! Subjects and their clinical records. Every query takes the caller's scope and puts it
 //! in SQL: a subject outside it is a 404, exactly like one that does not exist.
 
+pub mod adverse_events;
 pub mod casebook;
 pub mod consents;
 pub mod injections;
@@ -32,6 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     consents::routes(cfg);
     injections::routes(cfg);
     temperatures::routes(cfg);
+    adverse_events::routes(cfg);
     casebook::routes(cfg);
 }
 

@@ -1,0 +1,715 @@
+//! Adverse event reports. A serious one queues an alert for the sponsor's safety desk in
+//! the same transaction. Never deleted: only marked entered in error, with a reason.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::api::{if_match, resource, with_etag, Json};
+use crate::app::AppState;
+use crate::audit::{self, diff, AuditEvent};
+use crate::auth::{authorize, Caller, Permission, Scope};
+use crate::db;
+use crate::domain::partial_date::PartialDate;
+use crate::domain::protocol::Protocol;
+use crate::domain::time::local_date;
+use crate::domain::values::{bounded_text, Reason};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::schema::{adverse_events as ae, sites};
+use crate::services::sae;
+
+use super::{
+    audit_view, consent_window, find_subject, idempotent_post, optional_if_match, DeleteRequest,
+    SubjectRef,
+};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/subjects/{subject_code}/adverse-events")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        resource("/subjects/{subject_code}/adverse-events/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Seriousness {
+    Death,
+    LifeThreatening,
+    Hospitalisation,
+    Disability,
+    CongenitalAnomaly,
+    OtherMedicallyImportant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Relationship {
+    NotRelated,
+    Unlikely,
+    Possible,
+    Probable,
+    Definite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionTaken {
+    None,
+    DoseReduced,
+    Interrupted,
+    Withdrawn,
+    NotApplicable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Recovered,
+    Recovering,
+    NotRecovered,
+    RecoveredWithSequelae,
+    Fatal,
+    Unknown,
+}
+
+fn name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ae)]
+pub struct AdverseEventRow {
+    pub id: i64,
+    pub site_id: i64,
+    pub subject_id: i64,
+    pub term: String,
+    pub meddra_code: Option<String>,
+    pub meddra_term: Option<String>,
+    pub onset_date: String,
+    pub end_date: Option<String>,
+    pub grade: i16,
+    pub serious: bool,
+    pub seriousness_criteria: Vec<String>,
+    pub relationship: String,
+    pub action_taken: String,
+    pub outcome: String,
+    pub awareness_date: NaiveDate,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_by: Option<i64>,
+    pub deleted_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AdverseEvent {
+    pub id: i64,
+    pub subject_code: String,
+    /// verbatim, as reported
+    pub term: String,
+    pub meddra_code: Option<String>,
+    pub meddra_term: Option<String>,
+    /// partial ISO 8601: YYYY, YYYY-MM or YYYY-MM-DD
+    pub onset_date: String,
+    pub end_date: Option<String>,
+    /// CTCAE grade 1-5
+    pub grade: i16,
+    pub serious: bool,
+    pub seriousness_criteria: Vec<String>,
+    pub relationship: String,
+    pub action_taken: String,
+    pub outcome: String,
+    /// when the site learnt of the event
+    pub awareness_date: NaiveDate,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_reason: Option<String>,
+}
+
+impl AdverseEvent {
+    pub fn from_row(r: AdverseEventRow, code: &str) -> Self {
+        Self {
+            id: r.id,
+            subject_code: code.to_owned(),
+            term: r.term,
+            meddra_code: r.meddra_code,
+            meddra_term: r.meddra_term,
+            onset_date: r.onset_date,
+            end_date: r.end_date,
+            grade: r.grade,
+            serious: r.serious,
+            seriousness_criteria: r.seriousness_criteria,
+            relationship: r.relationship,
+            action_taken: r.action_taken,
+            outcome: r.outcome,
+            awareness_date: r.awareness_date,
+            version: r.version,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+            deleted_at: r.deleted_at,
+            deleted_reason: r.deleted_reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdverseEvent {
+    pub term: String,
+    /// 8 digits
+    pub meddra_code: Option<String>,
+    pub meddra_term: Option<String>,
+    pub onset_date: String,
+    pub end_date: Option<String>,
+    pub grade: i16,
+    pub serious: bool,
+    #[serde(default)]
+    pub seriousness_criteria: Vec<Seriousness>,
+    pub relationship: Relationship,
+    pub action_taken: ActionTaken,
+    pub outcome: Outcome,
+    pub awareness_date: NaiveDate,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdverseEventChange {
+    pub term: Option<String>,
+    pub meddra_code: Option<String>,
+    pub meddra_term: Option<String>,
+    pub onset_date: Option<String>,
+    pub end_date: Option<String>,
+    pub grade: Option<i16>,
+    pub serious: Option<bool>,
+    pub seriousness_criteria: Option<Vec<Seriousness>>,
+    pub relationship: Option<Relationship>,
+    pub action_taken: Option<ActionTaken>,
+    pub outcome: Option<Outcome>,
+    pub awareness_date: Option<NaiveDate>,
+    /// why the record is changed (required)
+    pub reason: Option<String>,
+}
+
+/// The field-level and consistency checks that need no database.
+fn validate(
+    b: &NewAdverseEvent,
+    today: NaiveDate,
+) -> AppResult<(PartialDate, Option<PartialDate>)> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    if let Err(e) = bounded_text("term", &b.term, 200) {
+        errors.push(e);
+    }
+    if let Some(code) = &b.meddra_code {
+        if code.len() != 8 || !code.bytes().all(|c| c.is_ascii_digit()) {
+            errors.push(FieldError::new("meddra_code", "must be 8 digits"));
+        }
+    }
+    if let Some(t) = &b.meddra_term {
+        if let Err(e) = bounded_text("meddra_term", t, 200) {
+            errors.push(e);
+        }
+    }
+    let onset = PartialDate::parse(&b.onset_date);
+    if onset.is_none() {
+        errors.push(FieldError::new(
+            "onset_date",
+            "must be YYYY, YYYY-MM or YYYY-MM-DD",
+        ));
+    }
+    let end = match b.end_date.as_deref() {
+        None => None,
+        Some(s) => {
+            let p = PartialDate::parse(s);
+            if p.is_none() {
+                errors.push(FieldError::new(
+                    "end_date",
+                    "must be YYYY, YYYY-MM or YYYY-MM-DD",
+                ));
+            }
+            p
+        }
+    };
+    if let Some(o) = onset {
+        if o.cmp_date(today).is_gt() {
+            errors.push(FieldError::new("onset_date", "must not be in the future"));
+        }
+        if let Some(e) = end {
+            if e.cmp_partial(&o).is_lt() {
+                errors.push(FieldError::new("end_date", "must not be before onset_date"));
+            }
+        }
+        if o.cmp_date(b.awareness_date).is_gt() {
+            errors.push(FieldError::new(
+                "awareness_date",
+                "must not be before onset_date",
+            ));
+        }
+    }
+    if let Some(e) = end {
+        if e.cmp_date(today).is_gt() {
+            errors.push(FieldError::new("end_date", "must not be in the future"));
+        }
+    }
+    if b.awareness_date > today {
+        errors.push(FieldError::new(
+            "awareness_date",
+            "must not be in the future",
+        ));
+    }
+    if !(1..=5).contains(&b.grade) {
+        errors.push(FieldError::new("grade", "CTCAE grade 1 to 5"));
+    }
+    let mut criteria = b.seriousness_criteria.clone();
+    criteria.sort_by_key(name);
+    criteria.dedup();
+    if criteria.len() != b.seriousness_criteria.len() {
+        errors.push(FieldError::new(
+            "seriousness_criteria",
+            "lists a criterion twice",
+        ));
+    }
+    if b.serious && criteria.is_empty() {
+        errors.push(FieldError::new(
+            "seriousness_criteria",
+            "a serious event needs at least one criterion",
+        ));
+    }
+    if !b.serious && !criteria.is_empty() {
+        errors.push(FieldError::new(
+            "seriousness_criteria",
+            "must be empty when the event is not serious",
+        ));
+    }
+    // grade 5 iff outcome fatal iff criterion death
+    let death = criteria.contains(&Seriousness::Death);
+    let fatal = b.outcome == Outcome::Fatal;
+    let grade5 = b.grade == 5;
+    if death != fatal || fatal != grade5 {
+        for (field, holds) in [
+            ("grade", grade5),
+            ("outcome", fatal),
+            ("seriousness_criteria", death),
+        ] {
+            if !holds {
+                errors.push(FieldError::new(
+                    field,
+                    "grade 5, outcome fatal and the criterion death go together",
+                ));
+            }
+        }
+    }
+    if matches!(
+        b.outcome,
+        Outcome::Recovered | Outcome::RecoveredWithSequelae
+    ) && b.end_date.is_none()
+    {
+        errors.push(FieldError::new(
+            "end_date",
+            "required when the subject recovered",
+        ));
+    }
+    match (onset, errors.is_empty()) {
+        (Some(o), true) => Ok((o, end)),
+        _ => Err(AppError::Validation(errors)),
+    }
+}
+
+fn check_consent(
+    conn: &mut PgConnection,
+    subject: &SubjectRef,
+    onset: PartialDate,
+) -> AppResult<()> {
+    let window = consent_window(conn, subject.id)?;
+    match window.first_signed {
+        None => Err(AppError::invalid(
+            "onset_date",
+            "no informed consent is recorded for this subject: record the consent first",
+        )),
+        Some(signed) if onset.cmp_date(signed).is_lt() => Err(AppError::invalid(
+            "onset_date",
+            format!("is before the informed consent signed on {signed}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn alert_payload(
+    protocol: &Protocol,
+    site_code: &str,
+    subject: &SubjectRef,
+    ev: &AdverseEvent,
+    caller: &Caller,
+) -> Value {
+    let due = ev.awareness_date.succ_opt().unwrap_or(ev.awareness_date);
+    json!({
+        "kind": "serious_adverse_event",
+        "study_id": protocol.file.study.id,
+        "protocol_hash": protocol.file_hash,
+        "site_code": site_code,
+        "subject_code": subject.code,
+        "adverse_event_id": ev.id,
+        "term": ev.term,
+        "meddra_code": ev.meddra_code,
+        "grade": ev.grade,
+        "seriousness_criteria": ev.seriousness_criteria,
+        "relationship": ev.relationship,
+        "outcome": ev.outcome,
+        "onset_date": ev.onset_date,
+        "awareness_date": ev.awareness_date,
+        "report_due_by": format!("{due}T00:00:00 site time"),
+        "reported_by_user_id": caller.user_id,
+        "reported_at": Utc::now(),
+    })
+}
+
+fn site_code(conn: &mut PgConnection, site_id: i64) -> AppResult<String> {
+    Ok(sites::table.find(site_id).select(sites::code).first(conn)?)
+}
+
+fn find(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    code: &str,
+    id: i64,
+    lock: bool,
+) -> AppResult<(SubjectRef, AdverseEventRow)> {
+    let subject = find_subject(conn, scope, code)?;
+    let q = ae::table
+        .filter(ae::id.eq(id))
+        .filter(ae::subject_id.eq(subject.id))
+        .select(AdverseEventRow::as_select());
+    let row = if lock {
+        q.for_update().first(conn)?
+    } else {
+        q.first(conn)?
+    };
+    Ok((subject, row))
+}
+
+fn to_json(v: &impl Serialize) -> AppResult<Value> {
+    serde_json::to_value(v).map_err(AppError::internal)
+}
+
+fn criteria_names(c: &[Seriousness]) -> Vec<String> {
+    c.iter().map(name).collect()
+}
+
+/// Adverse events of a subject (records marked entered in error included, flagged).
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/adverse-events", tag = "adverse events",
+    params(("subject_code" = String, Path)),
+    responses((status = 200, body = Vec<AdverseEvent>), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    code: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let code = code.into_inner();
+    let items = db::run(&state.pool, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        let rows: Vec<AdverseEventRow> = ae::table
+            .filter(ae::subject_id.eq(subject.id))
+            .order(ae::id)
+            .select(AdverseEventRow::as_select())
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AdverseEvent::from_row(r, &subject.code))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// Report an adverse event. A serious one queues an alert to the sponsor's safety desk.
+#[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/adverse-events", tag = "adverse events",
+    params(("subject_code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = NewAdverseEvent,
+    responses((status = 201, body = AdverseEvent), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    code: web::Path<String>,
+    body: Json<NewAdverseEvent>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    let b = body.value.clone();
+    let code = code.into_inner();
+    let protocol = state.protocol.clone();
+    let c = caller.clone();
+    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        let (onset, _) = validate(&b, local_date(Utc::now(), subject.tz))?;
+        check_consent(conn, &subject, onset)?;
+        let row: AdverseEventRow = diesel::insert_into(ae::table)
+            .values((
+                ae::site_id.eq(subject.site_id),
+                ae::subject_id.eq(subject.id),
+                ae::term.eq(b.term.trim()),
+                ae::meddra_code.eq(&b.meddra_code),
+                ae::meddra_term.eq(&b.meddra_term),
+                ae::onset_date.eq(&b.onset_date),
+                ae::end_date.eq(&b.end_date),
+                ae::grade.eq(b.grade),
+                ae::serious.eq(b.serious),
+                ae::seriousness_criteria.eq(criteria_names(&b.seriousness_criteria)),
+                ae::relationship.eq(name(&b.relationship)),
+                ae::action_taken.eq(name(&b.action_taken)),
+                ae::outcome.eq(name(&b.outcome)),
+                ae::awareness_date.eq(b.awareness_date),
+                ae::created_by.eq(c.user_id),
+                ae::updated_by.eq(c.user_id),
+            ))
+            .returning(AdverseEventRow::as_returning())
+            .get_result(conn)?;
+        let event = AdverseEvent::from_row(row, &subject.code);
+        let body = to_json(&event)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&c.actor), "create", "adverse_events", &c.meta)
+                .record(event.id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .new_values(body.clone()),
+        )?;
+        if event.serious {
+            let site = site_code(conn, subject.site_id)?;
+            let payload = alert_payload(&protocol, &site, &subject, &event, &c);
+            sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
+        }
+        Ok(body)
+    })
+    .await
+}
+
+/// One adverse event.
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/adverse-events/{id}", tag = "adverse events",
+    params(("subject_code" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = AdverseEvent), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, i64)>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let (code, id) = path.into_inner();
+    let ev = db::run(&state.pool, move |conn| {
+        let (subject, row) = find(conn, &scope, &code, id, false)?;
+        Ok(AdverseEvent::from_row(row, &subject.code))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, ev.version, &ev))
+}
+
+fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str) -> Option<T> {
+    serde_json::from_value(Value::String(s.to_owned())).ok()
+}
+
+/// Correct an adverse event (If-Match with its version, and a reason). Becoming serious
+/// queues an alert.
+#[utoipa::path(patch, path = "/api/v1/subjects/{subject_code}/adverse-events/{id}", tag = "adverse events",
+    params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = String, Header)),
+    request_body = AdverseEventChange,
+    responses((status = 200, body = AdverseEvent), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 412, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem), (status = 428, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, i64)>,
+    body: Json<AdverseEventChange>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    // checked once the record is found: scope (404) comes before preconditions (428)
+    let expected = if_match(&req);
+    let b = body.value;
+    let reason =
+        Reason::parse("reason", b.reason.as_deref()).map_err(|e| AppError::Validation(vec![e]))?;
+    let (code, id) = path.into_inner();
+    let protocol = state.protocol.clone();
+    let ev = db::transaction(&state.pool, move |conn| {
+        let (subject, old) = find(conn, &scope, &code, id, true)?;
+        let expected = expected?;
+        if old.deleted_at.is_some() {
+            return Err(AppError::Conflict(
+                "This adverse event is marked entered in error.".into(),
+            ));
+        }
+        if old.version != expected {
+            return Err(AppError::PreconditionFailed);
+        }
+        let old_criteria: Vec<Seriousness> = old
+            .seriousness_criteria
+            .iter()
+            .filter_map(|c| parse_enum(c))
+            .collect();
+        let merged = NewAdverseEvent {
+            term: b.term.clone().unwrap_or(old.term.clone()),
+            meddra_code: b.meddra_code.clone().or(old.meddra_code.clone()),
+            meddra_term: b.meddra_term.clone().or(old.meddra_term.clone()),
+            onset_date: b.onset_date.clone().unwrap_or(old.onset_date.clone()),
+            end_date: b.end_date.clone().or(old.end_date.clone()),
+            grade: b.grade.unwrap_or(old.grade),
+            serious: b.serious.unwrap_or(old.serious),
+            seriousness_criteria: b.seriousness_criteria.clone().unwrap_or(old_criteria),
+            relationship: b
+                .relationship
+                .or_else(|| parse_enum(&old.relationship))
+                .unwrap_or(Relationship::Possible),
+            action_taken: b
+                .action_taken
+                .or_else(|| parse_enum(&old.action_taken))
+                .unwrap_or(ActionTaken::None),
+            outcome: b
+                .outcome
+                .or_else(|| parse_enum(&old.outcome))
+                .unwrap_or(Outcome::Unknown),
+            awareness_date: b.awareness_date.unwrap_or(old.awareness_date),
+        };
+        let (onset, _) = validate(&merged, local_date(Utc::now(), subject.tz))?;
+        check_consent(conn, &subject, onset)?;
+        let new: AdverseEventRow = diesel::update(ae::table.find(id))
+            .set((
+                ae::term.eq(merged.term.trim()),
+                ae::meddra_code.eq(&merged.meddra_code),
+                ae::meddra_term.eq(&merged.meddra_term),
+                ae::onset_date.eq(&merged.onset_date),
+                ae::end_date.eq(&merged.end_date),
+                ae::grade.eq(merged.grade),
+                ae::serious.eq(merged.serious),
+                ae::seriousness_criteria.eq(criteria_names(&merged.seriousness_criteria)),
+                ae::relationship.eq(name(&merged.relationship)),
+                ae::action_taken.eq(name(&merged.action_taken)),
+                ae::outcome.eq(name(&merged.outcome)),
+                ae::awareness_date.eq(merged.awareness_date),
+                ae::version.eq(ae::version + 1),
+                ae::updated_at.eq(diesel::dsl::now),
+                ae::updated_by.eq(caller.user_id),
+            ))
+            .returning(AdverseEventRow::as_returning())
+            .get_result(conn)?;
+        let became_serious = !old.serious && new.serious;
+        let before = AdverseEvent::from_row(old, &subject.code);
+        let after = AdverseEvent::from_row(new, &subject.code);
+        let (o, n) = diff(
+            &audit_view(to_json(&before)?),
+            &audit_view(to_json(&after)?),
+        );
+        audit::record(
+            conn,
+            &AuditEvent::new(
+                Some(&caller.actor),
+                "update",
+                "adverse_events",
+                &caller.meta,
+            )
+            .record(id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .old(o)
+            .new_values(n)
+            .reason(Some(reason.as_str())),
+        )?;
+        if became_serious {
+            let site = site_code(conn, subject.site_id)?;
+            let payload = alert_payload(&protocol, &site, &subject, &after, &caller);
+            sae::enqueue(conn, after.id, subject.site_id, subject.id, &payload)?;
+        }
+        Ok(after)
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, ev.version, &ev))
+}
+
+/// Mark an adverse event entered in error (a reason is required; nothing is removed).
+#[utoipa::path(delete, path = "/api/v1/subjects/{subject_code}/adverse-events/{id}", tag = "adverse events",
+    params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+    request_body = DeleteRequest,
+    responses((status = 200, body = AdverseEvent), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 412, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, i64)>,
+    body: Json<DeleteRequest>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    let expected = optional_if_match(&req)?;
+    let reason = Reason::parse("reason", Some(&body.value.reason))
+        .map_err(|e| AppError::Validation(vec![e]))?;
+    let (code, id) = path.into_inner();
+    let ev = db::transaction(&state.pool, move |conn| {
+        let (subject, old) = find(conn, &scope, &code, id, true)?;
+        if old.deleted_at.is_some() {
+            return Err(AppError::Conflict(
+                "This adverse event is already marked entered in error.".into(),
+            ));
+        }
+        if expected.is_some_and(|v| v != old.version) {
+            return Err(AppError::PreconditionFailed);
+        }
+        let new: AdverseEventRow = diesel::update(ae::table.find(id))
+            .set((
+                ae::deleted_at.eq(diesel::dsl::now),
+                ae::deleted_by.eq(caller.user_id),
+                ae::deleted_reason.eq(reason.as_str()),
+                ae::version.eq(ae::version + 1),
+                ae::updated_at.eq(diesel::dsl::now),
+                ae::updated_by.eq(caller.user_id),
+            ))
+            .returning(AdverseEventRow::as_returning())
+            .get_result(conn)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(
+                Some(&caller.actor),
+                "delete",
+                "adverse_events",
+                &caller.meta,
+            )
+            .record(id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .old(audit_view(to_json(&AdverseEvent::from_row(
+                old,
+                &subject.code,
+            ))?))
+            .reason(Some(reason.as_str())),
+        )?;
+        Ok(AdverseEvent::from_row(new, &subject.code))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, ev.version, &ev))
+}

@@ -1,0 +1,77 @@
+//! The SAE alert outbox, for the people who must know an alert went out (or did not).
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::{authorize, Caller, Permission};
+use crate::db;
+use crate::error::{AppError, AppResult};
+use crate::schema::sae_alerts as a;
+
+use super::{resource, Page};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/sae-alerts").route(web::get().to(list)));
+}
+
+#[derive(Debug, Serialize, Queryable, Selectable, ToSchema)]
+#[diesel(table_name = a)]
+pub struct SaeAlert {
+    pub id: i64,
+    pub adverse_event_id: i64,
+    /// what was (or will be) sent
+    pub payload: serde_json::Value,
+    /// pending, delivered or failed (gave up)
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AlertFilter {
+    /// pending, delivered or failed
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub after: Option<i64>,
+}
+
+/// Serious adverse event alerts and their delivery state.
+#[utoipa::path(get, path = "/api/v1/sae-alerts", tag = "adverse events", params(AlertFilter),
+    responses((status = 200, body = Page<SaeAlert>), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    f: web::Query<AlertFilter>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadSafetyAlerts)?;
+    let f = f.into_inner();
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AppError::invalid("limit", "must be between 1 and 500"));
+    }
+    let items = db::run(&state.pool, move |conn| {
+        let mut q = a::table.filter(a::id.gt(f.after.unwrap_or(0))).into_boxed();
+        if let Some(ids) = scope.site_ids() {
+            q = q.filter(a::site_id.eq_any(ids.to_vec()));
+        }
+        if let Some(s) = f.status {
+            q = q.filter(a::status.eq(s));
+        }
+        Ok(q.order(a::id)
+            .limit(limit)
+            .select(SaeAlert::as_select())
+            .load(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::new(items, limit, |a| a.id)))
+}
