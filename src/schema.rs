@@ -282,4 +282,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     consents,
     injections,
     temperatures,
+    adverse_events,
+    sae_alerts,
+    sae_alert_attempts,
 );

@@ -9,6 +9,7 @@ pub mod health;
 pub mod me;
 pub mod openapi;
 pub mod sae_alerts;
+pub mod safety;
 pub mod sites;
 pub mod study;
 pub mod users;
@@ -47,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(audit::routes)
             .configure(clinical::routes)
             .configure(sae_alerts::routes)
+            .configure(safety::routes)
             .configure(exports::routes),
     );
     cfg.default_service(web::to(not_found));

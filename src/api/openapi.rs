@@ -46,6 +46,7 @@ impl Modify for BearerAuth {
         clinical::adverse_events::list, clinical::adverse_events::create, clinical::adverse_events::get,
         clinical::adverse_events::update, clinical::adverse_events::delete,
         sae_alerts::list,
+        safety::list, safety::overdue,
         // EXPORT_PATHS
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),

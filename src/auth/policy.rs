@@ -55,6 +55,8 @@ pub enum Permission {
     Export,
     /// the outbox of serious adverse event alerts
     ReadSafetyAlerts,
+    /// serious adverse events reported late
+    ReadSafetyOverdue,
 }
 
 /// The sites a permitted action covers. Every data query takes one and puts it in SQL.
@@ -94,7 +96,10 @@ pub fn authorize(caller: &Caller, permission: Permission) -> AppResult<Scope> {
         (R::Monitor, P::ReadClinical | P::ReadAudit) => Some(own()),
         (R::Sponsor, P::ReadClinical) => Some(Scope::AllSites),
         (R::Admin | R::Sponsor, P::Export) => Some(Scope::AllSites),
-        (R::Admin | R::Sponsor, P::ReadSafetyAlerts) => Some(Scope::AllSites),
+        (R::Admin | R::Sponsor, P::ReadSafetyAlerts | P::ReadSafetyOverdue) => {
+            Some(Scope::AllSites)
+        }
+        (R::Monitor, P::ReadSafetyOverdue) => Some(own()),
         _ => None,
     };
     allowed.ok_or_else(|| {

@@ -380,3 +380,86 @@ async fn adverse_events_are_corrected_with_reasons_and_never_deleted() {
         3
     );
 }
+
+#[actix_web::test]
+async fn alerts_survive_a_server_restart() {
+    // created while no webhook is configured, delivered by the next server on that database
+    let first = TestApp::spawn().await;
+    first.site("FR01", "Europe/Paris");
+    let inv = first.token(Role::Investigator, &["FR01"]).await;
+    let code = enrolled(&first, &inv, "FR01").await;
+    first
+        .post(
+            &format!("/api/v1/subjects/{code}/adverse-events"),
+            &inv,
+            &pneumonia(),
+        )
+        .await;
+    first.handle.stop(true).await;
+    let desk = Desk::default();
+    let url = start_desk(desk.clone());
+    let TestApp { db, .. } = first;
+    let second = TestApp::spawn_on(
+        db,
+        &[
+            ("CASEBOOK_SAE_WEBHOOK_URL", &url),
+            ("CASEBOOK_SAE_WEBHOOK_SECRET", SECRET),
+        ],
+    )
+    .await;
+    wait_for(
+        &second,
+        "SELECT count(*) AS n FROM sae_alerts WHERE status = 'delivered'",
+        1,
+    )
+    .await;
+    assert_eq!(desk.received.lock().unwrap().len(), 1);
+}
+
+#[actix_web::test]
+async fn safety_views_filter_across_sites_and_flag_late_reports() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    app.site("FR02", "Europe/Paris");
+    let inv1 = app.token(Role::Investigator, &["FR01"]).await;
+    let inv2 = app.token(Role::Investigator, &["FR02"]).await;
+    let s1 = enrolled(&app, &inv1, "FR01").await;
+    let s2 = enrolled(&app, &inv2, "FR02").await;
+    app.post(
+        &format!("/api/v1/subjects/{s1}/adverse-events"),
+        &inv1,
+        &pneumonia(),
+    )
+    .await;
+    app.post(
+        &format!("/api/v1/subjects/{s2}/adverse-events"),
+        &inv2,
+        &mild_event(),
+    )
+    .await;
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    let all = app.get("/api/v1/adverse-events", &sponsor).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
+    let serious = app
+        .get("/api/v1/adverse-events?serious=true&grade=3", &sponsor)
+        .await;
+    assert_eq!(serious.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(serious.body["items"][0]["subject_code"], json!(s1));
+    let monitor = app.token(Role::Monitor, &["FR02"]).await;
+    let mine = app.get("/api/v1/adverse-events", &monitor).await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(mine.body["items"][0]["subject_code"], json!(s2));
+    // awareness on 8 October, entered today: late, and never delivered (no webhook)
+    let overdue = app.get("/api/v1/safety/overdue", &sponsor).await;
+    let items = overdue.body.as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["entered_late"], json!(true));
+    assert_eq!(items[0]["delivery_late"], json!(true));
+    assert_eq!(items[0]["alert_status"], json!("pending"));
+    let monitor_fr02 = app.get("/api/v1/safety/overdue", &monitor).await;
+    assert_eq!(
+        monitor_fr02.body,
+        json!([]),
+        "the FR01 report is outside this monitor's sites"
+    );
+}
