@@ -254,6 +254,77 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    queries (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        record_type -> Text,
+        record_id -> Int8,
+        field -> Nullable<Text>,
+        status -> Text,
+        origin -> Text,
+        created_at -> Timestamptz,
+        created_by -> Nullable<Int8>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    query_messages (id) {
+        id -> Int8,
+        query_id -> Int8,
+        kind -> Text,
+        text -> Text,
+        author_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    verifications (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        record_type -> Text,
+        record_id -> Int8,
+        record_version -> Int4,
+        verified_by -> Int8,
+        verified_at -> Timestamptz,
+        cleared_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    signatures (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        signer_id -> Int8,
+        printed_name -> Text,
+        meaning -> Text,
+        signed_at -> Timestamptz,
+        casebook_sha256 -> Text,
+        invalidated_at -> Nullable<Timestamptz>,
+        invalidated_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    locks (id) {
+        id -> Int8,
+        scope -> Text,
+        site_id -> Nullable<Int8>,
+        subject_id -> Nullable<Int8>,
+        reason -> Text,
+        locked_by -> Int8,
+        locked_at -> Timestamptz,
+        unlocked_by -> Nullable<Int8>,
+        unlocked_at -> Nullable<Timestamptz>,
+        unlock_reason -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(user_sites -> users (user_id));
 diesel::joinable!(user_sites -> sites (site_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -267,6 +338,9 @@ diesel::joinable!(temperatures -> subjects (subject_id));
 diesel::joinable!(adverse_events -> subjects (subject_id));
 diesel::joinable!(sae_alerts -> adverse_events (adverse_event_id));
 diesel::joinable!(sae_alert_attempts -> sae_alerts (alert_id));
+diesel::joinable!(queries -> subjects (subject_id));
+diesel::joinable!(query_messages -> queries (query_id));
+diesel::joinable!(signatures -> subjects (subject_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     sites,
@@ -285,4 +359,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     adverse_events,
     sae_alerts,
     sae_alert_attempts,
+    queries,
+    query_messages,
+    verifications,
+    signatures,
+    locks,
 );

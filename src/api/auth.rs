@@ -134,15 +134,15 @@ fn pair(
 }
 
 #[derive(QueryableByName)]
-struct FailureCount {
+pub struct FailureCount {
     #[diesel(sql_type = Integer)]
-    failed_logins: i32,
+    pub failed_logins: i32,
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    locked_until: Option<DateTime<Utc>>,
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// Counts a failure in one statement, so concurrent failures cannot undercount.
-fn count_failure(conn: &mut PgConnection, user_id: i64) -> QueryResult<FailureCount> {
+pub fn count_failure(conn: &mut PgConnection, user_id: i64) -> QueryResult<FailureCount> {
     diesel::sql_query(
         "UPDATE users SET
             failed_logins = CASE WHEN first_failed_at IS NULL

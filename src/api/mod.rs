@@ -7,6 +7,7 @@ pub mod clinical;
 pub mod exports;
 pub mod health;
 pub mod me;
+pub mod monitoring;
 pub mod openapi;
 pub mod sae_alerts;
 pub mod safety;
@@ -49,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(clinical::routes)
             .configure(sae_alerts::routes)
             .configure(safety::routes)
+            .configure(monitoring::routes)
             .configure(exports::routes),
     );
     cfg.default_service(web::to(not_found));

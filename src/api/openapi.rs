@@ -47,7 +47,11 @@ impl Modify for BearerAuth {
         clinical::adverse_events::update, clinical::adverse_events::delete,
         sae_alerts::list,
         safety::list, safety::overdue,
-        // EXPORT_PATHS
+        monitoring::queries::list, monitoring::queries::counts, monitoring::queries::create,
+        monitoring::queries::get, monitoring::queries::answer, monitoring::queries::close,
+        monitoring::queries::reopen, monitoring::verify::verify, monitoring::signatures::list,
+        monitoring::signatures::sign, monitoring::locks::list, monitoring::locks::create,
+        monitoring::locks::unlock,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),

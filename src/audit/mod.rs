@@ -9,5 +9,5 @@
 mod chain;
 mod writer;
 
-pub use chain::{canonical_bytes, seal_pending, verify, ChainReport, SEALER_LOCK};
+pub use chain::{canonical_bytes, seal_pending, verify, AuditRow, ChainReport, SEALER_LOCK};
 pub use writer::{diff, record, Actor, AuditEvent, RequestMeta};

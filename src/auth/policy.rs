@@ -57,6 +57,20 @@ pub enum Permission {
     ReadSafetyAlerts,
     /// serious adverse events reported late
     ReadSafetyOverdue,
+    /// read data queries
+    ReadQueries,
+    /// raise a data query
+    RaiseQuery,
+    /// answer a data query
+    AnswerQuery,
+    /// close or reopen a data query
+    ManageQuery,
+    /// mark records source-data-verified
+    VerifySource,
+    /// sign a subject's casebook
+    Sign,
+    /// lock and unlock data
+    Lock,
 }
 
 /// The sites a permitted action covers. Every data query takes one and puts it in SQL.
@@ -100,6 +114,11 @@ pub fn authorize(caller: &Caller, permission: Permission) -> AppResult<Scope> {
             Some(Scope::AllSites)
         }
         (R::Monitor, P::ReadSafetyOverdue) => Some(own()),
+        (R::Admin, P::ReadQueries | P::Lock) => Some(Scope::AllSites),
+        (R::Investigator, P::ReadQueries | P::AnswerQuery | P::Sign) => Some(own()),
+        (R::Monitor, P::ReadQueries | P::RaiseQuery | P::ManageQuery | P::VerifySource) => {
+            Some(own())
+        }
         _ => None,
     };
     allowed.ok_or_else(|| {

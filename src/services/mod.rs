@@ -1,6 +1,7 @@
 //! Units of work shared by the HTTP API and the command line (each runs in the caller's
 //! transaction and records its audit row there).
 
+pub mod guard;
 pub mod idempotency;
 pub mod sae;
 pub mod users;

@@ -55,6 +55,22 @@ pub async fn enrolled(app: &TestApp, token: &str, site: &str) -> String {
 /// FRA-001 and FRB-001 with a consent (ids 1, 2), a day-1 injection (ids 1, 2) and a
 /// temperature (ids 1, 2) and a mild adverse event (ids 1, 2) each.
 pub async fn matrix_fixture(app: &TestApp) {
+    matrix_records(app).await;
+    // queries 1 and 2, on the consents of FRA-001 and FRB-001
+    let monitor = app.token(Role::Monitor, &["FRA", "FRB"]).await;
+    for consent in [1, 2] {
+        let r = app
+            .post(
+                "/api/v1/queries",
+                &monitor,
+                &json!({"record_type": "consents", "record_id": consent, "text": "Is the signer the mother?"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+}
+
+async fn matrix_records(app: &TestApp) {
     for site in ["FRA", "FRB"] {
         let inv = app.token(Role::Investigator, &[site]).await;
         let code = enrolled(app, &inv, site).await;

@@ -9,3 +9,4 @@ mod clinical;
 mod exports;
 mod foundation;
 mod identity;
+mod monitoring;

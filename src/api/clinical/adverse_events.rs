@@ -396,6 +396,10 @@ fn find(
     lock: bool,
 ) -> AppResult<(SubjectRef, AdverseEventRow)> {
     let subject = find_subject(conn, scope, code)?;
+    if lock {
+        // a locked record is read, but not changed
+        crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    }
     let q = ae::table
         .filter(ae::id.eq(id))
         .filter(ae::subject_id.eq(subject.id))
@@ -464,7 +468,7 @@ pub async fn create(
     let protocol = state.protocol.clone();
     let c = caller.clone();
     idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = find_subject(conn, &scope, &code)?;
+        let subject = super::find_subject_for_write(conn, &scope, &code)?;
         let (onset, _) = validate(&b, local_date(Utc::now(), subject.tz))?;
         check_consent(conn, &subject, onset)?;
         let row: AdverseEventRow = diesel::insert_into(ae::table)
@@ -503,6 +507,14 @@ pub async fn create(
             let payload = alert_payload(&protocol, &site, &subject, &event, &c);
             sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
         }
+        crate::services::guard::after_change(
+            conn,
+            &c,
+            "adverse_events",
+            None,
+            subject.site_id,
+            subject.id,
+        )?;
         Ok(body)
     })
     .await
@@ -644,6 +656,14 @@ pub async fn update(
             let payload = alert_payload(&protocol, &site, &subject, &after, &caller);
             sae::enqueue(conn, after.id, subject.site_id, subject.id, &payload)?;
         }
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "adverse_events",
+            Some(id),
+            subject.site_id,
+            subject.id,
+        )?;
         Ok(after)
     })
     .await?;
@@ -707,6 +727,14 @@ pub async fn delete(
                 &subject.code,
             ))?))
             .reason(Some(reason.as_str())),
+        )?;
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "adverse_events",
+            Some(id),
+            subject.site_id,
+            subject.id,
         )?;
         Ok(AdverseEvent::from_row(new, &subject.code))
     })

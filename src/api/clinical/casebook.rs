@@ -10,14 +10,18 @@ use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact};
 use crate::error::AppResult;
-use crate::schema::{adverse_events as ae, consents as c, injections as i, temperatures as t};
+use crate::schema::{
+    adverse_events as ae, consents as c, injections as i, queries as q, signatures as sg,
+    temperatures as t, verifications as v,
+};
+use diesel::pg::PgConnection;
 
 use super::adverse_events::{AdverseEvent, AdverseEventRow};
 use super::consents::Consent;
-use super::find_subject;
 use super::injections::{Injection, InjectionRow};
 use super::subjects::{load, Subject};
 use super::temperatures::{Temperature, TemperatureRow};
+use super::{find_subject, SubjectRef};
 use crate::api::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -34,6 +38,7 @@ pub struct Casebook {
     pub adverse_events: Vec<AdverseEvent>,
     /// computed from the records above
     pub endpoints: Endpoints,
+    pub monitoring: Monitoring,
 }
 
 /// A subject's casebook: records and derived endpoints.
@@ -51,6 +56,39 @@ pub async fn casebook(
     let threshold = state.protocol.fever_threshold();
     let book = db::run(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
+        build(conn, &s, threshold)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(book))
+}
+
+/// What an e-signature covers: the data of the casebook, without derived values and
+/// monitoring state. Its SHA-256 is over `serde_json::to_vec` of this structure (fields in
+/// declaration order, maps sorted by key).
+#[derive(Serialize)]
+pub struct SignedContent<'a> {
+    pub subject: &'a Subject,
+    pub consents: &'a [Consent],
+    pub injections: &'a [Injection],
+    pub temperatures: &'a [Temperature],
+    pub adverse_events: &'a [AdverseEvent],
+}
+
+impl Casebook {
+    pub fn signed_content(&self) -> SignedContent<'_> {
+        SignedContent {
+            subject: &self.subject,
+            consents: &self.consents,
+            injections: &self.injections,
+            temperatures: &self.temperatures,
+            adverse_events: &self.adverse_events,
+        }
+    }
+}
+
+/// Builds the casebook of a subject already found within the caller's scope.
+pub fn build(conn: &mut PgConnection, s: &SubjectRef, threshold: f64) -> AppResult<Casebook> {
+    {
         let subject = load(conn, s.id)?;
         let consents: Vec<Consent> = c::table
             .filter(c::subject_id.eq(s.id))
@@ -105,6 +143,7 @@ pub async fn casebook(
             threshold,
             s.tz,
         );
+        let monitoring = monitoring(conn, s.id)?;
         Ok(Casebook {
             subject,
             consents,
@@ -112,8 +151,93 @@ pub async fn casebook(
             temperatures,
             adverse_events,
             endpoints,
+            monitoring,
         })
+    }
+}
+
+/// Queries, verification and signatures of the casebook.
+#[derive(Serialize, ToSchema)]
+pub struct Monitoring {
+    /// queries not yet closed (open or answered)
+    pub open_queries: i64,
+    /// per form: records, and records whose current version is verified
+    pub verified: Vec<FormVerification>,
+    pub signatures: Vec<Signature>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FormVerification {
+    pub form: String,
+    pub records: i64,
+    pub verified: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Queryable, Selectable, ToSchema)]
+#[diesel(table_name = sg)]
+pub struct Signature {
+    pub id: i64,
+    pub signer_id: i64,
+    pub printed_name: String,
+    pub meaning: String,
+    pub signed_at: chrono::DateTime<chrono::Utc>,
+    /// SHA-256 of the casebook content as signed
+    pub casebook_sha256: String,
+    /// set when the data changed after signing: the signature is kept, no longer valid
+    pub invalidated_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub invalidated_reason: Option<String>,
+}
+
+fn monitoring(conn: &mut PgConnection, subject_id: i64) -> AppResult<Monitoring> {
+    let open_queries: i64 = q::table
+        .filter(q::subject_id.eq(subject_id))
+        .filter(q::status.ne("closed"))
+        .count()
+        .get_result(conn)?;
+    let verified_ids: Vec<(String, i64)> = v::table
+        .filter(v::subject_id.eq(subject_id))
+        .filter(v::cleared_at.is_null())
+        .select((v::record_type, v::record_id))
+        .load(conn)?;
+    let count_verified = |t: &str| verified_ids.iter().filter(|(rt, _)| rt == t).count() as i64;
+    let live = |n: i64, form: &str, t: &str| FormVerification {
+        form: form.into(),
+        records: n,
+        verified: count_verified(t),
+    };
+    let consents_n: i64 = c::table
+        .filter(c::subject_id.eq(subject_id))
+        .filter(c::deleted_at.is_null())
+        .count()
+        .get_result(conn)?;
+    let injections_n: i64 = i::table
+        .filter(i::subject_id.eq(subject_id))
+        .filter(i::deleted_at.is_null())
+        .count()
+        .get_result(conn)?;
+    let temperatures_n: i64 = t::table
+        .filter(t::subject_id.eq(subject_id))
+        .filter(t::deleted_at.is_null())
+        .count()
+        .get_result(conn)?;
+    let aes_n: i64 = ae::table
+        .filter(ae::subject_id.eq(subject_id))
+        .filter(ae::deleted_at.is_null())
+        .count()
+        .get_result(conn)?;
+    let signatures: Vec<Signature> = sg::table
+        .filter(sg::subject_id.eq(subject_id))
+        .order(sg::id)
+        .select(Signature::as_select())
+        .load(conn)?;
+    Ok(Monitoring {
+        open_queries,
+        verified: vec![
+            live(consents_n, "consents", "consents"),
+            live(injections_n, "injections", "injections"),
+            live(temperatures_n, "temperatures", "temperatures"),
+            live(aes_n, "adverse-events", "adverse_events"),
+        ],
+        signatures,
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(book))
 }

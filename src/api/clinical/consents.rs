@@ -175,7 +175,7 @@ pub async fn create(
     let code = code.into_inner();
     let cl = caller.clone();
     idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = find_subject(conn, &scope, &code)?;
+        let subject = super::find_subject_for_write(conn, &scope, &code)?;
         if b.signed_on > local_date(Utc::now(), subject.tz) {
             return Err(AppError::invalid("signed_on", "must not be in the future"));
         }
@@ -207,6 +207,14 @@ pub async fn create(
                 .subject(Some(subject.id))
                 .new_values(body.clone()),
         )?;
+        crate::services::guard::after_change(
+            conn,
+            &cl,
+            "consents",
+            None,
+            subject.site_id,
+            subject.id,
+        )?;
         Ok(body)
     })
     .await
@@ -231,7 +239,7 @@ pub async fn withdraw(
         Reason::parse("reason", Some(&b.reason)).map_err(|e| AppError::Validation(vec![e]))?;
     let (code, id) = path.into_inner();
     let consent = db::transaction(&state.pool, move |conn| {
-        let subject = find_subject(conn, &scope, &code)?;
+        let subject = super::find_subject_for_write(conn, &scope, &code)?;
         let old: Consent = c::table
             .filter(c::id.eq(id))
             .filter(c::subject_id.eq(subject.id))
@@ -283,6 +291,7 @@ pub async fn withdraw(
                 .new_values(serde_json::json!({"withdrawn_on": b.withdrawn_on, "withdrawal_scope": b.scope}))
                 .reason(Some(reason.as_str())),
         )?;
+        crate::services::guard::after_change(conn, &caller, "consents", Some(id), subject.site_id, subject.id)?;
         Ok(new)
     })
     .await?;

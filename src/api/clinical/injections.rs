@@ -316,6 +316,10 @@ fn find(
     lock: bool,
 ) -> AppResult<(SubjectRef, InjectionRow)> {
     let subject = find_subject(conn, scope, code)?;
+    if lock {
+        // a locked record is read, but not changed
+        crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    }
     let q = i::table
         .filter(i::id.eq(id))
         .filter(i::subject_id.eq(subject.id))
@@ -382,7 +386,7 @@ pub async fn create(
     let protocol = state.protocol.clone();
     let c = caller.clone();
     idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = find_subject(conn, &scope, &code)?;
+        let subject = super::find_subject_for_write(conn, &scope, &code)?;
         let e = parse(&protocol, &b, subject.weight_kg)?;
         let dose = check(conn, &protocol, &subject, &e, None)?;
         let row: InjectionRow = diesel::insert_into(i::table)
@@ -414,6 +418,29 @@ pub async fn create(
                 .site(Some(subject.site_id))
                 .subject(Some(subject.id))
                 .new_values(body.clone()),
+        )?;
+        if let Some(why) = &dose.deviation {
+            // a soft edit check: the dose is stored as given, and a query asks about it
+            crate::api::monitoring::queries::open_automatic(
+                conn,
+                None,
+                &c.meta,
+                subject.site_id,
+                subject.id,
+                "injections",
+                row.id,
+                "dose_mg",
+                "dose_check",
+                why,
+            )?;
+        }
+        crate::services::guard::after_change(
+            conn,
+            &c,
+            "injections",
+            None,
+            subject.site_id,
+            subject.id,
         )?;
         Ok(body)
     })
@@ -528,6 +555,28 @@ pub async fn update(
                 .new_values(n)
                 .reason(Some(reason.as_str())),
         )?;
+        if let Some(why) = &dose.deviation {
+            crate::api::monitoring::queries::open_automatic(
+                conn,
+                None,
+                &caller.meta,
+                subject.site_id,
+                subject.id,
+                "injections",
+                id,
+                "dose_mg",
+                "dose_check",
+                why,
+            )?;
+        }
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "injections",
+            Some(id),
+            subject.site_id,
+            subject.id,
+        )?;
         Ok(Injection::from_row(new, &subject.code))
     })
     .await?;
@@ -586,6 +635,14 @@ pub async fn delete(
                     &subject.code,
                 ))?))
                 .reason(Some(reason.as_str())),
+        )?;
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "injections",
+            Some(id),
+            subject.site_id,
+            subject.id,
         )?;
         Ok(Injection::from_row(new, &subject.code))
     })

@@ -77,6 +77,17 @@ pub fn find_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppRe
     })
 }
 
+/// Finds a subject to write to: within scope (404) and not locked (423).
+pub fn find_subject_for_write(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    code: &str,
+) -> AppResult<SubjectRef> {
+    let subject = find_subject(conn, scope, code)?;
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    Ok(subject)
+}
+
 /// The dates between which clinical data may lie: the first consent signed, and the
 /// earliest withdrawal, if any.
 pub struct ConsentWindow {

@@ -266,6 +266,7 @@ pub async fn create(
         if !active {
             return Err(AppError::invalid("site_code", "the site is not active"));
         }
+        crate::services::guard::ensure_unlocked(conn, site_id, None)?;
         // The row lock on the site serialises enrolments there: numbers without gaps.
         let seq: i32 = diesel::update(sites::table.find(site_id))
             .set(sites::subject_seq.eq(sites::subject_seq + 1))
@@ -323,6 +324,7 @@ pub async fn get(
 
 fn locked_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<SubjectRow> {
     let subject = find_subject(conn, scope, code)?;
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
     Ok(s::table
         .find(subject.id)
         .select(SubjectRow::as_select())
@@ -418,6 +420,14 @@ pub async fn update(
                 .old(o)
                 .new_values(n)
                 .reason(Some(reason.as_str())),
+        )?;
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "subjects",
+            Some(old.id),
+            old.site_id,
+            old.id,
         )?;
         Ok(after)
     })

@@ -163,6 +163,10 @@ fn find(
     lock: bool,
 ) -> AppResult<(SubjectRef, TemperatureRow)> {
     let subject = find_subject(conn, scope, code)?;
+    if lock {
+        // a locked record is read, but not changed
+        crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    }
     let q = t::table
         .filter(t::id.eq(id))
         .filter(t::subject_id.eq(subject.id))
@@ -227,7 +231,7 @@ pub async fn create(
     let code = code.into_inner();
     let c = caller.clone();
     idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = find_subject(conn, &scope, &code)?;
+        let subject = super::find_subject_for_write(conn, &scope, &code)?;
         check(conn, &subject, &e)?;
         let row: TemperatureRow = diesel::insert_into(t::table)
             .values((
@@ -250,6 +254,14 @@ pub async fn create(
                 .site(Some(subject.site_id))
                 .subject(Some(subject.id))
                 .new_values(body.clone()),
+        )?;
+        crate::services::guard::after_change(
+            conn,
+            &c,
+            "temperatures",
+            None,
+            subject.site_id,
+            subject.id,
         )?;
         Ok(body)
     })
@@ -343,6 +355,14 @@ pub async fn update(
                 .new_values(n)
                 .reason(Some(reason.as_str())),
         )?;
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "temperatures",
+            Some(id),
+            subject.site_id,
+            subject.id,
+        )?;
         Ok(Temperature::from_row(new, &subject.code))
     })
     .await?;
@@ -401,6 +421,14 @@ pub async fn delete(
                     &subject.code,
                 ))?))
                 .reason(Some(reason.as_str())),
+        )?;
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "temperatures",
+            Some(id),
+            subject.site_id,
+            subject.id,
         )?;
         Ok(Temperature::from_row(new, &subject.code))
     })

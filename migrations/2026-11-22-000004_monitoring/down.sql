@@ -1,0 +1,1 @@
+DROP TABLE locks, signatures, verifications, query_messages, queries;

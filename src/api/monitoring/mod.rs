@@ -1,0 +1,131 @@
+//! Monitoring: data queries, source data verification, e-signatures, locks.
+
+pub mod locks;
+pub mod queries;
+pub mod signatures;
+pub mod verify;
+
+use actix_web::web;
+use diesel::prelude::*;
+
+use crate::error::{AppError, AppResult};
+use crate::schema::{adverse_events, consents, injections, subjects, temperatures};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    queries::routes(cfg);
+    verify::routes(cfg);
+    signatures::routes(cfg);
+    locks::routes(cfg);
+}
+
+/// The record kinds queries and verifications point at, with their API form names.
+pub const RECORD_TYPES: &[(&str, &str)] = &[
+    ("subjects", "subjects"),
+    ("consents", "consents"),
+    ("injections", "injections"),
+    ("temperatures", "temperatures"),
+    ("adverse_events", "adverse-events"),
+];
+
+/// Fields a query may point at, per record type.
+pub fn known_field(record_type: &str, field: &str) -> bool {
+    let fields: &[&str] = match record_type {
+        "subjects" => &[
+            "sex",
+            "birth_year_month",
+            "weight_kg",
+            "eligibility",
+            "status",
+        ],
+        "consents" => &[
+            "form_version",
+            "signed_on",
+            "signer",
+            "representative_relationship",
+            "assent",
+            "withdrawn_on",
+        ],
+        "injections" => &[
+            "study_day",
+            "administered_at",
+            "dose_mg",
+            "weight_kg",
+            "route",
+            "injection_site",
+            "lot_number",
+            "given",
+            "not_given_reason",
+        ],
+        "temperatures" => &["measured_at", "celsius", "method"],
+        "adverse_events" => &[
+            "term",
+            "meddra_code",
+            "meddra_term",
+            "onset_date",
+            "end_date",
+            "grade",
+            "serious",
+            "seriousness_criteria",
+            "relationship",
+            "action_taken",
+            "outcome",
+            "awareness_date",
+        ],
+        _ => &[],
+    };
+    fields.contains(&field)
+}
+
+/// The (site, subject, version) of a live record, or 404.
+pub fn record_owner(
+    conn: &mut PgConnection,
+    record_type: &str,
+    id: i64,
+) -> AppResult<(i64, i64, i32)> {
+    let found: Option<(i64, i64, i32)> = match record_type {
+        "subjects" => subjects::table
+            .filter(subjects::id.eq(id))
+            .filter(subjects::deleted_at.is_null())
+            .select((subjects::site_id, subjects::id, subjects::version))
+            .first(conn)
+            .optional()?,
+        "consents" => consents::table
+            .filter(consents::id.eq(id))
+            .filter(consents::deleted_at.is_null())
+            .select((consents::site_id, consents::subject_id, consents::version))
+            .first(conn)
+            .optional()?,
+        "injections" => injections::table
+            .filter(injections::id.eq(id))
+            .filter(injections::deleted_at.is_null())
+            .select((
+                injections::site_id,
+                injections::subject_id,
+                injections::version,
+            ))
+            .first(conn)
+            .optional()?,
+        "temperatures" => temperatures::table
+            .filter(temperatures::id.eq(id))
+            .filter(temperatures::deleted_at.is_null())
+            .select((
+                temperatures::site_id,
+                temperatures::subject_id,
+                temperatures::version,
+            ))
+            .first(conn)
+            .optional()?,
+        "adverse_events" => adverse_events::table
+            .filter(adverse_events::id.eq(id))
+            .filter(adverse_events::deleted_at.is_null())
+            .select((
+                adverse_events::site_id,
+                adverse_events::subject_id,
+                adverse_events::version,
+            ))
+            .first(conn)
+            .optional()?,
+        _ => None,
+    };
+    found.ok_or(AppError::NotFound)
+}

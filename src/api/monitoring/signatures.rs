@@ -1,0 +1,183 @@
+//! Electronic signature of a subject's casebook (21 CFR Part 11 §11.50, §11.70, §11.200):
+//! the investigator re-enters the password and states a meaning; the signature keeps the
+//! signer, printed name, time, meaning and the SHA-256 of the content signed.
+
+use actix_web::{http::StatusCode, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::api::clinical::casebook::{build, Signature};
+use crate::api::clinical::find_subject;
+use crate::api::{auth::count_failure, resource, Json};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::password::Verdict;
+use crate::auth::{authorize, Caller, Permission};
+use crate::db;
+use crate::error::{AppError, AppResult};
+use crate::schema::{queries as q, signatures as sg, users};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/subjects/{subject_code}/signatures")
+            .route(web::get().to(list))
+            .route(web::post().to(sign)),
+    );
+}
+
+/// The fixed list of meanings a signature may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Meaning {
+    /// "I approve the data of this casebook."
+    Approval,
+    /// "I have reviewed the data of this casebook."
+    Review,
+    /// "I take responsibility for the data of this casebook."
+    Responsibility,
+}
+
+impl Meaning {
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Approval => "I approve the data of this casebook.",
+            Self::Review => "I have reviewed the data of this casebook.",
+            Self::Responsibility => "I take responsibility for the data of this casebook.",
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// the signer's password, entered again
+    pub password: String,
+    pub meaning: Meaning,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignatureList {
+    pub items: Vec<Signature>,
+}
+
+/// Signatures of a subject's casebook, valid and invalidated.
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/signatures", tag = "monitoring",
+    params(("subject_code" = String, Path)),
+    responses((status = 200, body = SignatureList), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    code: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let code = code.into_inner();
+    let items = db::run(&state.pool, move |conn| {
+        let s = find_subject(conn, &scope, &code)?;
+        Ok(sg::table
+            .filter(sg::subject_id.eq(s.id))
+            .order(sg::id)
+            .select(Signature::as_select())
+            .load(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(SignatureList { items }))
+}
+
+/// Sign the casebook (investigator of the subject's site). Refused while queries are open.
+#[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/signatures", tag = "monitoring",
+    params(("subject_code" = String, Path)), request_body = SignRequest,
+    responses((status = 201, body = Signature), (status = 401, description = "wrong password", body = crate::error::Problem),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 422, description = "open queries", body = crate::error::Problem),
+        (status = 429, description = "account locked", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn sign(
+    state: web::Data<AppState>,
+    caller: Caller,
+    code: web::Path<String>,
+    body: Json<SignRequest>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::Sign)?;
+    let SignRequest { password, meaning } = body.value;
+    if password.len() > 1024 {
+        return Err(AppError::invalid("password", "is too long"));
+    }
+    let code = code.into_inner();
+    let user = caller.user_id;
+    let (stored, locked_until): (String, Option<DateTime<Utc>>) =
+        db::run(&state.pool, move |conn| {
+            Ok(users::table
+                .find(user)
+                .select((users::password_hash, users::locked_until))
+                .first(conn)?)
+        })
+        .await?;
+    if let Some(until) = locked_until.filter(|u| *u > Utc::now()) {
+        return Err(AppError::TooManyRequests {
+            retry_after_secs: (until - Utc::now()).num_seconds() + 1,
+        });
+    }
+    let hasher = state.hasher.clone();
+    let verdict = web::block(move || hasher.verify(&password, Some(&stored))).await?;
+    if matches!(verdict, Verdict::NoMatch) {
+        // recorded in its own transaction: the signature's would roll back
+        let c = caller.clone();
+        db::transaction(&state.pool, move |conn| {
+            let counted = count_failure(conn, c.user_id)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&c.actor), "sign_failed", "signatures", &c.meta)
+                    .record(c.user_id)
+                    .new_values(json!({"subject_code": code, "failed_logins": counted.failed_logins, "locked_until": counted.locked_until})),
+            )?;
+            Ok(())
+        })
+        .await?;
+        return Err(AppError::Unauthorized);
+    }
+    let threshold = state.protocol.fever_threshold();
+    let signature = db::transaction(&state.pool, move |conn| {
+        let s = find_subject(conn, &scope, &code)?;
+        let open: i64 = q::table
+            .filter(q::subject_id.eq(s.id))
+            .filter(q::status.ne("closed"))
+            .count()
+            .get_result(conn)?;
+        if open > 0 {
+            return Err(AppError::invalid(
+                "subject_code",
+                format!("{open} queries are still open on this casebook; close them before signing"),
+            ));
+        }
+        let book = build(conn, &s, threshold)?;
+        let content = serde_json::to_vec(&book.signed_content()).map_err(AppError::internal)?;
+        let hash = hex::encode(Sha256::digest(&content));
+        let row: Signature = diesel::insert_into(sg::table)
+            .values((
+                sg::site_id.eq(s.site_id),
+                sg::subject_id.eq(s.id),
+                sg::signer_id.eq(caller.user_id),
+                sg::printed_name.eq(&caller.name),
+                sg::meaning.eq(meaning.text()),
+                sg::casebook_sha256.eq(&hash),
+            ))
+            .returning(Signature::as_returning())
+            .get_result(conn)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "sign", "signatures", &caller.meta)
+                .record(row.id)
+                .site(Some(s.site_id))
+                .subject(Some(s.id))
+                .new_values(json!({"printed_name": row.printed_name, "meaning": row.meaning, "casebook_sha256": hash})),
+        )?;
+        Ok(row)
+    })
+    .await?;
+    Ok(HttpResponse::build(StatusCode::CREATED).json(signature))
+}

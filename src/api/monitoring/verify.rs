@@ -1,0 +1,100 @@
+//! Source data verification: a monitor marks one version of a record verified; a later
+//! change of the record clears it (see services::guard::after_change).
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::clinical::find_subject;
+use crate::api::resource;
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{authorize, Caller, Permission};
+use crate::db;
+use crate::error::{AppError, AppResult};
+use crate::schema::verifications as v;
+
+use super::{record_owner, RECORD_TYPES};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/subjects/{subject_code}/{form}/{id}/verify").route(web::post().to(verify)),
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Queryable, Selectable, ToSchema)]
+#[diesel(table_name = v)]
+pub struct Verification {
+    pub id: i64,
+    pub record_type: String,
+    pub record_id: i64,
+    /// the version of the record that was verified
+    pub record_version: i32,
+    pub verified_by: i64,
+    pub verified_at: DateTime<Utc>,
+    /// set when the record changed afterwards
+    pub cleared_at: Option<DateTime<Utc>>,
+}
+
+/// Mark a record source-data-verified (monitor of the site).
+#[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/{form}/{id}/verify", tag = "monitoring",
+    params(("subject_code" = String, Path), ("form" = String, Path, description = "consents, injections, temperatures or adverse-events"), ("id" = i64, Path)),
+    responses((status = 200, body = Verification), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 409, description = "already verified", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String, i64)>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::VerifySource)?;
+    let (code, form, id) = path.into_inner();
+    let record_type = RECORD_TYPES
+        .iter()
+        .find(|(t, f)| *f == form && *t != "subjects")
+        .map(|(t, _)| *t)
+        .ok_or(AppError::NotFound)?;
+    let done = db::transaction(&state.pool, move |conn| {
+        let subject = find_subject(conn, &scope, &code)?;
+        let (_, subject_id, version) = record_owner(conn, record_type, id)?;
+        if subject_id != subject.id {
+            return Err(AppError::NotFound);
+        }
+        let current: i64 = v::table
+            .filter(v::record_type.eq(record_type))
+            .filter(v::record_id.eq(id))
+            .filter(v::cleared_at.is_null())
+            .count()
+            .get_result(conn)?;
+        if current > 0 {
+            return Err(AppError::Conflict(
+                "This version of the record is already verified.".into(),
+            ));
+        }
+        let row: Verification = diesel::insert_into(v::table)
+            .values((
+                v::site_id.eq(subject.site_id),
+                v::subject_id.eq(subject.id),
+                v::record_type.eq(record_type),
+                v::record_id.eq(id),
+                v::record_version.eq(version),
+                v::verified_by.eq(caller.user_id),
+            ))
+            .returning(Verification::as_returning())
+            .get_result(conn)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "verify", record_type, &caller.meta)
+                .record(id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .new_values(json!({"verified_version": version, "verification": row.id})),
+        )?;
+        Ok(row)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(done))
+}

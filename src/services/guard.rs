@@ -1,0 +1,117 @@
+//! What every write to clinical data goes through: locks first (423), then, after the
+//! change, source data verification and signatures that no longer hold are cleared.
+
+use diesel::prelude::*;
+use serde_json::json;
+
+use crate::audit::{self, AuditEvent, RequestMeta};
+use crate::auth::Caller;
+use crate::error::{AppError, AppResult};
+use crate::schema::{locks as l, signatures as sg, verifications as v};
+
+/// Refuses the write with 423 when the study, the site or the subject is locked.
+pub fn ensure_unlocked(
+    conn: &mut PgConnection,
+    site_id: i64,
+    subject_id: Option<i64>,
+) -> AppResult<()> {
+    let lock: Option<(i64, String, String)> = l::table
+        .filter(l::unlocked_at.is_null())
+        .filter(
+            l::scope
+                .eq("study")
+                .or(l::scope.eq("site").and(l::site_id.eq(site_id)))
+                .or(l::scope
+                    .eq("subject")
+                    .and(l::subject_id.eq(subject_id.unwrap_or(-1)))),
+        )
+        .order(l::id)
+        .select((l::id, l::scope, l::reason))
+        .first(conn)
+        .optional()?;
+    match lock {
+        Some((id, scope, reason)) => Err(AppError::Locked(format!(
+            "The {scope} is locked (lock {id}: {reason}); unlock it to change data."
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// After a record of a subject changed: its verification (if any) no longer holds, and any
+/// valid signature of the casebook is invalidated. Both are audited.
+pub fn after_change(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    record_type: &str,
+    record_id: Option<i64>,
+    site_id: i64,
+    subject_id: i64,
+) -> AppResult<()> {
+    if let Some(id) = record_id {
+        let cleared: Vec<i64> = diesel::update(
+            v::table
+                .filter(v::record_type.eq(record_type))
+                .filter(v::record_id.eq(id))
+                .filter(v::cleared_at.is_null()),
+        )
+        .set(v::cleared_at.eq(diesel::dsl::now))
+        .returning(v::id)
+        .get_results(conn)?;
+        for vid in cleared {
+            audit::record(
+                conn,
+                &AuditEvent::new(
+                    Some(&caller.actor),
+                    "sdv_cleared",
+                    "verifications",
+                    &caller.meta,
+                )
+                .record(vid)
+                .site(Some(site_id))
+                .subject(Some(subject_id))
+                .new_values(json!({"record_type": record_type, "record_id": id})),
+            )?;
+        }
+    }
+    invalidate_signatures(
+        conn,
+        Some(&caller.actor),
+        &caller.meta,
+        site_id,
+        subject_id,
+        record_type,
+    )
+}
+
+pub fn invalidate_signatures(
+    conn: &mut PgConnection,
+    actor: Option<&audit::Actor>,
+    meta: &RequestMeta,
+    site_id: i64,
+    subject_id: i64,
+    record_type: &str,
+) -> AppResult<()> {
+    let why = format!("{record_type} changed after signing");
+    let invalidated: Vec<i64> = diesel::update(
+        sg::table
+            .filter(sg::subject_id.eq(subject_id))
+            .filter(sg::invalidated_at.is_null()),
+    )
+    .set((
+        sg::invalidated_at.eq(diesel::dsl::now),
+        sg::invalidated_reason.eq(&why),
+    ))
+    .returning(sg::id)
+    .get_results(conn)?;
+    for id in invalidated {
+        audit::record(
+            conn,
+            &AuditEvent::new(actor, "signature_invalidated", "signatures", meta)
+                .record(id)
+                .site(Some(site_id))
+                .subject(Some(subject_id))
+                .new_values(json!({"reason": why})),
+        )?;
+    }
+    Ok(())
+}
