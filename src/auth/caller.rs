@@ -13,9 +13,25 @@ use crate::app::AppState;
 use crate::audit::{Actor, RequestMeta};
 use crate::db;
 use crate::error::AppError;
-use crate::schema::{sessions, user_sites, users};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
 
 use super::Role;
+
+#[derive(QueryableByName)]
+struct CallerRow {
+    #[diesel(sql_type = Text)]
+    email: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Bool)]
+    active: bool,
+    #[diesel(sql_type = Integer)]
+    token_version: i32,
+    #[diesel(sql_type = Array<BigInt>)]
+    site_ids: Vec<i64>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -68,33 +84,26 @@ impl FromRequest for Caller {
                 .ok_or(AppError::Unauthorized)?;
             let user_id: i64 = claims.sub.parse().map_err(|_| AppError::Unauthorized)?;
             let sid = claims.sid;
-            let (user, sites) = db::run(&state.pool, move |conn| {
-                let user: Option<(String, String, String, bool, i32)> = users::table
-                    .inner_join(sessions::table)
-                    .filter(users::id.eq(user_id))
-                    .filter(sessions::id.eq(sid))
-                    .filter(sessions::revoked_at.is_null())
-                    .select((
-                        users::email,
-                        users::name,
-                        users::role,
-                        users::active,
-                        users::token_version,
-                    ))
-                    .first(conn)
-                    .optional()?;
-                let sites: Vec<i64> = user_sites::table
-                    .filter(user_sites::user_id.eq(user_id))
-                    .select(user_sites::site_id)
-                    .order(user_sites::site_id)
-                    .load(conn)?;
-                Ok((user, sites))
+            // One round trip: the user, the live session and the site assignments.
+            let found: Option<CallerRow> = db::run(&state.pool, move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT u.email, u.name, u.role, u.active, u.token_version,
+                            ARRAY(SELECT us.site_id FROM user_sites us
+                                  WHERE us.user_id = u.id ORDER BY us.site_id) AS site_ids
+                     FROM users u JOIN sessions s ON s.user_id = u.id
+                     WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL",
+                )
+                .bind::<BigInt, _>(user_id)
+                .bind::<diesel::sql_types::Uuid, _>(sid)
+                .get_result(conn)
+                .optional()?)
             })
             .await?;
-            let (email, name, role, active, version) = user.ok_or(AppError::Unauthorized)?;
-            if !active || version != claims.ver {
+            let row = found.ok_or(AppError::Unauthorized)?;
+            if !row.active || row.token_version != claims.ver {
                 return Err(AppError::Unauthorized);
             }
+            let (email, name, role, sites) = (row.email, row.name, row.role, row.site_ids);
             let role = Role::parse(&role).ok_or(AppError::Unauthorized)?;
             Ok(Caller {
                 user_id,
