@@ -88,6 +88,82 @@ pub fn find_subject_for_write(
     Ok(subject)
 }
 
+#[derive(QueryableByName)]
+struct WriteContextRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    site_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    subject_code: String,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    weight_kg: f64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    time_zone: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Date>)]
+    first_signed: Option<NaiveDate>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Date>)]
+    withdrawn_on: Option<NaiveDate>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    signed: bool,
+}
+
+/// What a new record of a subject needs to know, read in one round trip: the subject
+/// (within scope, else 404), its consent window, whether it is locked (423), and whether a
+/// valid signature must be invalidated by the new record.
+pub struct WriteContext {
+    pub subject: SubjectRef,
+    pub window: ConsentWindow,
+    pub signed: bool,
+}
+
+pub fn write_context(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<WriteContext> {
+    let (all_sites, ids) = match scope.site_ids() {
+        None => (true, Vec::new()),
+        Some(ids) => (false, ids.to_vec()),
+    };
+    let row: WriteContextRow = diesel::sql_query(
+        "SELECT s.id, s.site_id, s.subject_code, s.weight_kg::float8 AS weight_kg, st.time_zone,
+                (SELECT min(c.signed_on) FROM consents c
+                  WHERE c.subject_id = s.id AND c.deleted_at IS NULL) AS first_signed,
+                (SELECT min(c.withdrawn_on) FROM consents c
+                  WHERE c.subject_id = s.id AND c.deleted_at IS NULL) AS withdrawn_on,
+                EXISTS (SELECT 1 FROM locks l WHERE l.unlocked_at IS NULL
+                         AND (l.scope = 'study' OR (l.scope = 'site' AND l.site_id = s.site_id)
+                              OR (l.scope = 'subject' AND l.subject_id = s.id))) AS locked,
+                EXISTS (SELECT 1 FROM signatures g
+                         WHERE g.subject_id = s.id AND g.invalidated_at IS NULL) AS signed
+         FROM subjects s JOIN sites st ON st.id = s.site_id
+         WHERE s.subject_code = $1 AND s.deleted_at IS NULL AND ($2 OR s.site_id = ANY($3))",
+    )
+    .bind::<diesel::sql_types::Text, _>(code)
+    .bind::<diesel::sql_types::Bool, _>(all_sites)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(ids)
+    .get_result(conn)
+    .optional()?
+    .ok_or(AppError::NotFound)?;
+    if row.locked {
+        // names the lock in the 423
+        crate::services::guard::ensure_unlocked(conn, row.site_id, Some(row.id))?;
+    }
+    Ok(WriteContext {
+        subject: SubjectRef {
+            id: row.id,
+            site_id: row.site_id,
+            code: row.subject_code,
+            weight_kg: row.weight_kg,
+            tz: parse_zone(&row.time_zone).unwrap_or(Tz::UTC),
+        },
+        window: ConsentWindow {
+            first_signed: row.first_signed,
+            withdrawn_on: row.withdrawn_on,
+        },
+        signed: row.signed,
+    })
+}
+
 /// The dates between which clinical data may lie: the first consent signed, and the
 /// earliest withdrawal, if any.
 pub struct ConsentWindow {
