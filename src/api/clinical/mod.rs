@@ -119,7 +119,11 @@ pub struct WriteContext {
     pub signed: bool,
 }
 
-pub fn write_context(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<WriteContext> {
+pub fn write_context(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    code: &str,
+) -> AppResult<WriteContext> {
     let (all_sites, ids) = match scope.site_ids() {
         None => (true, Vec::new()),
         Some(ids) => (false, ids.to_vec()),
