@@ -27,16 +27,24 @@ export CASEBOOK_TEST_DATABASE_URL
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
-# Python with lxml validates exported XML in some tests. Best effort for now:
-# a missing python or an offline pip must not fail the Rust suite.
+# Python with lxml validates exported XML, pyreadstat reads exported XPT files back. Best effort
+# here: a missing python or an offline pip does not stop the script; the export tests that need
+# them then fail, saying how to install them.
 if command -v python3 >/dev/null; then
   if { [[ -x .venv/bin/python ]] || python3 -m venv .venv >/dev/null; } &&
-     { .venv/bin/python -c 'import lxml' 2>/dev/null ||
-       .venv/bin/python -m pip install -q --disable-pip-version-check lxml >/dev/null; }; then
+     { .venv/bin/python -c 'import lxml, pyreadstat' 2>/dev/null ||
+       .venv/bin/python -m pip install -q --disable-pip-version-check lxml pyreadstat >/dev/null; }; then
     CASEBOOK_PYTHON="$PWD/.venv/bin/python"; export CASEBOOK_PYTHON
   else
-    echo "test.sh: warning: could not set up .venv with lxml; XML validation tests may skip" >&2
+    echo "test.sh: warning: could not set up .venv with lxml and pyreadstat; the export tests that validate XML and read XPT will fail" >&2
   fi
 fi
 
 cargo test "$@"
+
+# schemathesis against the live server (scripts/fuzz.sh, about 3 minutes): on when
+# CASEBOOK_FUZZ is set and not 0, as .ci/run does; CASEBOOK_FUZZ_SECONDS sets its budget.
+if [[ "${CASEBOOK_FUZZ:-0}" != 0 ]]; then
+  cargo build --bin casebook
+  bash scripts/fuzz.sh
+fi

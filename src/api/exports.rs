@@ -1,5 +1,313 @@
-//! Export endpoints (sponsor and admin).
+//! Export endpoints (sponsor and admin): streamed CSV per form, CDISC ODM 1.3.2, and
+//! SDTM-style datasets as CSV or SAS XPORT. See `crate::export` for how they stream.
 
-use actix_web::web;
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use chrono::{NaiveDate, Utc};
+use diesel::prelude::*;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+use crate::app::AppState;
+use crate::auth::{authorize, Caller, Permission, Scope};
+use crate::error::{AppError, AppResult};
+use crate::export::{self, sink, Domain, Filters, Form, Job, Kind, Slot, Table};
+use crate::schema::sites;
+
+use super::resource;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/exports/odm.xml").route(web::get().to(odm)))
+        .service(resource("/exports/sdtm/{domain}.csv").route(web::get().to(sdtm_csv)))
+        .service(resource("/exports/sdtm/{domain}.xpt").route(web::get().to(sdtm_xpt)))
+        .service(resource("/exports/{form}.csv").route(web::get().to(form_csv)));
+}
+
+/// Filters of a form export.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FormExportQuery {
+    /// site code: only that site's records
+    pub site: Option<String>,
+    /// first day (YYYY-MM-DD, inclusive) of the form's main date: subjects `created_at`,
+    /// consents `signed_on`, injections `administered_at`, temperatures `measured_at`,
+    /// adverse_events `awareness_date`, queries `created_at`; timestamps by UTC day
+    pub from: Option<NaiveDate>,
+    /// last day (YYYY-MM-DD, inclusive), same column as `from`
+    pub to: Option<NaiveDate>,
+    /// `true`: also records marked deleted (entered in error); default false
+    pub include_deleted: Option<bool>,
+}
+
+/// Filters of the ODM export.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OdmQuery {
+    /// site code: only that site's subjects
+    pub site: Option<String>,
+    /// `true`: a Transactional file with every audited change and its AuditRecord
+    pub audit: Option<bool>,
+}
+
+/// Filters of an SDTM dataset.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SdtmQuery {
+    /// site code: only that site's subjects
+    pub site: Option<String>,
+}
+
+/// Takes a connection (a busy pool answers 503 before anything streams), resolves the site
+/// filter, and starts the export on a blocking thread; the response streams its output.
+async fn start(
+    state: web::Data<AppState>,
+    caller: Caller,
+    scope: Scope,
+    kind: Kind,
+    mut filters: Filters,
+) -> AppResult<HttpResponse> {
+    let app = std::sync::Arc::as_ptr(&state.clone().into_inner()) as usize;
+    let slot = Slot::take(app, state.settings.database.pool_max_size).ok_or(
+        AppError::TooManyRequests {
+            retry_after_secs: 10,
+        },
+    )?;
+    let pool = state.pool.clone();
+    let site = filters.site.clone();
+    let site_scope = scope.clone();
+    let (conn, site_id) = web::block(move || -> AppResult<_> {
+        let mut conn = pool.get()?;
+        let site_id = match site {
+            None => None,
+            Some(code) => {
+                let id: Option<i64> = sites::table
+                    .filter(sites::code.eq(&code))
+                    .select(sites::id)
+                    .first(&mut conn)
+                    .optional()?;
+                match id {
+                    Some(id) if site_scope.covers(id) => Some(id),
+                    _ => return Err(AppError::invalid("site", "no such site in your scope")),
+                }
+            }
+        };
+        Ok((conn, site_id))
+    })
+    .await??;
+    filters.site_id = site_id;
+    let protocol = state.protocol.clone();
+    let started = Utc::now();
+    let file_name = kind.file_name(&protocol.file.study.id, started);
+    let study = protocol.file.study.id.clone();
+    let hash = protocol.file_hash.clone();
+    let job = Job {
+        kind,
+        filters,
+        scope,
+        protocol,
+        actor: caller.actor.clone(),
+        role: caller.role,
+        meta: caller.meta.clone(),
+        started,
+        slot: Some(slot),
+    };
+    let (out, body) = sink::channel();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut conn = conn;
+        export::run(&mut conn, job, out);
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(kind.content_type())
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Casebook-Protocol", study))
+        .insert_header(("X-Casebook-Protocol-Hash", hash))
+        .streaming(body))
+}
+
+fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> {
+    match (from, to) {
+        (Some(f), Some(t)) if f > t => Err(AppError::invalid("to", "must not be before `from`")),
+        _ => Ok(()),
+    }
+}
+
+/// One form as CSV (streamed).
+///
+/// Forms: `subjects`, `consents`, `injections`, `temperatures`, `adverse_events`,
+/// `queries`.
+///
+/// One header row, RFC 4180 (comma, CRLF, fields with comma, quote, CR or LF quoted, quotes
+/// doubled), UTF-8. Rows in record id order. Numbers are exact decimals as stored;
+/// booleans `true`/`false`; dates `YYYY-MM-DD`; timestamps ISO 8601 UTC with `Z`. User
+/// columns (`created_by`, `obtained_by`, ...) are user ids; no names are exported.
+/// Records marked deleted are left out unless `include_deleted=true`.
+///
+/// Columns, in order:
+/// - subjects: id, subject_code, site_code, status, sex, birth_year_month, weight_kg,
+///   eligibility, then the bookkeeping columns
+/// - consents: id, subject_code, site_code, form_version, signed_on, signer,
+///   representative_relationship, assent, obtained_by, withdrawn_on, withdrawal_scope,
+///   withdrawal_reason, then the bookkeeping columns
+/// - injections: id, subject_code, site_code, study_day, administered_at, dose_mg,
+///   weight_kg, route, injection_site, lot_number, given, not_given_reason,
+///   expected_dose_mg, protocol_deviation, deviation_reason, then the bookkeeping columns
+/// - temperatures: id, subject_code, site_code, measured_at, celsius, method, fever, then
+///   the bookkeeping columns
+/// - adverse_events: id, subject_code, site_code, term, meddra_code, meddra_term,
+///   onset_date, end_date, grade, serious, seriousness_criteria, relationship,
+///   action_taken, outcome, awareness_date, then the bookkeeping columns
+/// - queries: id, subject_code, site_code, record_type, record_id, field, status, origin,
+///   opened_text, messages, last_message_kind, last_message_at, created_at, created_by,
+///   updated_at (one row per query thread; no bookkeeping columns, never deleted)
+/// - bookkeeping columns: version, created_at, created_by, updated_at, updated_by,
+///   deleted_at, deleted_by, deleted_reason
+///
+/// `eligibility` is a JSON object (criterion id -> answer); `seriousness_criteria` lists
+/// the criteria separated by `;`; AE dates may be partial (`YYYY`, `YYYY-MM`).
+///
+/// Every export is audited (action `export`, the form as entity, filters, row count, SHA-256
+/// of the file). Headers `X-Casebook-Protocol` and `X-Casebook-Protocol-Hash` name the
+/// protocol and its file's SHA-256. A transfer that ends without its final chunk is
+/// incomplete: the export failed. Exports hold a database connection while they stream: at
+/// most a quarter of the pool exports at once, more answer 429 with Retry-After.
+#[utoipa::path(get, path = "/api/v1/exports/{form}.csv", tag = "exports",
+    params(("form" = String, Path, description = "subjects, consents, injections, temperatures, adverse_events or queries"),
+        FormExportQuery),
+    responses((status = 200, description = "the form as CSV", content_type = "text/csv", body = String),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 422, description = "unknown parameter, bad date or site", body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn form_csv(
+    state: web::Data<AppState>,
+    caller: Caller,
+    form: web::Path<String>,
+    query: web::Query<FormExportQuery>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::Export)?;
+    let form = Form::parse(&form).ok_or(AppError::NotFound)?;
+    let q = query.into_inner();
+    check_dates(q.from, q.to)?;
+    let filters = Filters {
+        site: q.site,
+        from: q.from,
+        to: q.to,
+        include_deleted: q.include_deleted.unwrap_or(false),
+        ..Filters::default()
+    };
+    start(state, caller, scope, Kind::Form(form), filters).await
+}
+
+/// The study as CDISC ODM 1.3.2 XML (streamed; valid against the official schema).
+///
+/// Study with GlobalVariables, measurement units and a MetaDataVersion (OID from the protocol
+/// file's SHA-256) describing events SE.ENROLMENT (F.SUBJECT, F.CONSENT), SE.TREATMENT
+/// (F.INJECTION, F.TEMPERATURE) and SE.AE (F.AE), their item groups (IG.*, repeating except
+/// IG.SUBJECT, ItemGroupRepeatKey = record id), items (IT.*, e.g. IT.TEMP.CELSIUS) and code
+/// lists; AdminData with the users who changed or signed data (for sponsors pseudonymous:
+/// no names, no e-mail addresses), the sites as Locations and a SignatureDef per signature
+/// meaning; ClinicalData with one SubjectData per subject (Signature: the current casebook
+/// signature, SiteRef, StudyEventData, FormData, ItemGroupData, ItemData).
+///
+/// Default: a Snapshot of the current values, records marked deleted left out.
+/// `audit=true`: a Transactional file: every audited change of each record as its own
+/// ItemGroupData (Insert, Update with the changed items, Remove) with an AuditRecord
+/// (UserRef, LocationRef, DateTimeStamp, ReasonForChange, SourceID = audit row).
+#[utoipa::path(get, path = "/api/v1/exports/odm.xml", tag = "exports", params(OdmQuery),
+    responses((status = 200, description = "ODM 1.3.2", content_type = "application/xml", body = String),
+        (status = 403, body = crate::error::Problem),
+        (status = 422, description = "unknown parameter or site", body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn odm(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<OdmQuery>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::Export)?;
+    let q = query.into_inner();
+    let filters = Filters {
+        site: q.site,
+        audit: q.audit.unwrap_or(false),
+        ..Filters::default()
+    };
+    start(state, caller, scope, Kind::Odm, filters).await
+}
+
+async fn sdtm(
+    state: web::Data<AppState>,
+    caller: Caller,
+    domain: &str,
+    table: Table,
+    query: SdtmQuery,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::Export)?;
+    let domain = Domain::parse(domain).ok_or(AppError::NotFound)?;
+    let filters = Filters {
+        site: query.site,
+        ..Filters::default()
+    };
+    start(state, caller, scope, Kind::Sdtm(domain, table), filters).await
+}
+
+/// An SDTM-style dataset as CSV (streamed): DM, DS, EX, VS or AE.
+///
+/// USUBJID = study id + `-` + subject code. Rows sorted by USUBJID, then date, then entry
+/// order; --SEQ numbers them within a subject. --DTC are site-local date/times as collected
+/// (ISO 8601 without offset; AE dates may be partial); --DY counts from the site-local date
+/// of the first dose (RFSTDTC), with no day 0. Records marked deleted are never included.
+///
+/// Variables, in order (after STUDYID, DOMAIN, USUBJID):
+/// - DM: SUBJID, RFSTDTC, RFENDTC, RFICDTC, SITEID, BRTHDTC, AGE, AGEU, SEX, ARMCD, ARM,
+///   ACTARMCD, ACTARM, COUNTRY
+/// - DS (informed consent, withdrawal, completion): DSSEQ, DSTERM, DSDECOD, DSCAT, DSSCAT,
+///   DSSTDTC, DSSTDY
+/// - EX (injections given): EXSEQ, EXTRT, EXDOSE, EXDOSU, EXDOSFRM, EXDOSFRQ, EXROUTE, EXLOC,
+///   EXLOT, EXADJ, EXSTDTC, EXENDTC, EXSTDY, EXENDY
+/// - VS (temperature): VSSEQ, VSTESTCD (TEMP), VSTEST, VSORRES, VSORRESU (C), VSSTRESC,
+///   VSSTRESN, VSSTRESU, VSLOC (from the method), VSDTC, VSDY
+/// - AE: AESEQ, AETERM, AEDECOD, AEPTCD, AESTDTC, AEENDTC, AESTDY, AEENDY, AETOXGR, AESER,
+///   AESDTH, AESLIFE, AESHOSP, AESDISAB, AESCONG, AESMIE, AEREL, AEACN, AEOUT
+#[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.csv", tag = "exports",
+    params(("domain" = String, Path, description = "dm, ds, ex, vs or ae"), SdtmQuery),
+    responses((status = 200, description = "the dataset as CSV", content_type = "text/csv", body = String),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn sdtm_csv(
+    state: web::Data<AppState>,
+    caller: Caller,
+    domain: web::Path<String>,
+    query: web::Query<SdtmQuery>,
+) -> AppResult<HttpResponse> {
+    sdtm(state, caller, &domain, Table::Csv, query.into_inner()).await
+}
+
+/// An SDTM-style dataset as a SAS XPORT version 5 transport file (streamed).
+///
+/// Same variables and rows as the CSV; 8-character names, 40-character labels, character
+/// variables of fixed length (free text up to 200 bytes), numerics as IBM floating point.
+/// The dataset label names the protocol and the start of its file hash where it fits.
+#[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.xpt", tag = "exports",
+    params(("domain" = String, Path, description = "dm, ds, ex, vs or ae"), SdtmQuery),
+    responses((status = 200, description = "SAS XPORT v5", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn sdtm_xpt(
+    state: web::Data<AppState>,
+    caller: Caller,
+    domain: web::Path<String>,
+    query: web::Query<SdtmQuery>,
+) -> AppResult<HttpResponse> {
+    sdtm(state, caller, &domain, Table::Xpt, query.into_inner()).await
+}

@@ -206,7 +206,11 @@ impl TestApp {
         actix_web::rt::spawn(app.run_until_stopped());
         Self {
             address,
-            client: reqwest::Client::new(),
+            // the server closes idle keep-alive connections after 5 s; never reuse one that old
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .expect("http client"),
             settings,
             handle,
             db,

@@ -429,7 +429,42 @@ pub const ROUTES: &[Route] = &[
         expect_own: [200, 403, 403, 200],
         expect_other: [200, 403, 403, 200],
     },
-    // EXPORT_ROUTES (read-only rows; they must not depend on the withdrawal below)
+    Route {
+        method: "GET",
+        path: "/api/v1/exports/{form}.csv",
+        own: "/api/v1/exports/temperatures.csv",
+        other: "/api/v1/exports/temperatures.csv",
+        body: none,
+        expect_own: [200, 403, 403, 200],
+        expect_other: [200, 403, 403, 200],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/exports/odm.xml",
+        own: "/api/v1/exports/odm.xml",
+        other: "/api/v1/exports/odm.xml",
+        body: none,
+        expect_own: [200, 403, 403, 200],
+        expect_other: [200, 403, 403, 200],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/exports/sdtm/{domain}.csv",
+        own: "/api/v1/exports/sdtm/vs.csv",
+        other: "/api/v1/exports/sdtm/vs.csv",
+        body: none,
+        expect_own: [200, 403, 403, 200],
+        expect_other: [200, 403, 403, 200],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/exports/sdtm/{domain}.xpt",
+        own: "/api/v1/exports/sdtm/dm.xpt",
+        other: "/api/v1/exports/sdtm/dm.xpt",
+        body: none,
+        expect_own: [200, 403, 403, 200],
+        expect_other: [200, 403, 403, 200],
+    },
     // monitoring: queries 1 (FRA-001) and 2 (FRB-001) exist, raised on consents 1 and 2
     Route {
         method: "GET",
