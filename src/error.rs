@@ -211,6 +211,15 @@ impl From<diesel::result::Error> for AppError {
             E::DatabaseError(_, info) if is_connection_loss(info.message()) => {
                 Self::Unavailable(e.to_string())
             }
+            // chrono parses years PostgreSQL cannot store (before 4713 BC): the client's date.
+            E::DatabaseError(_, info)
+                if matches!(
+                    info.message(),
+                    "date out of range" | "timestamp out of range"
+                ) =>
+            {
+                Self::invalid("date", "is outside the range of dates that can be stored")
+            }
             _ => Self::Internal(e.to_string()),
         }
     }

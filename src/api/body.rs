@@ -30,7 +30,7 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
             // serde names unknown and missing fields in backticks; put the name in the path.
             let named = |prefix: &str| -> Option<String> {
                 let rest = msg.strip_prefix(prefix)?;
-                let name = rest.split('`').next()?;
+                let name = rest.split('`').next().filter(|n| !n.is_empty())?;
                 Some(if path == "." || path.is_empty() {
                     name.to_owned()
                 } else if path == name || path.ends_with(&format!(".{name}")) {
@@ -42,7 +42,7 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
             let field = named("unknown field `")
                 .or_else(|| named("missing field `"))
                 .unwrap_or_else(|| {
-                    if path == "." {
+                    if path == "." || path.is_empty() {
                         "body".into()
                     } else {
                         path.clone()
@@ -52,6 +52,40 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> AppError {
             AppError::Validation(vec![FieldError::new(field, message)])
         }
     }
+}
+
+/// True when a JSON text holds `\u0000` in a string. PostgreSQL text cannot store NUL: such a
+/// value would reach SQL and come back as a database error (a 500). Any other escape is
+/// skipped whole, so `"\\u0000"` (a backslash, then `u0000`) is not taken for one.
+pub fn has_nul_escape(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' {
+            if raw[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Parses a request body as the extractor does: malformed JSON (trailing data included) is a
+/// 400, a wrong, missing or unknown field a 422 naming its path, a `\u0000` a 422.
+pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, AppError> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(classify)?;
+    de.end()
+        .map_err(|e| AppError::BadRequest(format!("Malformed JSON: {e}")))?;
+    if has_nul_escape(raw) {
+        return Err(AppError::invalid(
+            "body",
+            "text must not contain the NUL character (\\u0000)",
+        ));
+    }
+    Ok(value)
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
@@ -96,8 +130,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 buf.extend_from_slice(&chunk);
             }
             let raw = buf.freeze();
-            let de = &mut serde_json::Deserializer::from_slice(&raw);
-            let value = serde_path_to_error::deserialize(de).map_err(classify)?;
+            let value = parse(&raw)?;
             Ok(Json { value, raw })
         })
     }

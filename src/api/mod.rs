@@ -41,6 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     openapi::routes(cfg);
     cfg.service(
         web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(reject_nul))
             .configure(auth::routes)
             .configure(me::routes)
             .configure(study::routes)
@@ -54,6 +55,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(exports::routes),
     );
     cfg.default_service(web::to(not_found));
+}
+
+/// PostgreSQL text cannot hold NUL: a path or query string with `%00` would reach SQL and come
+/// back as a database error (a 500). Refused here: a path as 404 (like any path parameter that
+/// does not parse), a query string as 422.
+async fn reject_nul(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::ResponseError;
+    let error = if req.uri().path().contains("%00") {
+        Some(AppError::NotFound)
+    } else if req.query_string().contains("%00") {
+        Some(AppError::invalid(
+            "query",
+            "must not contain the NUL character (%00)",
+        ))
+    } else {
+        None
+    };
+    match error {
+        Some(e) => Ok(req.into_response(e.error_response()).map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 fn field_from_serde_message(msg: &str) -> String {

@@ -125,7 +125,10 @@ fn validate(f: &ProtocolFile) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for c in &f.eligibility {
         if c.id.trim().is_empty() || !seen.insert(c.id.as_str()) {
-            return Err(format!("eligibility.id: `{}` is empty or repeated", c.id));
+            return Err(format!(
+                "eligibility.id: `{}` is empty or repeated",
+                c.id.escape_debug()
+            ));
         }
     }
     match &f.dose {
