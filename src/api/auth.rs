@@ -236,17 +236,18 @@ pub async fn login(
         }
     }
 
-    let hasher = state.hasher.clone();
     let stored = account.as_ref().map(|a| a.password_hash.clone());
     let pw = password.clone();
-    let verdict = web::block(move || hasher.verify(&pw, stored.as_deref())).await?;
+    let verdict = state
+        .with_hasher(move |h| h.verify(&pw, stored.as_deref()))
+        .await?;
 
     match (account, verdict) {
         (Some(acc), Verdict::Match { needs_rehash }) if acc.active => {
             let new_hash = if needs_rehash {
-                let hasher = state.hasher.clone();
                 Some(
-                    web::block(move || hasher.hash(&password))
+                    state
+                        .with_hasher(move |h| h.hash(&password))
                         .await?
                         .map_err(AppError::internal)?,
                 )

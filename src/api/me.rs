@@ -80,16 +80,14 @@ pub async fn change_password(
             .first(conn)?)
     })
     .await?;
-    let hasher = state.hasher.clone();
-    let new_hash = web::block(
-        move || match hasher.verify(&current_password, Some(&stored)) {
-            Verdict::Match { .. } => hasher.hash(&new_password).map(Some),
+    let new_hash = state
+        .with_hasher(move |h| match h.verify(&current_password, Some(&stored)) {
+            Verdict::Match { .. } => h.hash(&new_password).map(Some),
             Verdict::NoMatch => Ok(None),
-        },
-    )
-    .await?
-    .map_err(AppError::internal)?
-    .ok_or_else(|| AppError::invalid("current_password", "is not your current password"))?;
+        })
+        .await?
+        .map_err(AppError::internal)?
+        .ok_or_else(|| AppError::invalid("current_password", "is not your current password"))?;
     db::transaction(&state.pool, move |conn| {
         diesel::update(users::table.find(id))
             .set((

@@ -159,9 +159,9 @@ pub async fn create(
     let (Some(email), Some(name), true) = (email, name, errors.is_empty()) else {
         return Err(AppError::Validation(errors));
     };
-    let hasher = state.hasher.clone();
     let password = b.password;
-    let hash = web::block(move || hasher.hash(&password))
+    let hash = state
+        .with_hasher(move |h| h.hash(&password))
         .await?
         .map_err(AppError::internal)?;
     let user = db::transaction(&state.pool, move |conn| {

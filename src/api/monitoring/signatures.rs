@@ -122,8 +122,9 @@ pub async fn sign(
             retry_after_secs: (until - Utc::now()).num_seconds() + 1,
         });
     }
-    let hasher = state.hasher.clone();
-    let verdict = web::block(move || hasher.verify(&password, Some(&stored))).await?;
+    let verdict = state
+        .with_hasher(move |h| h.verify(&password, Some(&stored)))
+        .await?;
     if matches!(verdict, Verdict::NoMatch) {
         // recorded in its own transaction: the signature's would roll back
         let c = caller.clone();
