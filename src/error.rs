@@ -64,6 +64,12 @@ pub enum AppError {
     Locked(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: i64 },
+    /// 429 for capacity (not throttling of the caller): the detail says what is busy.
+    #[error("busy: {detail}")]
+    Busy {
+        retry_after_secs: i64,
+        detail: String,
+    },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -126,6 +132,7 @@ impl AppError {
                 "Too many requests",
                 "Too many attempts; try again later.".into(),
             ),
+            Self::Busy { detail, .. } => ("busy", "Too many requests", detail.clone()),
             Self::Unavailable(_) => (
                 "unavailable",
                 "Service unavailable",
@@ -155,7 +162,7 @@ impl ResponseError for AppError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Locked(_) => StatusCode::LOCKED,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -186,7 +193,10 @@ impl ResponseError for AppError {
             Self::Unauthorized => {
                 resp.insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""));
             }
-            Self::TooManyRequests { retry_after_secs } => {
+            Self::TooManyRequests { retry_after_secs }
+            | Self::Busy {
+                retry_after_secs, ..
+            } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
             }
             Self::Unavailable(_) => {

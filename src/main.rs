@@ -1,15 +1,18 @@
-//! The `casebook` command line: serve, migrate, create-admin, seed-demo, verify-audit.
+//! The `casebook` command line: serve, migrate, create-admin, seed-demo, verify-audit,
+//! export.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use diesel::Connection;
 
 use casebook::app::Application;
-use casebook::audit::RequestMeta;
+use casebook::audit::{Actor, RequestMeta};
 use casebook::auth::password::{check_policy, Hasher};
-use casebook::auth::Role;
+use casebook::auth::{Role, Scope};
 use casebook::config::{Environment, Settings};
 use casebook::db;
 use casebook::services::users::{create_user, ensure_site, NewUser};
@@ -42,6 +45,31 @@ enum Command {
     SeedDemo,
     /// Recompute the audit hash chain; exit 1 naming the first bad row.
     VerifyAudit,
+    /// Export the study to files, as the API does (all sites, names not pseudonymised);
+    /// every file is audited as `system:cli`.
+    Export {
+        /// csv: one file per form; odm: one ODM 1.3.2 file; sdtm-xpt, sdtm-csv: one file
+        /// per SDTM domain
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// directory for the files (created if missing)
+        #[arg(long)]
+        out: PathBuf,
+        /// only this site's records (site code)
+        #[arg(long)]
+        site: Option<String>,
+        /// csv only: also records marked deleted
+        #[arg(long)]
+        include_deleted: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Odm,
+    SdtmXpt,
+    SdtmCsv,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -68,6 +96,12 @@ fn main() -> ExitCode {
         Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name),
         Command::SeedDemo => seed_demo(&settings),
         Command::VerifyAudit => verify_audit(&settings),
+        Command::Export {
+            format,
+            out,
+            site,
+            include_deleted,
+        } => export(&settings, format, &out, site, include_deleted),
     }
 }
 
@@ -318,4 +352,142 @@ fn verify_audit(settings: &Settings) -> ExitCode {
         }
         Err(e) => fail(format!("cannot verify: {e}")),
     }
+}
+
+/// `casebook export`: one export (one transaction, one audit row) per file. Each file is
+/// written as `NAME.part` and renamed once complete and audited; a failed one is removed.
+fn export(
+    settings: &Settings,
+    format: ExportFormat,
+    dir: &Path,
+    site: Option<String>,
+    include_deleted: bool,
+) -> ExitCode {
+    use casebook::export::{self, Domain, Filters, Form, Job, Kind, Table};
+    use diesel::prelude::*;
+
+    if include_deleted && format != ExportFormat::Csv {
+        return fail("--include-deleted applies to --format csv only");
+    }
+    let protocol = match casebook::domain::protocol::Protocol::load(&settings.protocol) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return fail(format!("protocol file: {e}")),
+    };
+    let mut conn = match connect(settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let site_id = match &site {
+        None => None,
+        Some(code) => {
+            use casebook::schema::sites;
+            let id: QueryResult<Option<i64>> = sites::table
+                .filter(sites::code.eq(code))
+                .select(sites::id)
+                .first(&mut conn)
+                .optional();
+            match id {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => return fail(format!("no site with code {code:?}")),
+                Err(e) => return fail(format!("cannot read the sites: {e}")),
+            }
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return fail(format!("cannot create {}: {e}", dir.display()));
+    }
+    let domains = [Domain::Dm, Domain::Ds, Domain::Ex, Domain::Vs, Domain::Ae];
+    let kinds: Vec<Kind> = match format {
+        ExportFormat::Csv => [
+            Form::Subjects,
+            Form::Consents,
+            Form::Injections,
+            Form::Temperatures,
+            Form::AdverseEvents,
+            Form::Queries,
+        ]
+        .into_iter()
+        .map(Kind::Form)
+        .collect(),
+        ExportFormat::Odm => vec![Kind::Odm],
+        ExportFormat::SdtmXpt => domains.map(|d| Kind::Sdtm(d, Table::Xpt)).to_vec(),
+        ExportFormat::SdtmCsv => domains.map(|d| Kind::Sdtm(d, Table::Csv)).to_vec(),
+    };
+    // one request id and one time stamp for the files of this run
+    let meta = cli_meta("export");
+    let started = chrono::Utc::now();
+    let study = protocol.file.study.id.clone();
+    let tty = std::io::stderr().is_terminal();
+    for kind in kinds {
+        let name = kind.file_name(&study, started);
+        let path = dir.join(&name);
+        let part = dir.join(format!("{name}.part"));
+        let file = match std::fs::File::create(&part) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("cannot create {}: {e}", part.display())),
+        };
+        let job = Job {
+            kind,
+            filters: Filters {
+                site: site.clone(),
+                site_id,
+                include_deleted,
+                ..Filters::default()
+            },
+            scope: Scope::AllSites,
+            protocol: protocol.clone(),
+            // not used: `run_offline` audits as `system:cli`, with no user
+            actor: Actor {
+                user_id: 0,
+                role: "system:cli".into(),
+            },
+            // all sites, real names (whoever runs this can read the database anyway)
+            role: Role::Admin,
+            meta: meta.clone(),
+            started,
+            slot: None,
+        };
+        let progress: Option<Box<dyn Fn(u64)>> = if tty {
+            let last = std::cell::Cell::new(std::time::Instant::now());
+            let label = name.clone();
+            Some(Box::new(move |rows| {
+                if last.get().elapsed() >= std::time::Duration::from_millis(200) {
+                    last.set(std::time::Instant::now());
+                    eprint!("\r{label}: {rows} rows");
+                }
+            }))
+        } else {
+            None
+        };
+        let result = export::run_offline(
+            &mut conn,
+            job,
+            "cli",
+            export::sink::Sink::writer(file),
+            progress,
+        );
+        if tty {
+            // clear the progress line
+            eprint!("\r\x1b[2K");
+        }
+        match result {
+            Ok(w) => {
+                if let Err(e) = std::fs::rename(&part, &path) {
+                    return fail(format!("cannot rename {}: {e}", part.display()));
+                }
+                println!(
+                    "{}: {} rows, {} bytes, sha256 {}",
+                    path.display(),
+                    w.rows,
+                    w.bytes,
+                    w.sha256
+                );
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return fail(format!("export {} failed: {e}", kind.entity()));
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

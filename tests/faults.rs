@@ -9,7 +9,8 @@
 //! The tests take turns (one lock): they stop the shared cluster and load both cores.
 //! Without PostgreSQL's server tools they fail, saying so, unless CASEBOOK_SKIP_FAULT_TESTS=1.
 //! CASEBOOK_FAULT_PG_BIN names the directory of initdb and pg_ctl (default: the newest
-//! /usr/lib/postgresql/*/bin, else PATH). The cluster lives in target/tmp/fault-pg-<pid>/
+//! /usr/lib/postgresql/*/bin, else PATH). The cluster lives in target/tmp/fault-pg-<pid>/ (as root:
+//! /tmp/casebook-fault-tests/fault-pg-<pid>/, which the `postgres` user can always reach)
 //! and is stopped and removed when the test process exits; CASEBOOK_KEEP_FAULT_PG=1 keeps
 //! the directory, with every server's log in its log/ (one file per database and server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]

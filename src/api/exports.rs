@@ -70,11 +70,20 @@ async fn start(
     mut filters: Filters,
 ) -> AppResult<HttpResponse> {
     let app = std::sync::Arc::as_ptr(&state.clone().into_inner()) as usize;
-    let slot = Slot::take(app, state.settings.database.pool_max_size).ok_or(
-        AppError::TooManyRequests {
-            retry_after_secs: 10,
-        },
-    )?;
+    // Exports hold a connection while they stream: wait a little for a free slot (small
+    // exports finish in milliseconds) before refusing.
+    let mut slot = Slot::take(app, state.settings.database.pool_max_size);
+    for _ in 0..100 {
+        if slot.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        slot = Slot::take(app, state.settings.database.pool_max_size);
+    }
+    let slot = slot.ok_or_else(|| AppError::Busy {
+        retry_after_secs: 5,
+        detail: "Too many exports are running on this server; retry shortly.".into(),
+    })?;
     let pool = state.pool.clone();
     let site = filters.site.clone();
     let site_scope = scope.clone();

@@ -12,6 +12,8 @@
 //! - the export is audited on the same connection before the last chunk leaves, with the
 //!   row count, the byte count and SHA-256 of the file, the filters and the protocol;
 //!   an interrupted export is audited too, as not completed.
+//! - the command line (`casebook export`) runs the same writers into a file
+//!   ([`sink::Sink::writer`], [`run_offline`]), audited as `system:cli` with no user id.
 //!
 //! SQL: filter values are typed (ids, dates, booleans) and formatted into the statement by
 //! Rust; no text from a request is ever put into SQL (site codes are resolved to ids first,
@@ -258,11 +260,16 @@ impl std::fmt::Display for Stop {
 pub struct Out {
     pub sink: Sink,
     pub rows: u64,
+    /// called with the rows so far at each check (the command line's progress line)
+    pub progress: Option<Box<dyn Fn(u64)>>,
 }
 
 impl Out {
     /// Stops between batches when the response is gone.
     pub fn check(&self) -> Result<(), Stop> {
+        if let Some(progress) = &self.progress {
+            progress(self.rows);
+        }
         if self.sink.is_closed() {
             Err(Stop::Disconnected)
         } else {
@@ -406,7 +413,21 @@ enum Ending {
     Failed,
 }
 
-fn audit_export(conn: &mut PgConnection, job: &Job, out: &Out, ending: Ending) -> QueryResult<i64> {
+/// Who the audit row names: the signed-in caller (HTTP) or the system (`system:<name>`,
+/// no user id: the command line).
+#[derive(Debug, Clone, Copy)]
+enum By<'a> {
+    Caller,
+    System(&'a str),
+}
+
+fn audit_export(
+    conn: &mut PgConnection,
+    job: &Job,
+    by: By<'_>,
+    out: &Out,
+    ending: Ending,
+) -> QueryResult<i64> {
     let (bytes, sha256) = out.sink.summary();
     let values = json!({
         "format": job.kind.format(),
@@ -426,11 +447,13 @@ fn audit_export(conn: &mut PgConnection, job: &Job, out: &Out, ending: Ending) -
         },
         "started_at": job.started,
     });
-    audit::record(
-        conn,
-        &AuditEvent::new(Some(&job.actor), "export", job.kind.entity(), &job.meta)
-            .new_values(values),
-    )
+    let event = match by {
+        By::Caller => AuditEvent::new(Some(&job.actor), "export", job.kind.entity(), &job.meta),
+        By::System(name) => {
+            AuditEvent::new(None, "export", job.kind.entity(), &job.meta).by_system(name)
+        }
+    };
+    audit::record(conn, &event.new_values(values))
 }
 
 fn write_body(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), Stop> {
@@ -442,8 +465,49 @@ fn write_body(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), S
 }
 
 /// Runs an export on the current (blocking) thread, to the end or until the client leaves.
-pub fn run(conn: &mut PgConnection, mut job: Job, sink: Sink) {
-    let mut out = Out { sink, rows: 0 };
+pub fn run(conn: &mut PgConnection, job: Job, sink: Sink) {
+    let out = Out {
+        sink,
+        rows: 0,
+        progress: None,
+    };
+    // the outcome is logged and audited; the client sees it in the transfer itself
+    let _ = execute(conn, job, By::Caller, out);
+}
+
+/// What an offline export wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Runs an export for the command line into `sink` (see [`Sink::writer`]), audited as
+/// `system:<system>` with no user id: `job.actor` is not used. `progress` gets the rows so
+/// far between batches. On an error the export is audited as failed and the caller
+/// discards what was written.
+pub fn run_offline(
+    conn: &mut PgConnection,
+    job: Job,
+    system: &str,
+    sink: Sink,
+    progress: Option<Box<dyn Fn(u64)>>,
+) -> Result<Written, String> {
+    let out = Out {
+        sink,
+        rows: 0,
+        progress,
+    };
+    execute(conn, job, By::System(system), out)
+}
+
+fn execute(
+    conn: &mut PgConnection,
+    mut job: Job,
+    by: By<'_>,
+    mut out: Out,
+) -> Result<Written, String> {
     let result = conn
         .build_transaction()
         .repeatable_read()
@@ -456,32 +520,45 @@ pub fn run(conn: &mut PgConnection, mut job: Job, sink: Sink) {
                 Err(Stop::Disconnected) => Ending::Disconnected,
                 Err(e) => return Err(e),
             };
-            audit_export(conn, &job, &out, ending)?;
+            audit_export(conn, &job, by, &out, ending)?;
             Ok(ending)
         });
     // the next export may start as soon as this one is committed
     drop(job.slot.take());
+    let (bytes, sha256) = out.sink.summary();
+    let written = Written {
+        rows: out.rows,
+        bytes,
+        sha256,
+    };
     match result {
         Ok(Ending::Completed) => {
-            if out.sink.release().is_err() {
+            if let Err(e) = out.sink.release() {
                 tracing::info!(
                     export = job.kind.entity(),
+                    error = %e,
                     "client left before the last chunk"
                 );
+                return Err(format!("the last chunk was not written: {e}"));
             }
+            Ok(written)
         }
-        Ok(_) => tracing::info!(
-            export = job.kind.entity(),
-            rows = out.rows,
-            "export stopped: client disconnected"
-        ),
+        Ok(_) => {
+            tracing::info!(
+                export = job.kind.entity(),
+                rows = out.rows,
+                "export stopped: client disconnected"
+            );
+            Err("stopped: the output went away".into())
+        }
         Err(e) => {
             tracing::error!(export = job.kind.entity(), error = %e, "export failed");
             // the transaction rolled back: record the attempt on its own
-            if let Err(e) = audit_export(conn, &job, &out, Ending::Failed) {
+            if let Err(e) = audit_export(conn, &job, by, &out, Ending::Failed) {
                 tracing::error!(error = %e, "could not audit a failed export");
             }
             out.sink.fail("export failed");
+            Err(e.to_string())
         }
     }
 }

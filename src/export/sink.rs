@@ -1,6 +1,7 @@
 //! Where an export writes: 64 KiB chunks handed to the HTTP response through a bounded
 //! channel, so memory stays constant whatever the size, and a client that goes away (or
-//! stops reading) stops the work.
+//! stops reading) stops the work. The command line writes the same chunks to a file
+//! ([`Sink::writer`]).
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -29,6 +30,16 @@ pub fn is_disconnect(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
+/// A file's write error is a failure, never "the client went away", even a broken pipe
+/// (`--out` on a pipe that closed).
+fn not_a_disconnect(e: io::Error) -> io::Error {
+    if is_disconnect(&e) {
+        io::Error::other(e.to_string())
+    } else {
+        e
+    }
+}
+
 /// A bounded channel: the sink for the export thread and the body stream for the response.
 pub fn channel() -> (Sink, impl Stream<Item = Chunk> + 'static) {
     let (tx, rx) = mpsc::channel::<Chunk>(IN_FLIGHT);
@@ -42,18 +53,33 @@ pub fn channel() -> (Sink, impl Stream<Item = Chunk> + 'static) {
 /// last chunk stays buffered until [`Sink::release`], so that the export can be audited
 /// before the client has all of it.
 pub struct Sink {
-    tx: mpsc::Sender<Chunk>,
-    rt: Handle,
+    target: Target,
     buf: Vec<u8>,
     hasher: Sha256,
     bytes: u64,
 }
 
+/// Where the chunks go.
+enum Target {
+    /// the HTTP response
+    Channel { tx: mpsc::Sender<Chunk>, rt: Handle },
+    /// a file (the command line): never "disconnected"; write errors stop the export
+    Writer(Box<dyn Write + Send>),
+}
+
 impl Sink {
     fn new(tx: mpsc::Sender<Chunk>, rt: Handle) -> Self {
+        Self::with_target(Target::Channel { tx, rt })
+    }
+
+    /// A sink that writes its chunks to `w` (e.g. a file), on the calling thread.
+    pub fn writer(w: impl Write + Send + 'static) -> Self {
+        Self::with_target(Target::Writer(Box::new(w)))
+    }
+
+    fn with_target(target: Target) -> Self {
         Self {
-            tx,
-            rt,
+            target,
             buf: Vec::with_capacity(CHUNK + 4096),
             hasher: Sha256::new(),
             bytes: 0,
@@ -68,10 +94,16 @@ impl Sink {
         }
         self.hasher.update(&self.buf);
         self.bytes += self.buf.len() as u64;
+        let (tx, rt) = match &mut self.target {
+            Target::Channel { tx, rt } => (tx, rt),
+            Target::Writer(w) => {
+                w.write_all(&self.buf).map_err(not_a_disconnect)?;
+                self.buf.clear();
+                return Ok(());
+            }
+        };
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096));
-        let tx = &self.tx;
-        let sent = self
-            .rt
+        let sent = rt
             .block_on(async { tokio::time::timeout(STALL, tx.send(Ok(Bytes::from(chunk)))).await });
         match sent {
             Ok(Ok(())) => Ok(()),
@@ -82,7 +114,10 @@ impl Sink {
 
     /// True once the response is gone: checked between batches to stop early.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        match &self.target {
+            Target::Channel { tx, .. } => tx.is_closed(),
+            Target::Writer(_) => false,
+        }
     }
 
     /// Bytes written so far and the SHA-256 (hex) of them, buffered part included.
@@ -95,19 +130,23 @@ impl Sink {
         )
     }
 
-    /// Sends the last buffered chunk: the response then ends normally.
+    /// Sends the last buffered chunk: the response then ends normally (a file is flushed).
     pub fn release(mut self) -> io::Result<()> {
-        self.send()
+        self.send()?;
+        match &mut self.target {
+            Target::Channel { .. } => Ok(()),
+            Target::Writer(w) => w.flush().map_err(not_a_disconnect),
+        }
     }
 
     /// Ends the response with an error: the client sees a broken transfer, never a file
-    /// that looks complete.
+    /// that looks complete. (A file sink just stops: its owner discards the file.)
     pub fn fail(self, why: &str) {
+        let Target::Channel { tx, rt } = self.target else {
+            return;
+        };
         let err = io::Error::other(why.to_owned());
-        let tx = self.tx;
-        let _ = self
-            .rt
-            .block_on(async { tokio::time::timeout(STALL, tx.send(Err(err))).await });
+        let _ = rt.block_on(async { tokio::time::timeout(STALL, tx.send(Err(err))).await });
     }
 }
 

@@ -928,3 +928,183 @@ async fn clients_that_leave_stop_the_export_which_is_audited_as_incomplete() {
         n as u128 * 1000 / ms
     );
 }
+
+/// Runs `casebook export` (the built binary) on the test database; returns the files it
+/// wrote, by name.
+fn cli_export(s: &Seeded, dir: &std::path::Path, args: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_casebook"))
+        .arg("export")
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .current_dir(&manifest)
+        .env("DATABASE_URL", &s.app.db.url)
+        .env("CASEBOOK_ENV", "test")
+        .env("CASEBOOK_CONFIG_DIR", manifest.join("config"))
+        .env(
+            "CASEBOOK_PROTOCOL",
+            manifest.join("config/protocols/kawasaki.toml"),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run casebook export");
+    assert!(
+        out.status.success(),
+        "casebook export {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("out dir")
+        .map(|e| {
+            let e = e.expect("dir entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).expect("read export file"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[actix_web::test]
+async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
+    let s = seeded().await;
+    /// Removes the output directory, also when an assertion fails.
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let base = TempDir(std::env::temp_dir().join(format!("casebook_cli_{}", s.app.db.name)));
+    let (csv_dir, odm_dir, xpt_dir) = (base.0.join("csv"), base.0.join("odm"), base.0.join("xpt"));
+    let files = cli_export(&s, &csv_dir, &["--format", "csv"]);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 6, "one file per form: {names:?}");
+    use casebook::export::Form;
+    for form in [
+        Form::Subjects,
+        Form::Consents,
+        Form::Injections,
+        Form::Temperatures,
+        Form::AdverseEvents,
+        Form::Queries,
+    ] {
+        let prefix = format!("{STUDY}_{}_", form.table());
+        let (_, body) = files
+            .iter()
+            .find(|(n, _)| n.starts_with(&prefix) && n.ends_with(".csv"))
+            .unwrap_or_else(|| panic!("no {prefix}*.csv in {names:?}"));
+        // the same bytes as the API's export of that form
+        let api = fetch(
+            &s.app,
+            &format!("/api/v1/exports/{}.csv", form.table()),
+            &s.sponsor,
+        )
+        .await;
+        assert_eq!(api.status, 200);
+        assert_eq!(
+            String::from_utf8_lossy(body),
+            api.text(),
+            "{}",
+            form.table()
+        );
+    }
+    // the temperature rows are those the API shows (the deleted one left out)
+    let (_, temps) = files
+        .iter()
+        .find(|(n, _)| n.contains("_temperatures_"))
+        .unwrap();
+    let raw = Raw {
+        status: 200,
+        headers: Default::default(),
+        body: temps.clone(),
+    };
+    let recs = records(&raw, &form_columns(Form::Temperatures));
+    let mut shown = Vec::new();
+    for subject in ["FRA-001", "FRB-001"] {
+        let api = s
+            .app
+            .get(
+                &format!("/api/v1/subjects/{subject}/temperatures"),
+                &s.sponsor,
+            )
+            .await;
+        assert_eq!(api.status, 200, "{}", api.text);
+        for t in api.body.as_array().unwrap() {
+            let id = t["id"].as_i64().unwrap().to_string();
+            if !t["deleted_at"].is_null() {
+                assert!(recs.iter().all(|r| r["id"] != id), "deleted {id} exported");
+                continue;
+            }
+            let row = recs
+                .iter()
+                .find(|r| r["id"] == id)
+                .unwrap_or_else(|| panic!("temperature {id} not exported"));
+            assert_eq!(row["subject_code"], subject);
+            assert_eq!(row["measured_at"], t["measured_at"].as_str().unwrap());
+            assert_eq!(row["method"], t["method"].as_str().unwrap());
+            assert_eq!(
+                row["celsius"].parse::<f64>().unwrap(),
+                t["celsius"].as_f64().unwrap()
+            );
+            shown.push(id);
+        }
+    }
+    assert_eq!(recs.len(), shown.len(), "exactly the rows the API shows");
+
+    // ODM: one file; SDTM: one file per domain, with the site filter
+    let odm = cli_export(&s, &odm_dir, &["--format", "odm"]);
+    assert_eq!(
+        odm.len(),
+        1,
+        "{:?}",
+        odm.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert!(odm[0].0.starts_with(&format!("{STUDY}_odm_")) && odm[0].0.ends_with(".xml"));
+    assert!(String::from_utf8_lossy(&odm[0].1).contains("<SubjectData SubjectKey=\"FRA-001\""));
+    let xpt = cli_export(&s, &xpt_dir, &["--format", "sdtm-xpt", "--site", "FRA"]);
+    let names: Vec<&str> = xpt.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["ae.xpt", "dm.xpt", "ds.xpt", "ex.xpt", "vs.xpt"]);
+
+    // every file audited as the system, with the protocol and the file's SHA-256
+    let study = s.app.get("/api/v1/study", &s.sponsor).await;
+    let hash = study.body["file_hash"].as_str().unwrap().to_owned();
+    use casebook::schema::audit_log as a;
+    let rows: Vec<(String, Option<i64>, Option<Value>)> = a::table
+        .filter(a::action.eq("export"))
+        .filter(a::actor_role.eq("system:cli"))
+        .select((a::entity_table, a::actor_id, a::new_values))
+        .order(a::id)
+        .load(&mut s.app.conn())
+        .expect("audit rows");
+    assert_eq!(rows.len(), 6 + 1 + 5, "{rows:?}");
+    let all: Vec<&(String, Vec<u8>)> = files.iter().chain(&odm).chain(&xpt).collect();
+    for (entity, actor, values) in &rows {
+        assert_eq!(*actor, None, "no user for {entity}");
+        let v = values.as_ref().unwrap();
+        assert_eq!(v["completed"], true, "{v}");
+        assert_eq!(v["protocol"]["id"], STUDY, "{v}");
+        assert_eq!(v["protocol"]["file_hash"], hash.as_str(), "{v}");
+        let sha = v["sha256"].as_str().unwrap();
+        assert!(
+            all.iter()
+                .any(|(_, body)| hex::encode(Sha256::digest(body)) == sha),
+            "{entity}: no file with SHA-256 {sha}"
+        );
+    }
+    let temps_audit = rows
+        .iter()
+        .find(|(e, _, _)| e == "temperatures")
+        .and_then(|(_, _, v)| v.clone())
+        .unwrap();
+    assert_eq!(temps_audit["rows"], recs.len());
+    assert_eq!(temps_audit["format"], "csv");
+    let vs_audit = rows
+        .iter()
+        .find(|(e, _, _)| e == "VS")
+        .and_then(|(_, _, v)| v.clone())
+        .unwrap();
+    assert_eq!(vs_audit["filters"]["site"], "FRA");
+}

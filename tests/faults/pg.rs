@@ -131,7 +131,13 @@ impl Cluster {
                 );
             }
         }
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // As root the cluster runs as `postgres`, which must be able to reach its directory:
+        // a checkout under /root (mode 700) would not do, /tmp always does.
+        let root = if as_root {
+            std::env::temp_dir().join("casebook-fault-tests")
+        } else {
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        };
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let dir = root.join(format!("fault-pg-{}", std::process::id()));
         let c = Self {
