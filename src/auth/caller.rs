@@ -84,14 +84,12 @@ impl FromRequest for Caller {
                 .ok_or(AppError::Unauthorized)?;
             let user_id: i64 = claims.sub.parse().map_err(|_| AppError::Unauthorized)?;
             let sid = claims.sid;
-            // One round trip: the user, the live session and the site assignments.
+            // One round trip: the user, the live session and the site assignments
+            // (migrations/*_lookup_functions).
             let found: Option<CallerRow> = db::run(&state.pool, move |conn| {
                 Ok(diesel::sql_query(
-                    "SELECT u.email, u.name, u.role, u.active, u.token_version,
-                            ARRAY(SELECT us.site_id FROM user_sites us
-                                  WHERE us.user_id = u.id ORDER BY us.site_id) AS site_ids
-                     FROM users u JOIN sessions s ON s.user_id = u.id
-                     WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL",
+                    // a PL/pgSQL function: its plan is prepared once per connection
+                    "SELECT * FROM casebook_caller($1, $2)",
                 )
                 .bind::<BigInt, _>(user_id)
                 .bind::<diesel::sql_types::Uuid, _>(sid)

@@ -129,18 +129,9 @@ pub fn write_context(
         Some(ids) => (false, ids.to_vec()),
     };
     let row: WriteContextRow = diesel::sql_query(
-        "SELECT s.id, s.site_id, s.subject_code, s.weight_kg::float8 AS weight_kg, st.time_zone,
-                (SELECT min(c.signed_on) FROM consents c
-                  WHERE c.subject_id = s.id AND c.deleted_at IS NULL) AS first_signed,
-                (SELECT min(c.withdrawn_on) FROM consents c
-                  WHERE c.subject_id = s.id AND c.deleted_at IS NULL) AS withdrawn_on,
-                EXISTS (SELECT 1 FROM locks l WHERE l.unlocked_at IS NULL
-                         AND (l.scope = 'study' OR (l.scope = 'site' AND l.site_id = s.site_id)
-                              OR (l.scope = 'subject' AND l.subject_id = s.id))) AS locked,
-                EXISTS (SELECT 1 FROM signatures g
-                         WHERE g.subject_id = s.id AND g.invalidated_at IS NULL) AS signed
-         FROM subjects s JOIN sites st ON st.id = s.site_id
-         WHERE s.subject_code = $1 AND s.deleted_at IS NULL AND ($2 OR s.site_id = ANY($3))",
+        // a PL/pgSQL function (migrations/*_lookup_functions): its plan is prepared once per
+        // connection, where this SQL sent as is was planned on every request
+        "SELECT * FROM casebook_write_context($1, $2, $3)",
     )
     .bind::<diesel::sql_types::Text, _>(code)
     .bind::<diesel::sql_types::Bool, _>(all_sites)
