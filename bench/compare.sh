@@ -2,15 +2,19 @@
 # Compares builds on the same scratch database, interleaved: for each round, for each
 # binary, restarts the server with it and runs one round of login.sh or entry.sh.
 #   bench/compare.sh login /path/to/casebook-a /path/to/casebook-b
+# A binary may be given as BIN:TREE to run it from its own source tree (its config/, e.g.
+# an older commit's pool size): bench/compare.sh entry /tmp/bins/casebook-old:/tmp/old /tmp/bins/casebook-new:/tmp/new
 # Outputs in $STATE/compare-<binary name>-r<round>/. Run bench/up.sh first; the last binary
 # stays running (bench/down.sh stops it).
 source "$(dirname "$0")/common.sh"
 what=$1; shift
 for r in $(seq "$ROUNDS"); do
-    for bin in "$@"; do
+    for arg in "$@"; do
+        bin=${arg%%:*}
+        src=$CASEBOOK_SRC; [ "$arg" = "$bin" ] || src=${arg#*:}
         label=$(basename "$bin")
-        echo "##### $label round $r"
-        CASEBOOK_BIN=$bin "$BENCH_DIR/restart.sh"
-        CASEBOOK_BIN=$bin OUT=$STATE/compare-$label-r$r ROUNDS=1 "$BENCH_DIR/$what.sh"
+        echo "##### $label round $r ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
+        CASEBOOK_BIN=$bin CASEBOOK_SRC=$src "$BENCH_DIR/restart.sh"
+        CASEBOOK_BIN=$bin CASEBOOK_SRC=$src OUT=$STATE/compare-$label-r$r ROUNDS=1 "$BENCH_DIR/$what.sh"
     done
 done
