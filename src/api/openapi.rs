@@ -170,7 +170,7 @@ impl Modify for ProblemResponses {
         users::list, users::create, users::get, users::update,
         audit::list, audit::verify,
         clinical::subjects::list, clinical::subjects::create, clinical::subjects::get, clinical::subjects::update,
-        clinical::consents::list, clinical::consents::create, clinical::consents::withdraw,
+        clinical::consents::list, clinical::consents::create, clinical::consents::withdraw, clinical::consents::update,
         clinical::injections::list, clinical::injections::create, clinical::injections::get,
         clinical::injections::update, clinical::injections::delete,
         clinical::temperatures::list, clinical::temperatures::create, clinical::temperatures::get,

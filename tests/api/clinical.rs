@@ -712,3 +712,53 @@ async fn subjects_list_is_scoped_and_filtered() {
     let seen = s.app.get("/api/v1/subjects?site=FR01", &monitor).await;
     assert_eq!(seen.body["items"].as_array().unwrap().len(), 0);
 }
+
+#[actix_web::test]
+async fn a_consent_is_corrected_with_a_reason_but_never_after_the_data() {
+    let s = paris_site().await;
+    let code = enrolled(&s.app, &s.inv, "FR01").await;
+    s.measure(&code, "2026-10-05T08:00:00Z", 37.0).await;
+    let consents = s
+        .app
+        .get(&format!("/api/v1/subjects/{code}/consents"), &s.inv)
+        .await;
+    let id = consents.body[0]["id"].as_i64().unwrap();
+    let path = format!("/api/v1/subjects/{code}/consents/{id}");
+    s.app
+        .patch(
+            &path,
+            &s.inv,
+            1,
+            &json!({"signed_on": "2026-10-06", "reason": "date misread"}),
+        )
+        .await
+        .assert_problem(422, Some("signed_on"));
+    s.app
+        .patch(&path, &s.inv, 1, &json!({"signed_on": "2026-09-28"}))
+        .await
+        .assert_problem(422, Some("reason"));
+    let r = s
+        .app
+        .patch(
+            &path,
+            &s.inv,
+            1,
+            &json!({"signed_on": "2026-09-28", "reason": "date misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["signed_on"], json!("2026-09-28"));
+    assert_eq!(r.body["version"], json!(2));
+    s.app
+        .patch(&path, &s.inv, 1, &json!({"assent": true, "reason": "late"}))
+        .await
+        .assert_problem(412, None);
+    assert_eq!(
+        s.app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE entity_table = 'consents' AND record_id = {id} \
+             AND action = 'update' AND reason = 'date misread' \
+             AND old_values->>'signed_on' = '2026-10-01' AND new_values->>'signed_on' = '2026-09-28'"
+        )),
+        1
+    );
+}

@@ -268,6 +268,15 @@ pub const ROUTES: &[Route] = &[
         expect_other: [403, 404, 403, 403],
     },
     Route {
+        method: "PATCH",
+        path: "/api/v1/subjects/{subject_code}/consents/{id}",
+        own: "/api/v1/subjects/FRA-001/consents/1",
+        other: "/api/v1/subjects/FRB-001/consents/2",
+        body: |_| json!({"assent": true, "reason": "assent form found in the source"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
         method: "GET",
         path: "/api/v1/subjects/{subject_code}/injections",
         own: "/api/v1/subjects/FRA-001/injections",

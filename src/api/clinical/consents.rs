@@ -7,17 +7,19 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{resource, with_etag, Json};
+use crate::api::{if_match, resource, with_etag, Json};
 use crate::app::AppState;
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::time::local_date;
 use crate::domain::values::{bounded_text, Reason};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::schema::{consents as c, subjects as s};
+use crate::schema::{
+    adverse_events as ae, consents as c, injections as i, subjects as s, temperatures as t,
+};
 
-use super::{find_subject, idempotent_post};
+use super::{audit_view, find_subject, idempotent_post};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -25,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
+    .service(resource("/subjects/{subject_code}/consents/{id}").route(web::patch().to(update)))
     .service(
         resource("/subjects/{subject_code}/consents/{id}/withdraw").route(web::post().to(withdraw)),
     );
@@ -292,6 +295,183 @@ pub async fn withdraw(
                 .reason(Some(reason.as_str())),
         )?;
         crate::services::guard::after_change(conn, &caller, "consents", Some(id), subject.site_id, subject.id)?;
+        Ok(new)
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, consent.version, &consent))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChange {
+    pub form_version: Option<String>,
+    pub signed_on: Option<NaiveDate>,
+    pub signer: Option<Signer>,
+    pub representative_relationship: Option<String>,
+    pub assent: Option<bool>,
+    /// why the record is changed (required)
+    pub reason: Option<String>,
+}
+
+/// The earliest site-local date of the subject's clinical data, if any.
+fn earliest_data(
+    conn: &mut PgConnection,
+    subject: &super::SubjectRef,
+) -> AppResult<Option<NaiveDate>> {
+    let inj: Option<DateTime<Utc>> = i::table
+        .filter(i::subject_id.eq(subject.id))
+        .filter(i::deleted_at.is_null())
+        .select(diesel::dsl::min(i::administered_at))
+        .first(conn)?;
+    let temp: Option<DateTime<Utc>> = t::table
+        .filter(t::subject_id.eq(subject.id))
+        .filter(t::deleted_at.is_null())
+        .select(diesel::dsl::min(t::measured_at))
+        .first(conn)?;
+    let mut dates: Vec<NaiveDate> = [inj, temp]
+        .into_iter()
+        .flatten()
+        .map(|at| local_date(at, subject.tz))
+        .collect();
+    let onsets: Vec<String> = ae::table
+        .filter(ae::subject_id.eq(subject.id))
+        .filter(ae::deleted_at.is_null())
+        .select(ae::onset_date)
+        .load(conn)?;
+    // a partial onset counts from the first day it can mean
+    for o in onsets {
+        let full = match o.len() {
+            4 => format!("{o}-01-01"),
+            7 => format!("{o}-01"),
+            _ => o,
+        };
+        if let Ok(d) = NaiveDate::parse_from_str(&full, "%Y-%m-%d") {
+            dates.push(d);
+        }
+    }
+    Ok(dates.into_iter().min())
+}
+
+/// Correct a consent record (If-Match with its version, and a reason). Clinical data may
+/// not end up dated before the first consent.
+#[utoipa::path(patch, path = "/api/v1/subjects/{subject_code}/consents/{id}", tag = "consents",
+    params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = String, Header)),
+    request_body = ConsentChange,
+    responses((status = 200, body = Consent), (status = 404, body = crate::error::Problem),
+        (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 428, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, i64)>,
+    body: Json<ConsentChange>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::EnterClinical)?;
+    // checked once the record is found: scope (404) comes before preconditions (428)
+    let expected = if_match(&req);
+    let b = body.value;
+    let reason =
+        Reason::parse("reason", b.reason.as_deref()).map_err(|e| AppError::Validation(vec![e]))?;
+    let versions = state.protocol.file.consent_versions.clone();
+    let (code, id) = path.into_inner();
+    let consent = db::transaction(&state.pool, move |conn| {
+        let subject = super::find_subject_for_write(conn, &scope, &code)?;
+        let old: Consent = c::table
+            .filter(c::id.eq(id))
+            .filter(c::subject_id.eq(subject.id))
+            .filter(c::deleted_at.is_null())
+            .select(Consent::as_select())
+            .for_update()
+            .first(conn)?;
+        if old.version != expected? {
+            return Err(AppError::PreconditionFailed);
+        }
+        let form_version = b.form_version.clone().unwrap_or(old.form_version.clone());
+        let signed_on = b.signed_on.unwrap_or(old.signed_on);
+        let signer = match b.signer {
+            Some(Signer::Participant) => "participant".to_owned(),
+            Some(Signer::LegalRepresentative) => "legal_representative".to_owned(),
+            None => old.signer.clone(),
+        };
+        let relationship = b
+            .representative_relationship
+            .clone()
+            .or(old.representative_relationship.clone());
+        let mut errors = Vec::new();
+        if !versions.contains(&form_version) {
+            errors.push(FieldError::new(
+                "form_version",
+                format!("not a version in force: {}", versions.join(", ")),
+            ));
+        }
+        if signer == "legal_representative" && relationship.is_none() {
+            errors.push(FieldError::new(
+                "representative_relationship",
+                "required when a legal representative signs",
+            ));
+        }
+        if signed_on > local_date(Utc::now(), subject.tz) {
+            errors.push(FieldError::new("signed_on", "must not be in the future"));
+        }
+        if old.withdrawn_on.is_some_and(|w| w < signed_on) {
+            errors.push(FieldError::new(
+                "signed_on",
+                "must not be after the withdrawal",
+            ));
+        }
+        if let Some(first) = earliest_data(conn, &subject)? {
+            let others: Option<NaiveDate> = c::table
+                .filter(c::subject_id.eq(subject.id))
+                .filter(c::deleted_at.is_null())
+                .filter(c::id.ne(id))
+                .select(diesel::dsl::min(c::signed_on))
+                .first(conn)?;
+            let first_consent = others.map_or(signed_on, |o| o.min(signed_on));
+            if first < first_consent {
+                errors.push(FieldError::new(
+                    "signed_on",
+                    format!("clinical data from {first} would then precede the informed consent"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        let new: Consent = diesel::update(c::table.find(id))
+            .set((
+                c::form_version.eq(&form_version),
+                c::signed_on.eq(signed_on),
+                c::signer.eq(&signer),
+                c::representative_relationship.eq(&relationship),
+                c::assent.eq(b.assent.or(old.assent)),
+                c::version.eq(c::version + 1),
+                c::updated_at.eq(diesel::dsl::now),
+                c::updated_by.eq(caller.user_id),
+            ))
+            .returning(Consent::as_returning())
+            .get_result(conn)?;
+        let to_json = |v: &Consent| serde_json::to_value(v).map_err(AppError::internal);
+        let (o, n) = diff(&audit_view(to_json(&old)?), &audit_view(to_json(&new)?));
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "update", "consents", &caller.meta)
+                .record(id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .old(o)
+                .new_values(n)
+                .reason(Some(reason.as_str())),
+        )?;
+        crate::services::guard::after_change(
+            conn,
+            &caller,
+            "consents",
+            Some(id),
+            subject.site_id,
+            subject.id,
+        )?;
         Ok(new)
     })
     .await?;
