@@ -27,8 +27,40 @@ async fn not_found() -> AppResult<HttpResponse> {
     Err(AppError::NotFound)
 }
 
-async fn method_not_allowed() -> AppResult<HttpResponse> {
-    Err(AppError::MethodNotAllowed)
+/// The methods of each route, read once from the OpenAPI document (which lists every route:
+/// the authorization matrix test holds it to that), for the `Allow` header of a 405.
+fn allowed_methods(pattern: &str) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    use utoipa::OpenApi;
+    static ALLOWED: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let map = ALLOWED.get_or_init(|| {
+        let doc = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
+        let mut map = HashMap::new();
+        if let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) {
+            for (path, item) in paths {
+                let methods: Vec<String> = item
+                    .as_object()
+                    .map(|m| m.keys().map(|k| k.to_uppercase()).collect())
+                    .unwrap_or_default();
+                map.insert(path.clone(), methods.join(", "));
+            }
+        }
+        map
+    });
+    map.get(pattern).cloned()
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut resp = AppError::MethodNotAllowed.error_response();
+    // RFC 9110: a 405 says which methods the resource does support
+    if let Some(allow) = req.match_pattern().and_then(|p| allowed_methods(&p)) {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+    }
+    resp
 }
 
 /// A resource whose unsupported methods answer 405 (actix answers 404 by default).

@@ -25,6 +25,18 @@ async fn wrong_method_is_a_problem_405() {
         .request(Method::DELETE, "/api/v1/auth/login", None, None, &[])
         .await;
     r.assert_problem(405, None);
+    assert_eq!(r.headers["allow"], "POST");
+    let r = app
+        .request(
+            Method::PUT,
+            "/api/v1/subjects/FR01-001/temperatures/7",
+            None,
+            None,
+            &[],
+        )
+        .await;
+    r.assert_problem(405, None);
+    assert_eq!(r.headers["allow"], "DELETE, GET, PATCH");
 }
 
 #[actix_web::test]
