@@ -23,7 +23,7 @@ use crate::services::sae;
 
 use super::{
     audit_view, consent_window, find_subject, idempotent_post, optional_if_match, DeleteRequest,
-    SubjectRef,
+    Deletion, SubjectRef,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -692,51 +692,36 @@ pub async fn delete(
     let (code, id) = path.into_inner();
     let ev = db::transaction(&state.pool, move |conn| {
         let (subject, old) = find(conn, &scope, &code, id, true)?;
-        if old.deleted_at.is_some() {
-            return Err(AppError::Conflict(
-                "This adverse event is already marked entered in error.".into(),
-            ));
-        }
-        if expected.is_some_and(|v| v != old.version) {
-            return Err(AppError::PreconditionFailed);
-        }
-        let new: AdverseEventRow = diesel::update(ae::table.find(id))
-            .set((
-                ae::deleted_at.eq(diesel::dsl::now),
-                ae::deleted_by.eq(caller.user_id),
-                ae::deleted_reason.eq(reason.as_str()),
-                ae::version.eq(ae::version + 1),
-                ae::updated_at.eq(diesel::dsl::now),
-                ae::updated_by.eq(caller.user_id),
-            ))
-            .returning(AdverseEventRow::as_returning())
-            .get_result(conn)?;
-        audit::record(
+        let deletion = Deletion {
+            caller: &caller,
+            subject: &subject,
+            entity: "adverse_events",
+            noun: "adverse event",
+            id,
+            expected,
+            reason: &reason,
+        };
+        let before = AdverseEvent::from_row(old.clone(), &subject.code);
+        deletion.run(
             conn,
-            &AuditEvent::new(
-                Some(&caller.actor),
-                "delete",
-                "adverse_events",
-                &caller.meta,
-            )
-            .record(id)
-            .site(Some(subject.site_id))
-            .subject(Some(subject.id))
-            .old(audit_view(to_json(&AdverseEvent::from_row(
-                old,
-                &subject.code,
-            ))?))
-            .reason(Some(reason.as_str())),
-        )?;
-        crate::services::guard::after_change(
-            conn,
-            &caller,
-            "adverse_events",
-            Some(id),
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(AdverseEvent::from_row(new, &subject.code))
+            old.deleted_at.is_some(),
+            old.version,
+            &before,
+            |conn| {
+                let new: AdverseEventRow = diesel::update(ae::table.find(id))
+                    .set((
+                        ae::deleted_at.eq(diesel::dsl::now),
+                        ae::deleted_by.eq(caller.user_id),
+                        ae::deleted_reason.eq(reason.as_str()),
+                        ae::version.eq(ae::version + 1),
+                        ae::updated_at.eq(diesel::dsl::now),
+                        ae::updated_by.eq(caller.user_id),
+                    ))
+                    .returning(AdverseEventRow::as_returning())
+                    .get_result(conn)?;
+                Ok(AdverseEvent::from_row(new, &subject.code))
+            },
+        )
     })
     .await?;
     Ok(with_etag(StatusCode::OK, ev.version, &ev))

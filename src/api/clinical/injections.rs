@@ -23,7 +23,7 @@ use crate::schema::{injections as i, temperatures as t};
 
 use super::{
     audit_view, consent_window, decimal, find_subject, idempotent_post, optional_if_match, to_f64,
-    DeleteRequest, SubjectRef,
+    DeleteRequest, Deletion, SubjectRef,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -605,46 +605,36 @@ pub async fn delete(
     let (code, id) = path.into_inner();
     let inj = db::transaction(&state.pool, move |conn| {
         let (subject, old) = find(conn, &scope, &code, id, true)?;
-        if old.deleted_at.is_some() {
-            return Err(AppError::Conflict(
-                "This injection is already marked entered in error.".into(),
-            ));
-        }
-        if expected.is_some_and(|v| v != old.version) {
-            return Err(AppError::PreconditionFailed);
-        }
-        let new: InjectionRow = diesel::update(i::table.find(id))
-            .set((
-                i::deleted_at.eq(diesel::dsl::now),
-                i::deleted_by.eq(caller.user_id),
-                i::deleted_reason.eq(reason.as_str()),
-                i::version.eq(i::version + 1),
-                i::updated_at.eq(diesel::dsl::now),
-                i::updated_by.eq(caller.user_id),
-            ))
-            .returning(InjectionRow::as_returning())
-            .get_result(conn)?;
-        audit::record(
+        let deletion = Deletion {
+            caller: &caller,
+            subject: &subject,
+            entity: "injections",
+            noun: "injection",
+            id,
+            expected,
+            reason: &reason,
+        };
+        let before = Injection::from_row(old.clone(), &subject.code);
+        deletion.run(
             conn,
-            &AuditEvent::new(Some(&caller.actor), "delete", "injections", &caller.meta)
-                .record(id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .old(audit_view(to_json(&Injection::from_row(
-                    old,
-                    &subject.code,
-                ))?))
-                .reason(Some(reason.as_str())),
-        )?;
-        crate::services::guard::after_change(
-            conn,
-            &caller,
-            "injections",
-            Some(id),
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(Injection::from_row(new, &subject.code))
+            old.deleted_at.is_some(),
+            old.version,
+            &before,
+            |conn| {
+                let new: InjectionRow = diesel::update(i::table.find(id))
+                    .set((
+                        i::deleted_at.eq(diesel::dsl::now),
+                        i::deleted_by.eq(caller.user_id),
+                        i::deleted_reason.eq(reason.as_str()),
+                        i::version.eq(i::version + 1),
+                        i::updated_at.eq(diesel::dsl::now),
+                        i::updated_by.eq(caller.user_id),
+                    ))
+                    .returning(InjectionRow::as_returning())
+                    .get_result(conn)?;
+                Ok(Injection::from_row(new, &subject.code))
+            },
+        )
     })
     .await?;
     Ok(with_etag(StatusCode::OK, inj.version, &inj))

@@ -22,7 +22,7 @@ use crate::schema::temperatures as t;
 
 use super::{
     audit_view, consent_window, decimal, find_subject, idempotent_post, optional_if_match, to_f64,
-    DeleteRequest, SubjectRef,
+    DeleteRequest, Deletion, SubjectRef,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -395,46 +395,36 @@ pub async fn delete(
     let (code, id) = path.into_inner();
     let temp = db::transaction(&state.pool, move |conn| {
         let (subject, old) = find(conn, &scope, &code, id, true)?;
-        if old.deleted_at.is_some() {
-            return Err(AppError::Conflict(
-                "This temperature is already marked entered in error.".into(),
-            ));
-        }
-        if expected.is_some_and(|v| v != old.version) {
-            return Err(AppError::PreconditionFailed);
-        }
-        let new: TemperatureRow = diesel::update(t::table.find(id))
-            .set((
-                t::deleted_at.eq(diesel::dsl::now),
-                t::deleted_by.eq(caller.user_id),
-                t::deleted_reason.eq(reason.as_str()),
-                t::version.eq(t::version + 1),
-                t::updated_at.eq(diesel::dsl::now),
-                t::updated_by.eq(caller.user_id),
-            ))
-            .returning(TemperatureRow::as_returning())
-            .get_result(conn)?;
-        audit::record(
+        let deletion = Deletion {
+            caller: &caller,
+            subject: &subject,
+            entity: "temperatures",
+            noun: "temperature",
+            id,
+            expected,
+            reason: &reason,
+        };
+        let before = Temperature::from_row(old.clone(), &subject.code);
+        deletion.run(
             conn,
-            &AuditEvent::new(Some(&caller.actor), "delete", "temperatures", &caller.meta)
-                .record(id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .old(audit_view(to_json(&Temperature::from_row(
-                    old,
-                    &subject.code,
-                ))?))
-                .reason(Some(reason.as_str())),
-        )?;
-        crate::services::guard::after_change(
-            conn,
-            &caller,
-            "temperatures",
-            Some(id),
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(Temperature::from_row(new, &subject.code))
+            old.deleted_at.is_some(),
+            old.version,
+            &before,
+            |conn| {
+                let new: TemperatureRow = diesel::update(t::table.find(id))
+                    .set((
+                        t::deleted_at.eq(diesel::dsl::now),
+                        t::deleted_by.eq(caller.user_id),
+                        t::deleted_reason.eq(reason.as_str()),
+                        t::version.eq(t::version + 1),
+                        t::updated_at.eq(diesel::dsl::now),
+                        t::updated_by.eq(caller.user_id),
+                    ))
+                    .returning(TemperatureRow::as_returning())
+                    .get_result(conn)?;
+                Ok(Temperature::from_row(new, &subject.code))
+            },
+        )
     })
     .await?;
     Ok(with_etag(StatusCode::OK, temp.version, &temp))
