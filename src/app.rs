@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
+use crate::auth::hashing::{HashingPool, Lowered};
 use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
@@ -21,12 +22,11 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub tokens: Tokens,
     pub hasher: Hasher,
+    /// Password hashing runs on its own lowest-priority threads (src/auth/hashing.rs), so
+    /// a login storm cannot starve other requests.
+    hashing: HashingPool,
     pub protocol: Arc<Protocol>,
     pub metrics: Arc<Metrics>,
-    /// Password hashing is CPU-bound (~20 ms each): at most half the cores hash at once, so
-    /// a login storm cannot starve every other request (measured: p99 of a cheap GET went
-    /// 40-100x up with 16 concurrent logins when hashing was unbounded).
-    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -35,14 +35,20 @@ impl AppState {
         let hasher = Hasher::new(&settings.password)?;
         let tokens = Tokens::new(&settings.jwt);
         let pool = db::build_pool(&settings.database);
-        let hash_slots = std::thread::available_parallelism()
-            .map(|n| (n.get() / 2).max(1))
-            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (hashing, lowered) = HashingPool::start(hasher.clone(), cores)
+            .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
+        if lowered != Lowered::Idle {
+            tracing::warn!(
+                ?lowered,
+                "password hashing threads could not be set to SCHED_IDLE; logins compete with requests"
+            );
+        }
         Ok(Self {
             pool,
             tokens,
             hasher,
-            hashing: Arc::new(tokio::sync::Semaphore::new(hash_slots)),
+            hashing,
             protocol: Arc::new(protocol),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),
@@ -62,19 +68,16 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl AppState {
-    /// Runs password work off the actix workers, a bounded number at a time.
+    /// Runs password work off the actix workers, on the low-priority hashing threads.
     pub async fn with_hasher<T, F>(&self, work: F) -> crate::error::AppResult<T>
     where
         F: FnOnce(&Hasher) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _slot = self
-            .hashing
-            .acquire()
+        self.hashing
+            .run(work)
             .await
-            .map_err(crate::error::AppError::internal)?;
-        let hasher = self.hasher.clone();
-        Ok(web::block(move || work(&hasher)).await?)
+            .map_err(crate::error::AppError::internal)
     }
 }
 

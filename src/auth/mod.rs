@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: passwords, tokens, the caller extractor, policy.
 
 pub mod caller;
+pub mod hashing;
 pub mod password;
 pub mod policy;
 pub mod token;
