@@ -6,5 +6,5 @@ pub mod password;
 pub mod policy;
 pub mod token;
 
-pub use caller::Caller;
+pub use caller::{Bearer, Caller};
 pub use policy::{authorize, Permission, Role, Scope};

@@ -13,7 +13,7 @@ use crate::config::JwtSettings;
 /// The JOSE `typ` of access tokens (RFC 9068), checked on decode: jsonwebtoken does not.
 const ACCESS_TYP: &str = "at+jwt";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
     pub aud: String,

@@ -4,6 +4,7 @@
 pub mod adverse_events;
 pub mod casebook;
 pub mod consents;
+pub mod entry;
 pub mod injections;
 pub mod subjects;
 pub mod temperatures;
@@ -321,11 +322,16 @@ where
         Ok((201u16, body))
     })
     .await?;
+    Ok(created(status, body))
+}
+
+/// The answer to a create (or its replay): the status, the record, its version as ETag.
+pub fn created(status: u16, body: Value) -> HttpResponse {
     let mut resp = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED));
     if let Some(v) = body.get("version").and_then(Value::as_i64) {
         resp.insert_header((actix_web::http::header::ETAG, format!("\"{v}\"")));
     }
-    Ok(resp.json(body))
+    resp.json(body)
 }
 
 /// Drops bookkeeping columns before an audit diff.

@@ -12,16 +12,17 @@ use utoipa::ToSchema;
 use crate::api::{if_match, resource, with_etag, Json};
 use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
-use crate::auth::{authorize, Caller, Permission, Scope};
+use crate::auth::{authorize, Bearer, Caller, Permission, Scope};
 use crate::db;
 use crate::domain::protocol::Protocol;
 use crate::domain::time::local_date;
 use crate::domain::values::{not_in_future, Celsius, Reason};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::temperatures as t;
+use crate::services::idempotency;
 
 use super::{
-    audit_view, consent_window, decimal, find_subject, idempotent_post, optional_if_match, to_f64,
+    audit_view, consent_window, created, decimal, entry, find_subject, optional_if_match, to_f64,
     DeleteRequest, Deletion, SubjectRef,
 };
 
@@ -220,57 +221,115 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: Caller,
+    bearer: Bearer,
     req: HttpRequest,
     code: web::Path<String>,
     body: Json<NewTemperature>,
 ) -> AppResult<HttpResponse> {
-    let scope = authorize(&caller, Permission::EnterClinical)?;
-    let e = parse(&state.protocol, &body.value)?;
-    let fever = e.celsius.value() > state.protocol.fever_threshold();
     let code = code.into_inner();
-    let c = caller.clone();
-    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let ctx = super::write_context(conn, &scope, &code)?;
-        let subject = ctx.subject;
-        ctx.window
-            .check("measured_at", local_date(e.measured_at, subject.tz))?;
-        let row: TemperatureRow = diesel::insert_into(t::table)
-            .values((
-                t::site_id.eq(subject.site_id),
-                t::subject_id.eq(subject.id),
-                t::measured_at.eq(e.measured_at),
-                t::celsius.eq(decimal(e.celsius.value(), 1)),
-                t::method.eq(&e.method),
-                t::fever.eq(fever),
-                t::created_by.eq(c.user_id),
-                t::updated_by.eq(c.user_id),
-            ))
-            .returning(TemperatureRow::as_returning())
-            .get_result(conn)?;
-        let body = to_json(&Temperature::from_row(row.clone(), &subject.code))?;
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&c.actor), "create", "temperatures", &c.meta)
-                .record(row.id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .new_values(body.clone()),
-        )?;
-        if ctx.signed {
-            crate::services::guard::after_change(
-                conn,
-                &c,
-                "temperatures",
-                None,
-                subject.site_id,
-                subject.id,
-            )?;
-        }
-        Ok(body)
+    let key = crate::api::idempotency_key(&req);
+    let fingerprint = idempotency::fingerprint("POST", req.path(), &body.raw);
+    let new = body.value;
+    let st = state.clone();
+    // One pool checkout, two round trips when no Idempotency-Key is given (entry.rs).
+    let (status, body) = db::run(&state.pool, move |conn| {
+        let ctx = entry::context(conn, bearer, Permission::EnterClinical, &code, SEQUENCE)?;
+        let user = ctx.caller.user_id;
+        entry::idempotent_create(conn, user, key, fingerprint, move |conn| {
+            let e = parse(&st.protocol, &new)?;
+            let (c, target) = ctx.target(conn)?;
+            let subject = &target.subject;
+            target
+                .window
+                .check("measured_at", local_date(e.measured_at, subject.tz))?;
+            let fever = e.celsius.value() > st.protocol.fever_threshold();
+            let row = TemperatureRow {
+                id: target.new_id,
+                site_id: subject.site_id,
+                subject_id: subject.id,
+                measured_at: e.measured_at,
+                celsius: decimal(e.celsius.value(), 1),
+                method: e.method,
+                fever,
+                version: 1,
+                created_at: target.now,
+                created_by: c.user_id,
+                updated_at: target.now,
+                updated_by: c.user_id,
+                deleted_at: None,
+                deleted_by: None,
+                deleted_reason: None,
+            };
+            let body = to_json(&Temperature::from_row(row.clone(), &subject.code))?;
+            let write = |conn: &mut PgConnection| -> AppResult<()> {
+                diesel::select(casebook_create_temperature(
+                    row.id,
+                    row.site_id,
+                    row.subject_id,
+                    row.measured_at,
+                    &row.celsius,
+                    &row.method,
+                    row.fever,
+                    c.user_id,
+                    row.created_at,
+                    &c.actor.role,
+                    &body,
+                    &c.meta.request_id,
+                    c.meta.client_addr.as_deref(),
+                ))
+                .get_result::<i64>(conn)?;
+                if target.signed {
+                    crate::services::guard::after_change(
+                        conn,
+                        &c,
+                        "temperatures",
+                        None,
+                        subject.site_id,
+                        subject.id,
+                    )?;
+                }
+                Ok(())
+            };
+            if target.signed {
+                conn.transaction(write)?;
+            } else {
+                write(conn)?;
+            }
+            Ok(body)
+        })
     })
-    .await
+    .await?;
+    Ok(created(status, body))
 }
+
+/// The id sequence of new temperatures.
+const SEQUENCE: &str = "temperatures_id_seq";
+
+mod sql {
+    // The function mirrors the SQL function's parameter list.
+    #![allow(clippy::too_many_arguments)]
+    use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Numeric, Text, Timestamptz};
+
+    diesel::define_sql_function! {
+        /// migrations/*_entry_path: the temperature and its audit row in one statement.
+        fn casebook_create_temperature(
+            id: BigInt,
+            site_id: BigInt,
+            subject_id: BigInt,
+            measured_at: Timestamptz,
+            celsius: Numeric,
+            method: Text,
+            fever: Bool,
+            user_id: BigInt,
+            now: Timestamptz,
+            actor_role: Text,
+            new_values: Jsonb,
+            request_id: Text,
+            client_addr: Nullable<Text>,
+        ) -> BigInt;
+    }
+}
+use sql::casebook_create_temperature;
 
 /// One temperature.
 #[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/temperatures/{id}", tag = "temperatures",
