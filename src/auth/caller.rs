@@ -137,6 +137,20 @@ impl From<CallerRow> for CallerRecord {
 }
 
 impl Caller {
+    /// Confirms the token's caller against the database on `conn`: one round trip (the user,
+    /// the live session and the site assignments, migrations/*_lookup_functions).
+    pub fn load(conn: &mut PgConnection, bearer: Bearer) -> Result<Self, AppError> {
+        let found: Option<CallerRow> = diesel::sql_query(
+            // a PL/pgSQL function: its plan is prepared once per connection
+            "SELECT * FROM casebook_caller($1, $2)",
+        )
+        .bind::<BigInt, _>(bearer.user_id)
+        .bind::<diesel::sql_types::Uuid, _>(bearer.claims.sid)
+        .get_result(conn)
+        .optional()?;
+        Caller::confirm(bearer, found.map(CallerRecord::from))
+    }
+
     /// The caller a token stands for, given the database's record of its user and live
     /// session (`None`: no such user or the session ended). 401 for an inactive user or a
     /// token older than the user's last role, site or password change.
@@ -173,21 +187,7 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let state = state.ok_or_else(|| AppError::internal("application state missing"))?;
             let bearer = Bearer::from_parts(&state, token, meta)?;
-            let (user_id, sid) = (bearer.user_id, bearer.claims.sid);
-            // One round trip: the user, the live session and the site assignments
-            // (migrations/*_lookup_functions).
-            let found: Option<CallerRow> = db::run(&state.pool, move |conn| {
-                Ok(diesel::sql_query(
-                    // a PL/pgSQL function: its plan is prepared once per connection
-                    "SELECT * FROM casebook_caller($1, $2)",
-                )
-                .bind::<BigInt, _>(user_id)
-                .bind::<diesel::sql_types::Uuid, _>(sid)
-                .get_result(conn)
-                .optional()?)
-            })
-            .await?;
-            Caller::confirm(bearer, found.map(CallerRecord::from))
+            db::run(&state.pool, move |conn| Caller::load(conn, bearer)).await
         })
     }
 }
