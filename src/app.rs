@@ -35,8 +35,8 @@ impl AppState {
         let hasher = Hasher::new(&settings.password)?;
         let tokens = Tokens::new(&settings.jwt);
         let pool = db::build_pool(&settings.database);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (hashing, lowered) = HashingPool::start(hasher.clone(), cores)
+        let threads = settings.password.hashing_threads();
+        let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
         if lowered != Lowered::Idle {
             tracing::warn!(

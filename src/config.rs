@@ -71,6 +71,18 @@ pub struct PasswordSettings {
     pub m_cost_kib: u32,
     pub t_cost: u32,
     pub p_cost: u32,
+    /// Threads that hash passwords, at the lowest CPU priority; default: one core fewer
+    /// than the machine has (at least 1), so one core always stays free of hashing.
+    #[serde(default)]
+    pub hashing_threads: Option<usize>,
+}
+
+impl PasswordSettings {
+    pub fn hashing_threads(&self) -> usize {
+        self.hashing_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +204,11 @@ impl Settings {
             // one connection held while another is awaited deadlocks at size 1
             return Err(ConfigError(
                 "database.pool_max_size: must be at least 2".into(),
+            ));
+        }
+        if self.password.hashing_threads == Some(0) {
+            return Err(ConfigError(
+                "password.hashing_threads: must be at least 1".into(),
             ));
         }
         if self.env == Environment::Production

@@ -158,6 +158,7 @@ mod tests {
             m_cost_kib: 1024,
             t_cost: 1,
             p_cost: 1,
+            hashing_threads: None,
         };
         let h = Hasher::new(&cheap).map_err(|e| e.to_string());
         let Ok(h) = h else { panic!("hasher") };
@@ -178,6 +179,7 @@ mod tests {
             m_cost_kib: 2048,
             t_cost: 1,
             p_cost: 1,
+            hashing_threads: None,
         };
         let Ok(h2) = Hasher::new(&stronger) else {
             panic!("hasher")
