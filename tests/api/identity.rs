@@ -1211,6 +1211,7 @@ async fn rehash_on_login_when_parameters_change() {
         m_cost_kib: 512,
         t_cost: 1,
         p_cost: 1,
+        hashing_threads: None,
     })
     .unwrap()
     .hash(PASSWORD)
