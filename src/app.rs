@@ -25,6 +25,8 @@ pub struct AppState {
     /// Password hashing runs on its own lowest-priority threads (src/auth/hashing.rs), so
     /// a login storm cannot starve other requests.
     hashing: HashingPool,
+    /// The `application_name` of this instance's database connections.
+    instance: String,
     pub protocol: Arc<Protocol>,
     pub metrics: Arc<Metrics>,
 }
@@ -34,7 +36,8 @@ impl AppState {
         let protocol = Protocol::load(&settings.protocol)?;
         let hasher = Hasher::new(&settings.password)?;
         let tokens = Tokens::new(&settings.jwt);
-        let pool = db::build_pool(&settings.database);
+        let instance = db::instance_name();
+        let pool = db::build_pool(&settings.database, &instance);
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
@@ -49,6 +52,7 @@ impl AppState {
             tokens,
             hasher,
             hashing,
+            instance,
             protocol: Arc::new(protocol),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),
@@ -138,6 +142,25 @@ impl Application {
         let result = self.server.await;
         sealer.abort();
         alerts.abort();
+        // Requests still in the database when the shutdown timeout ran out were given up:
+        // cancel their statements, so that none commits after its client lost the answer.
+        let state = self.state.clone();
+        let cancelled =
+            web::block(move || db::cancel_running(&state.settings.database.url, &state.instance))
+                .await;
+        match cancelled {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::warn!(
+                statements = n,
+                "cancelled statements of requests given up at shutdown"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not cancel the statements still running at shutdown")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not cancel the statements still running at shutdown")
+            }
+        }
         // Seal what the last requests wrote before exiting, when the database allows.
         let state = self.state.clone();
         let _ = web::block(move || {

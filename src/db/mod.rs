@@ -5,7 +5,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection};
-use diesel::Connection;
+use diesel::{Connection, QueryResult, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::DatabaseSettings;
@@ -23,6 +23,7 @@ const MIGRATION_LOCK: i64 = 0x6361_7365_626f_6f6b;
 struct SessionSetup {
     statement_timeout_ms: u64,
     app_role: String,
+    application_name: String,
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
@@ -30,8 +31,8 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
         // A runaway query must not hold a connection forever; UTC so that every timestamp the
         // database renders is UTC.
         let mut sql = format!(
-            "SET statement_timeout = {}; SET TIME ZONE 'UTC'; SET application_name = 'casebook';",
-            self.statement_timeout_ms
+            "SET statement_timeout = {}; SET TIME ZONE 'UTC'; SET application_name = '{}';",
+            self.statement_timeout_ms, self.application_name
         );
         if !self.app_role.is_empty() {
             // validated in config: letters, digits and _ only
@@ -42,8 +43,14 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
     }
 }
 
+/// The `application_name` of this process's connections: `casebook` and a random tag, so
+/// that [`cancel_running`] finds this instance's statements and no other's.
+pub fn instance_name() -> String {
+    format!("casebook {:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
 /// Builds the pool without connecting: an outage later must not stop the server.
-pub fn build_pool(db: &DatabaseSettings) -> Pool {
+pub fn build_pool(db: &DatabaseSettings, application_name: &str) -> Pool {
     let manager = ConnectionManager::<PgConnection>::new(&db.url);
     r2d2::Pool::builder()
         .max_size(db.pool_max_size)
@@ -55,9 +62,32 @@ pub fn build_pool(db: &DatabaseSettings) -> Pool {
         .connection_customizer(Box::new(SessionSetup {
             statement_timeout_ms: db.statement_timeout_ms,
             app_role: db.app_role.clone(),
+            // made by instance_name(): letters, digits and a space only
+            application_name: application_name.to_owned(),
         }))
         .error_handler(Box::new(r2d2::LoggingErrorHandler))
         .build_unchecked(manager)
+}
+
+/// Cancels the statements this instance still has running (`application_name`), on a
+/// connection of its own: at the end of the shutdown timeout, a request stuck in the database
+/// is given up, and its statement must not go on to commit a write nobody was told about.
+/// Returns how many were cancelled.
+pub fn cancel_running(url: &str, application_name: &str) -> QueryResult<usize> {
+    #[derive(diesel::QueryableByName)]
+    struct Cancelled {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = PgConnection::establish(url)
+        .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))?;
+    let done: Cancelled = diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+    )
+    .bind::<diesel::sql_types::Text, _>(application_name)
+    .get_result(&mut conn)?;
+    Ok(usize::try_from(done.n).unwrap_or(0))
 }
 
 /// Checks once that the database answers, so that `serve` can stop with a clear message.
