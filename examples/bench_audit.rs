@@ -1,8 +1,10 @@
 //! Benchmarks the audit trail on a scratch database it creates and drops itself.
 //!
 //! 1. Verification: bulk-inserts audit rows, seals them with `seal_pending`, times `verify`
-//!    over the whole chain and compares it with raw SHA-256 over the very same canonical
-//!    bytes, with reading alone and canonicalization alone as further figures.
+//!    (one connection) and `verify_parallel` (two, as `casebook verify-audit` runs it) over
+//!    the whole chain and compares them with raw SHA-256 over the very same canonical bytes,
+//!    with reading alone (COPY, on one and two connections; and row by row, as the first
+//!    verifier read) and canonicalization alone as further figures.
 //! 2. Write throughput of "data row + audit row" transactions at 8 and 32 writers, with the
 //!    sealer design (A) and with a chain lock held until commit (B), interleaved in 2 rounds.
 //!
@@ -248,7 +250,8 @@ struct Sizes {
     stored: f64,
 }
 
-/// Reads verify's query, row by row, decoding every row exactly as verify does, no hashing.
+/// Reads verify's rows as the first verifier did: one query, row by row (libpq single-row
+/// mode), each row decoded into `AuditRow`; no hashing.
 fn read_pass(conn: &mut PgConnection) -> Res<(u64, Duration)> {
     let start = Instant::now();
     let mut n = 0u64;
@@ -268,6 +271,132 @@ fn read_pass(conn: &mut PgConnection) -> Res<(u64, Duration)> {
         black_box((seq, &prev_hash, &hash, &row));
         n += 1;
     }
+    Ok((n, start.elapsed()))
+}
+
+/// verify's statement (src/audit/verify.rs) with its range read from two settings; the
+/// bytes are counted and discarded. A copy of the library's private query: a floor for
+/// what verify can reach, not part of it.
+struct VerifyRows;
+
+impl diesel::pg::CopyTarget for VerifyRows {
+    type Table = audit_chain::table;
+    type SqlType = (BigInt,);
+
+    fn walk_target(
+        mut pass: diesel::query_builder::AstPass<'_, '_, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        pass.push_sql(
+            "(SELECT c.seq, c.prev_hash, c.hash, l.id, l.occurred_at, \
+             l.actor_id, l.actor_role, l.action, l.entity_table, l.record_id, l.site_id, \
+             l.subject_id, l.old_values::text, l.new_values::text, l.reason, l.request_id, \
+             l.client_addr \
+             FROM audit_chain AS c \
+             CROSS JOIN LATERAL (SELECT * FROM audit_log WHERE audit_log.id = c.audit_id OFFSET 0) AS l \
+             WHERE c.seq > current_setting('bench.after')::bigint \
+               AND c.seq <= current_setting('bench.upto')::bigint \
+             ORDER BY c.seq)",
+        );
+        Ok(())
+    }
+}
+
+/// Reads verify's rows with `after < seq <= upto` as verify does (binary COPY, 50,000 links
+/// per statement, same settings), without parsing or hashing them. Returns the bytes read.
+fn copy_read(conn: &mut PgConnection, after: i64, upto: i64) -> Res<u64> {
+    use std::io::BufRead;
+    let mut bytes = 0u64;
+    conn.transaction::<_, Box<dyn Error + Send + Sync>, _>(|c| {
+        c.batch_execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0")?;
+        let mut from = after;
+        while from < upto {
+            let to = from.saturating_add(50_000).min(upto);
+            c.batch_execute(&format!(
+                "SELECT set_config('bench.after', '{from}', true), set_config('bench.upto', '{to}', true)"
+            ))?;
+            {
+                let mut copy = diesel::copy_to(VerifyRows)
+                    .with_format(diesel::pg::CopyFormat::Binary)
+                    .load_raw(c)?;
+                loop {
+                    let n = copy.fill_buf()?.len();
+                    if n == 0 {
+                        break;
+                    }
+                    bytes += n as u64;
+                    copy.consume(n);
+                }
+            }
+            c.batch_execute("SELECT 1")?;
+            from = to;
+        }
+        Ok(())
+    })?;
+    Ok(bytes)
+}
+
+/// Reading alone, on `conns.len()` connections at once, each its share of `1..=n`.
+fn copy_read_pass(conns: &mut [PgConnection], n: i64) -> Res<(u64, Duration)> {
+    let k = conns.len() as i64;
+    let start = Instant::now();
+    let total = thread::scope(|s| -> Res<u64> {
+        let handles: Vec<_> = conns
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| {
+                let (after, upto) = (n * i as i64 / k, n * (i as i64 + 1) / k);
+                s.spawn(move || copy_read(c, after, upto))
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.join().map_err(|_| "a read thread panicked")??;
+        }
+        Ok(total)
+    })?;
+    black_box(total);
+    Ok((total, start.elapsed()))
+}
+
+/// The first verifier's walk, for comparison within this run: one query read row by row,
+/// each row decoded into `AuditRow`, canonicalized (with today's `canonical_bytes`) and its
+/// hash checked against the previous one; then the same tail checks as verify.
+fn row_by_row_verify_pass(conn: &mut PgConnection) -> Res<(u64, Duration)> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut prev = vec![0u8; 32];
+    let mut buf = Vec::with_capacity(1024);
+    {
+        let rows = audit_chain::table
+            .inner_join(audit_log::table)
+            .select((
+                audit_chain::seq,
+                audit_chain::prev_hash,
+                audit_chain::hash,
+                audit_row_select!(),
+            ))
+            .order(audit_chain::seq)
+            .load_iter::<(i64, Vec<u8>, Vec<u8>, _), PgRowByRowLoadingMode>(conn)?;
+        for item in rows {
+            let (seq, prev_hash, hash, row) = item?;
+            let row = as_audit_row(row, canonical_bytes);
+            if seq != n as i64 + 1 || prev_hash != prev {
+                return Err(format!("row-by-row walk: chain broken at seq {seq}").into());
+            }
+            canonical_bytes(seq, &row, &mut buf);
+            let got = Sha256::new()
+                .chain_update(&prev)
+                .chain_update(&buf)
+                .finalize()
+                .to_vec();
+            if got != hash {
+                return Err(format!("row-by-row walk: hash differs at seq {seq}").into());
+            }
+            prev = hash;
+            n += 1;
+        }
+    }
+    tail_checks(conn)?;
     Ok((n, start.elapsed()))
 }
 
@@ -424,34 +553,74 @@ fn part1(url: &str, n_rows: i64) -> Res<Vec<Figure>> {
     );
 
     // Warm the caches so that every timed pass below reads the same way.
-    let (warm_rows, warm) = read_pass(&mut conn)?;
+    let (warm_bytes, warm) = copy_read_pass(std::slice::from_mut(&mut conn), n_rows)?;
     println!(
-        "warm-up read (not counted): {warm_rows} rows in {:.2} s",
+        "warm-up read (not counted): {warm_bytes} bytes of binary COPY in {:.2} s",
         secs(warm)
     );
 
+    // Interleaved: one connection, two connections, the first verifier's walk; twice.
+    let mut helper = connect(url)?;
     let mut verify_times = Vec::new();
+    let mut parallel_times = Vec::new();
+    let mut walk_times = Vec::new();
     for round in 1..=2 {
-        let start = Instant::now();
-        let report = audit::verify(&mut conn)?;
-        let d = start.elapsed();
-        if !report.ok || report.rows_checked != n_rows {
-            return Err(format!("verify failed: {report:?}").into());
+        for parallel in [false, true] {
+            let start = Instant::now();
+            let report = if parallel {
+                audit::verify_parallel(&mut conn, &mut [&mut helper])?
+            } else {
+                audit::verify(&mut conn)?
+            };
+            let d = start.elapsed();
+            if !report.ok || report.rows_checked != n_rows {
+                return Err(format!("verify failed: {report:?}").into());
+            }
+            println!(
+                "{} (run {round}): {} rows in {:.2} s = {:.0} rows/s (ok={}, pending={})",
+                if parallel {
+                    "verify_parallel, 2 connections"
+                } else {
+                    "verify, 1 connection"
+                },
+                report.rows_checked,
+                secs(d),
+                per_sec(n, d),
+                report.ok,
+                report.pending
+            );
+            if parallel {
+                parallel_times.push(d);
+            } else {
+                verify_times.push(d);
+            }
         }
+        let (rows, d) = row_by_row_verify_pass(&mut conn)?;
         println!(
-            "verify (run {round}): {} rows in {:.2} s = {:.0} rows/s (ok={}, pending={})",
-            report.rows_checked,
+            "row-by-row verify walk, the first verifier (run {round}; read row by row + canonical_bytes + SHA-256 + tail checks): {rows} rows in {:.2} s = {:.0} rows/s",
             secs(d),
-            per_sec(n, d),
-            report.ok,
-            report.pending
+            per_sec(rows, d)
         );
-        verify_times.push(d);
+        walk_times.push(d);
     }
 
+    let mut pair = [connect(url)?, connect(url)?];
+    let (copy_bytes, copy_one) = copy_read_pass(&mut pair[..1], n_rows)?;
+    println!(
+        "read only, binary COPY as verify reads, 1 connection, no parsing or hashing: {n} rows ({copy_bytes} bytes) in {:.2} s = {:.0} rows/s",
+        secs(copy_one),
+        per_sec(n, copy_one)
+    );
+    let (_, copy_two) = copy_read_pass(&mut pair, n_rows)?;
+    println!(
+        "read only, binary COPY as verify reads, 2 connections at once: {n} rows in {:.2} s = {:.0} rows/s",
+        secs(copy_two),
+        per_sec(n, copy_two)
+    );
+    drop(pair);
     let (read_rows, read) = read_pass(&mut conn)?;
     println!(
-        "read only (verify's join, row by row, decoded into AuditRow, no hashing): {read_rows} rows in {:.2} s = {:.0} rows/s",
+        "read only, row by row as the first verifier read (decoded into AuditRow, no hashing): {read_rows} rows in {:.2} s = {:.0} rows/s",
         secs(read),
         per_sec(read_rows, read)
     );
@@ -491,45 +660,93 @@ fn part1(url: &str, n_rows: i64) -> Res<Vec<Figure>> {
     }
     let hash = hash_times.iter().min().copied().unwrap_or_default();
     let raw_rate = per_sec(n, hash);
-    for (i, d) in verify_times.iter().enumerate() {
-        let ratio = per_sec(n, *d) / raw_rate;
-        println!(
-            "ratio verify/raw SHA-256 (verify run {}): {:.1}% of raw hash speed (target >= 50%: {})",
-            i + 1,
-            100.0 * ratio,
-            if ratio >= 0.5 { "met" } else { "NOT met" }
-        );
+    for (label, times) in [
+        ("verify, 1 connection", &verify_times),
+        ("verify_parallel, 2 connections", &parallel_times),
+        ("row-by-row walk (first verifier)", &walk_times),
+    ] {
+        for (i, d) in times.iter().enumerate() {
+            let ratio = per_sec(n, *d) / raw_rate;
+            println!(
+                "ratio {label}/raw SHA-256 (run {}): {:.1}% of raw hash speed (target >= 50%: {})",
+                i + 1,
+                100.0 * ratio,
+                if ratio >= 0.5 { "met" } else { "NOT met" }
+            );
+        }
     }
     let best_verify = verify_times.iter().min().copied().unwrap_or_default();
+    let best_parallel = parallel_times.iter().min().copied().unwrap_or_default();
     println!(
-        "ratio verify/read-only (best verify run): {:.1}% of the speed of reading alone",
-        100.0 * secs(read) / secs(best_verify)
+        "ratio verify/read-only: 1 connection {:.1}% of the speed of reading alone on 1, 2 connections {:.1}% of reading alone on 2 (best runs)",
+        100.0 * secs(copy_one) / secs(best_verify),
+        100.0 * secs(copy_two) / secs(best_parallel)
     );
-    let sum = read + canon.canonicalize + hash + tail;
     println!(
-        "where verify's time goes (best run {:.2} s), parts timed separately: read+decode {:.2} s, canonicalize {:.2} s, SHA-256 {:.3} s, tail checks {:.2} s; sum {:.2} s (the parts overlap: the server produces rows on one core while the client canonicalizes and hashes on the other, so they need not add up)",
+        "reading alone (binary COPY, bytes discarded) against raw SHA-256: 1 connection {:.1}%, 2 connections {:.1}% of raw hash speed: the ceiling for verify",
+        100.0 * per_sec(n, copy_one) / raw_rate,
+        100.0 * per_sec(n, copy_two) / raw_rate
+    );
+    let sum = copy_one + canon.canonicalize + hash + tail;
+    println!(
+        "where verify's time goes (best 1-connection run {:.2} s), parts timed separately: COPY read {:.2} s, canonicalize {:.2} s, SHA-256 {:.3} s, tail checks {:.2} s; sum {:.2} s (the parts overlap: the server produces rows on one core while the client parses, canonicalizes and hashes on the other, so they need not add up)",
         secs(best_verify),
-        secs(read),
+        secs(copy_one),
         secs(canon.canonicalize),
         secs(hash),
         secs(tail),
         secs(sum)
     );
 
-    for (i, d) in verify_times.iter().enumerate() {
-        figs.push(Figure {
-            what: if i == 0 {
-                "verify, run 1"
-            } else {
-                "verify, run 2"
-            },
-            rows: n,
-            time: *d,
-            note: format!("{:.1}% of raw SHA-256", 100.0 * per_sec(n, *d) / raw_rate),
-        });
+    for (label, times) in [
+        (
+            ["verify, 1 connection, run 1", "verify, 1 connection, run 2"],
+            &verify_times,
+        ),
+        (
+            [
+                "verify_parallel, 2 connections, run 1",
+                "verify_parallel, 2 connections, run 2",
+            ],
+            &parallel_times,
+        ),
+        (
+            [
+                "row-by-row walk (first verifier), run 1",
+                "row-by-row walk (first verifier), run 2",
+            ],
+            &walk_times,
+        ),
+    ] {
+        for (i, d) in times.iter().enumerate() {
+            figs.push(Figure {
+                what: label[i.min(1)],
+                rows: n,
+                time: *d,
+                note: format!("{:.1}% of raw SHA-256", 100.0 * per_sec(n, *d) / raw_rate),
+            });
+        }
     }
     figs.push(Figure {
-        what: "read only (same query, decoded, no hash)",
+        what: "read only, binary COPY, 1 connection (no parse, no hash)",
+        rows: n,
+        time: copy_one,
+        note: format!(
+            "{:.1}% of raw SHA-256",
+            100.0 * per_sec(n, copy_one) / raw_rate
+        ),
+    });
+    figs.push(Figure {
+        what: "read only, binary COPY, 2 connections",
+        rows: n,
+        time: copy_two,
+        note: format!(
+            "{:.1}% of raw SHA-256",
+            100.0 * per_sec(n, copy_two) / raw_rate
+        ),
+    });
+    figs.push(Figure {
+        what: "read only, row by row (the first verifier's reading)",
         rows: read_rows,
         time: read,
         note: String::new(),

@@ -7,7 +7,9 @@
 //! in a sequence of its own. The chain order is the seal order.
 
 mod chain;
+mod verify;
 mod writer;
 
-pub use chain::{canonical_bytes, seal_pending, verify, AuditRow, ChainReport, SEALER_LOCK};
+pub use chain::{canonical_bytes, seal_pending, AuditRow, SEALER_LOCK};
+pub use verify::{verify, verify_in_ranges, verify_parallel, ChainReport};
 pub use writer::{diff, record, Actor, AuditEvent, RequestMeta};

@@ -270,3 +270,98 @@ async fn audit_is_filtered_paginated_and_scoped() {
         .await
         .assert_problem(422, Some("bogus"));
 }
+
+/// Verification reads the chain in ranges of `seq`, possibly on two connections; the report
+/// must be the one a single walk from `seq` 1 gives, wherever the ranges cut.
+#[actix_web::test]
+async fn the_report_does_not_depend_on_ranges_or_connections() {
+    use casebook::audit::{verify_in_ranges, ChainReport};
+
+    let app = TestApp::spawn().await;
+    let admin = app.token(Role::Admin, &[]).await;
+    for i in 0..12 {
+        let r = app
+            .post(
+                "/api/v1/sites",
+                &admin,
+                &json!({"code": format!("RG{i:02}"), "name": "Site", "country": "FR"}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    app.wait_sealed().await;
+    let total = app.count("SELECT count(*) AS n FROM audit_chain");
+    assert!(total >= 12);
+    let id_at = |seq: i64| {
+        app.count(&format!(
+            "SELECT audit_id AS n FROM audit_chain WHERE seq = {seq}"
+        ))
+    };
+    let reports = || -> ChainReport {
+        let mut conn = app.conn();
+        let mut helper = app.conn();
+        let mut all = Vec::new();
+        for size in [1, 2, 3, 5, 1_000_000] {
+            all.push(verify_in_ranges(&mut conn, &mut [], size).unwrap());
+            all.push(verify_in_ranges(&mut conn, &mut [&mut helper], size).unwrap());
+        }
+        for r in &all[1..] {
+            assert_eq!(r, &all[0]);
+        }
+        all.swap_remove(0)
+    };
+    let r = reports();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.rows_checked, total);
+
+    let tamper = |sql: &str| {
+        app.conn()
+            .batch_execute(&format!(
+                "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+                 ALTER TABLE audit_chain DISABLE TRIGGER audit_chain_append_only;
+                 {sql};
+                 ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only;
+                 ALTER TABLE audit_chain ENABLE TRIGGER audit_chain_append_only;"
+            ))
+            .unwrap();
+    };
+    // Each step breaks a lower seq than the one before, so it becomes the first failure.
+    let cases = [
+        (
+            9,
+            "UPDATE audit_chain SET prev_hash = sha256('x') WHERE seq = 9".to_owned(),
+            "prev_hash does not match the previous row",
+            8,
+        ),
+        (
+            6,
+            format!(
+                "UPDATE audit_log SET reason = 'forged' WHERE id = {}",
+                id_at(6)
+            ),
+            "content does not match its hash",
+            5,
+        ),
+        (
+            5,
+            "DELETE FROM audit_chain WHERE seq = 4".to_owned(),
+            "sequence jumps from 3 to 5",
+            3,
+        ),
+        (
+            2,
+            "DELETE FROM audit_chain WHERE seq = 1".to_owned(),
+            "sequence jumps from 0 to 2",
+            0,
+        ),
+    ];
+    for (bad_seq, sql, problem, checked) in cases {
+        let bad_id = id_at(bad_seq);
+        tamper(&sql);
+        let r = reports();
+        assert!(!r.ok);
+        assert_eq!(r.first_bad_id, Some(bad_id), "{sql}: {r:?}");
+        assert_eq!(r.problem.as_deref(), Some(problem), "{sql}");
+        assert_eq!(r.rows_checked, checked, "{sql}");
+    }
+}
