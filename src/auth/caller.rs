@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -17,6 +19,36 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
 
 use super::token::Claims;
 use super::Role;
+
+/// `SELECT * FROM casebook_caller($1, $2)` as a statement diesel prepares once per
+/// connection: `diesel::sql_query` is never cached, so PostgreSQL parsed and planned it on
+/// every request (the function's own plan is cached either way).
+struct CallerQuery {
+    user_id: i64,
+    session: Uuid,
+}
+
+impl QueryId for CallerQuery {
+    type QueryId = CallerQuery;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for CallerQuery {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for CallerQuery {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT * FROM casebook_caller(");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.session)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<PgConnection> for CallerQuery {}
 
 #[derive(QueryableByName)]
 struct CallerRow {
@@ -140,12 +172,10 @@ impl Caller {
     /// Confirms the token's caller against the database on `conn`: one round trip (the user,
     /// the live session and the site assignments, migrations/*_lookup_functions).
     pub fn load(conn: &mut PgConnection, bearer: Bearer) -> Result<Self, AppError> {
-        let found: Option<CallerRow> = diesel::sql_query(
-            // a PL/pgSQL function: its plan is prepared once per connection
-            "SELECT * FROM casebook_caller($1, $2)",
-        )
-        .bind::<BigInt, _>(bearer.user_id)
-        .bind::<diesel::sql_types::Uuid, _>(bearer.claims.sid)
+        let found: Option<CallerRow> = CallerQuery {
+            user_id: bearer.user_id,
+            session: bearer.claims.sid,
+        }
         .get_result(conn)
         .optional()?;
         Caller::confirm(bearer, found.map(CallerRecord::from))

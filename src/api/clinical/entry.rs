@@ -10,7 +10,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Date, Double, Nullable, Text, Timestamptz};
 use serde_json::Value;
 
@@ -79,6 +81,44 @@ pub struct Target {
     pub now: DateTime<Utc>,
 }
 
+/// `SELECT * FROM casebook_entry_context(...)` as a statement diesel prepares once per
+/// connection (`diesel::sql_query` is never cached: parsed and planned on every call).
+struct EntryContextQuery<'a> {
+    user_id: i64,
+    session: uuid::Uuid,
+    all_sites: bool,
+    code: &'a str,
+    sequence: &'a str,
+}
+
+impl QueryId for EntryContextQuery<'_> {
+    type QueryId = EntryContextQuery<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for EntryContextQuery<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for EntryContextQuery<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT * FROM casebook_entry_context(");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.session)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.all_sites)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.code)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.sequence)?;
+        out.push_sql("::regclass)");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<PgConnection> for EntryContextQuery<'_> {}
+
 fn load(
     conn: &mut PgConnection,
     bearer: &Bearer,
@@ -86,14 +126,15 @@ fn load(
     code: &str,
     sequence: &str,
 ) -> QueryResult<Option<EntryContextRow>> {
-    diesel::sql_query("SELECT * FROM casebook_entry_context($1, $2, $3, $4, $5::regclass)")
-        .bind::<BigInt, _>(bearer.user_id)
-        .bind::<diesel::sql_types::Uuid, _>(bearer.claims.sid)
-        .bind::<Bool, _>(all_sites)
-        .bind::<Text, _>(code)
-        .bind::<Text, _>(sequence)
-        .get_result(conn)
-        .optional()
+    EntryContextQuery {
+        user_id: bearer.user_id,
+        session: bearer.claims.sid,
+        all_sites,
+        code,
+        sequence,
+    }
+    .get_result(conn)
+    .optional()
 }
 
 /// Confirms the caller (401), checks `permission` (403) and finds subject `code` within the
