@@ -50,22 +50,6 @@ impl QueryFragment<Pg> for CallerQuery {
 
 impl RunQueryDsl<PgConnection> for CallerQuery {}
 
-#[derive(QueryableByName)]
-struct CallerRow {
-    #[diesel(sql_type = Text)]
-    email: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Bool)]
-    active: bool,
-    #[diesel(sql_type = Integer)]
-    token_version: i32,
-    #[diesel(sql_type = Array<BigInt>)]
-    site_ids: Vec<i64>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user_id: i64,
@@ -145,40 +129,33 @@ impl FromRequest for Bearer {
 }
 
 /// The caller's row as `casebook_caller` (and `casebook_entry_context`) return it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, QueryableByName)]
 pub struct CallerRecord {
+    #[diesel(sql_type = Text)]
     pub email: String,
+    #[diesel(sql_type = Text)]
     pub name: String,
+    #[diesel(sql_type = Text)]
     pub role: String,
+    #[diesel(sql_type = Bool)]
     pub active: bool,
+    #[diesel(sql_type = Integer)]
     pub token_version: i32,
+    #[diesel(sql_type = Array<BigInt>)]
     pub site_ids: Vec<i64>,
-}
-
-impl From<CallerRow> for CallerRecord {
-    fn from(r: CallerRow) -> Self {
-        Self {
-            email: r.email,
-            name: r.name,
-            role: r.role,
-            active: r.active,
-            token_version: r.token_version,
-            site_ids: r.site_ids,
-        }
-    }
 }
 
 impl Caller {
     /// Confirms the token's caller against the database on `conn`: one round trip (the user,
     /// the live session and the site assignments, migrations/*_lookup_functions).
     pub fn load(conn: &mut PgConnection, bearer: Bearer) -> Result<Self, AppError> {
-        let found: Option<CallerRow> = CallerQuery {
+        let found: Option<CallerRecord> = CallerQuery {
             user_id: bearer.user_id,
             session: bearer.claims.sid,
         }
         .get_result(conn)
         .optional()?;
-        Caller::confirm(bearer, found.map(CallerRecord::from))
+        Caller::confirm(bearer, found)
     }
 
     /// The caller a token stands for, given the database's record of its user and live

@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Bool, Date, Double, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Date, Double, Nullable, Text, Timestamptz};
 use serde_json::Value;
 
 use crate::auth::caller::CallerRecord;
@@ -26,18 +26,8 @@ use super::{ConsentWindow, SubjectRef};
 
 #[derive(QueryableByName)]
 struct EntryContextRow {
-    #[diesel(sql_type = Text)]
-    email: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Bool)]
-    active: bool,
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    token_version: i32,
-    #[diesel(sql_type = Array<BigInt>)]
-    site_ids: Vec<i64>,
+    #[diesel(embed)]
+    caller: CallerRecord,
     #[diesel(sql_type = Nullable<BigInt>)]
     id: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -149,14 +139,7 @@ pub fn context(
     // First asked within the caller's own sites, which is the scope of every role allowed
     // to enter data today; a role with an all-sites scope costs a second call.
     let mut row = load(conn, &bearer, false, code, sequence)?;
-    let record = row.as_ref().map(|r| CallerRecord {
-        email: r.email.clone(),
-        name: r.name.clone(),
-        role: r.role.clone(),
-        active: r.active,
-        token_version: r.token_version,
-        site_ids: r.site_ids.clone(),
-    });
+    let record = row.as_ref().map(|r| r.caller.clone());
     let own_sites = bearer.clone();
     let caller = Caller::confirm(bearer, record)?;
     let scope = authorize(&caller, permission)?;
