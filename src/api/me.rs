@@ -9,11 +9,10 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::password::{check_policy, Verdict};
-use crate::auth::{Bearer, Caller, Role};
+use crate::auth::{Caller, Role};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::schema::{sessions, users};
-use crate::services::users::site_codes;
 
 use super::{resource, Json};
 
@@ -35,15 +34,10 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
     responses((status = 200, body = Me), (status = 401, body = crate::error::Problem)),
     security(("bearer" = [])))]
-pub async fn me(state: web::Data<AppState>, bearer: Bearer) -> AppResult<HttpResponse> {
-    // the caller and their sites on one pool checkout
-    let (caller, sites) = db::run(&state.pool, move |conn| {
-        let caller = Caller::load(conn, bearer)?;
-        let sites = site_codes(conn, caller.user_id)?;
-        Ok((caller, sites))
-    })
-    .await?;
+pub async fn me(caller: Caller) -> AppResult<HttpResponse> {
+    // the caller lookup returns the site codes too: one query in all
     let id = caller.user_id;
+    let sites = caller.site_codes;
     Ok(HttpResponse::Ok().json(Me {
         id,
         email: caller.email,

@@ -57,6 +57,8 @@ pub struct Caller {
     pub email: String,
     pub name: String,
     pub site_ids: Vec<i64>,
+    /// the codes of the same sites, ordered by code
+    pub site_codes: Vec<String>,
     pub session_id: Uuid,
     pub actor: Actor,
     pub meta: RequestMeta,
@@ -143,6 +145,8 @@ pub struct CallerRecord {
     pub token_version: i32,
     #[diesel(sql_type = Array<BigInt>)]
     pub site_ids: Vec<i64>,
+    #[diesel(sql_type = Array<Text>)]
+    pub site_codes: Vec<String>,
 }
 
 impl Caller {
@@ -173,6 +177,7 @@ impl Caller {
             email: row.email,
             name: row.name,
             site_ids: row.site_ids,
+            site_codes: row.site_codes,
             session_id: bearer.claims.sid,
             actor: Actor {
                 user_id: bearer.user_id,
