@@ -5,8 +5,9 @@
 //! and with PostgreSQL: the p99 of a cheap GET went up 40-100x during a login storm (measured,
 //! BENCHMARKS.md). A semaphore of half the cores brought that to 6-7x. Here the hashing threads
 //! ask the kernel for `SCHED_IDLE` (or, where refused, nice 19): they take only CPU time that
-//! no normal-priority thread wants, so a waking request handler preempts them at once, and
-//! logins still use every idle core.
+//! no normal-priority thread wants, and a waking request handler preempts them. There is one
+//! thread fewer than cores by default (`password.hashing_threads`): with a hash on every core,
+//! normal threads still waited a few ms behind one now and then (EEVDF weighs lag too).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
