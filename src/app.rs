@@ -8,10 +8,12 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
+use crate::api::clinical::entry::{context_batcher, ContextBatcher};
 use crate::auth::hashing::{HashingPool, Lowered};
 use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
+use crate::db::group_commit::{group_commit, GroupCommit};
 use crate::db::{self, Pool};
 use crate::domain::protocol::Protocol;
 use crate::telemetry::{self, Metrics};
@@ -29,6 +31,10 @@ pub struct AppState {
     instance: String,
     pub protocol: Arc<Protocol>,
     pub metrics: Arc<Metrics>,
+    /// New temperatures are written in batches, one commit for many requests.
+    pub temperatures: GroupCommit,
+    /// and the lookups before them are made in batches too
+    pub temperature_contexts: ContextBatcher,
 }
 
 impl AppState {
@@ -38,6 +44,9 @@ impl AppState {
         let tokens = Tokens::new(&settings.jwt);
         let instance = db::instance_name();
         let pool = db::build_pool(&settings.database, &instance);
+        let db = &settings.database;
+        let temperatures = group_commit(db.batch_max_size, db.batch_write_leaders);
+        let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
@@ -55,6 +64,8 @@ impl AppState {
             instance,
             protocol: Arc::new(protocol),
             metrics: Arc::new(Metrics::default()),
+            temperatures,
+            temperature_contexts,
             settings: Arc::new(settings),
         })
     }

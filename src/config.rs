@@ -52,6 +52,12 @@ pub struct DatabaseSettings {
     pub pool_timeout_ms: u64,
     pub statement_timeout_ms: u64,
     pub app_role: String,
+    /// most requests one batched statement serves (src/db/batch.rs)
+    pub batch_max_size: usize,
+    /// batched entry-context lookups running at a time
+    pub batch_lookup_leaders: usize,
+    /// batched writes (group commits) running at a time
+    pub batch_write_leaders: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +210,13 @@ impl Settings {
             // one connection held while another is awaited deadlocks at size 1
             return Err(ConfigError(
                 "database.pool_max_size: must be at least 2".into(),
+            ));
+        }
+        let db = &self.database;
+        if db.batch_max_size == 0 || db.batch_lookup_leaders == 0 || db.batch_write_leaders == 0 {
+            return Err(ConfigError(
+                "database.batch_max_size, batch_lookup_leaders, batch_write_leaders: must be at least 1"
+                    .into(),
             ));
         }
         if self.password.hashing_threads == Some(0) {

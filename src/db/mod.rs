@@ -1,5 +1,8 @@
 //! PostgreSQL access: the pool, running work off the actix workers, migrations.
 
+pub mod batch;
+pub mod group_commit;
+
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;

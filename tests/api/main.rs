@@ -5,6 +5,7 @@ mod helpers;
 
 mod adverse_events;
 mod audit_trail;
+mod batching;
 mod clinical;
 mod exports;
 mod foundation;

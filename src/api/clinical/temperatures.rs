@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Bearer, Caller, Permission, Scope};
 use crate::db;
+use crate::db::group_commit::{self, NewTemperature as NewTemperatureRecord};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::local_date;
 use crate::domain::values::{not_in_future, Celsius, Reason};
@@ -231,105 +232,123 @@ pub async fn create(
     let fingerprint = idempotency::fingerprint("POST", req.path(), &body.raw);
     let new = body.value;
     let st = state.clone();
-    // One pool checkout, two round trips when no Idempotency-Key is given (entry.rs).
+    // One pool checkout; one round trip for the checks (entry.rs), then the plain entry is
+    // written by the group commit, with whatever other entries arrive meanwhile. With an
+    // Idempotency-Key, or a signature to invalidate, it is written alone, in a transaction
+    // with the key's answer or the signature's end.
     let (status, body) = db::run(&state.pool, move |conn| {
-        let ctx = entry::context(conn, bearer, Permission::EnterClinical, &code, SEQUENCE)?;
+        let ctx = entry::context(
+            conn,
+            &st.temperature_contexts,
+            bearer,
+            Permission::EnterClinical,
+            &code,
+            SEQUENCE,
+        )?;
         let user = ctx.caller.user_id;
-        entry::idempotent_create(conn, user, key, fingerprint, move |conn| {
-            let e = parse(&st.protocol, &new)?;
-            let (c, target) = ctx.target(conn)?;
-            let subject = &target.subject;
-            target
-                .window
-                .check("measured_at", local_date(e.measured_at, subject.tz))?;
-            let fever = e.celsius.value() > st.protocol.fever_threshold();
-            let row = TemperatureRow {
-                id: target.new_id,
-                site_id: subject.site_id,
-                subject_id: subject.id,
-                measured_at: e.measured_at,
-                celsius: decimal(e.celsius.value(), 1),
-                method: e.method,
-                fever,
-                version: 1,
-                created_at: target.now,
-                created_by: c.user_id,
-                updated_at: target.now,
-                updated_by: c.user_id,
-                deleted_at: None,
-                deleted_by: None,
-                deleted_reason: None,
-            };
-            let body = to_json(&Temperature::from_row(row.clone(), &subject.code))?;
-            let write = |conn: &mut PgConnection| -> AppResult<()> {
-                diesel::select(casebook_create_temperature(
-                    row.id,
-                    row.site_id,
-                    row.subject_id,
-                    row.measured_at,
-                    &row.celsius,
-                    &row.method,
-                    row.fever,
-                    c.user_id,
-                    row.created_at,
-                    &c.actor.role,
-                    &body,
-                    &c.meta.request_id,
-                    c.meta.client_addr.as_deref(),
-                ))
-                .get_result::<i64>(conn)?;
-                if target.signed {
-                    crate::services::guard::after_change(
-                        conn,
-                        &c,
-                        "temperatures",
-                        None,
-                        subject.site_id,
-                        subject.id,
-                    )?;
-                }
-                Ok(())
-            };
-            if target.signed {
-                conn.transaction(write)?;
+        if key.is_none() {
+            let entry = prepare(conn, &st.protocol, ctx, &new)?;
+            if entry.signed {
+                conn.transaction(|conn| entry.write(conn))?;
             } else {
-                write(conn)?;
+                st.temperatures.run(conn, entry.record.clone())?;
             }
-            Ok(body)
+            return Ok((201, entry.record.new_values));
+        }
+        entry::idempotent_create(conn, user, key, fingerprint, move |conn| {
+            let entry = prepare(conn, &st.protocol, ctx, &new)?;
+            entry.write(conn)?;
+            Ok(entry.record.new_values)
         })
     })
     .await?;
     Ok(created(status, body))
 }
 
-/// The id sequence of new temperatures.
-const SEQUENCE: &str = "temperatures_id_seq";
+/// A new temperature that passed every check, ready to be written.
+struct Prepared {
+    record: NewTemperatureRecord,
+    caller: Caller,
+    /// a valid signature of the subject's casebook that this record invalidates
+    signed: bool,
+}
 
-mod sql {
-    // The function mirrors the SQL function's parameter list.
-    #![allow(clippy::too_many_arguments)]
-    use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Numeric, Text, Timestamptz};
+/// Parses and checks a new temperature against the protocol, the subject's lock and its
+/// consent window.
+fn prepare(
+    conn: &mut PgConnection,
+    protocol: &Protocol,
+    ctx: entry::EntryContext,
+    new: &NewTemperature,
+) -> AppResult<Prepared> {
+    let e = parse(protocol, new)?;
+    let (caller, target) = ctx.target(conn)?;
+    let subject = &target.subject;
+    target
+        .window
+        .check("measured_at", local_date(e.measured_at, subject.tz))?;
+    let fever = e.celsius.value() > protocol.fever_threshold();
+    let row = TemperatureRow {
+        id: target.new_id,
+        site_id: subject.site_id,
+        subject_id: subject.id,
+        measured_at: e.measured_at,
+        celsius: decimal(e.celsius.value(), 1),
+        method: e.method,
+        fever,
+        version: 1,
+        created_at: target.now,
+        created_by: caller.user_id,
+        updated_at: target.now,
+        updated_by: caller.user_id,
+        deleted_at: None,
+        deleted_by: None,
+        deleted_reason: None,
+    };
+    let body = to_json(&Temperature::from_row(row.clone(), &subject.code))?;
+    let record = NewTemperatureRecord {
+        id: row.id,
+        site_id: row.site_id,
+        subject_id: row.subject_id,
+        measured_at: row.measured_at,
+        celsius: row.celsius,
+        method: row.method,
+        fever: row.fever,
+        user_id: caller.user_id,
+        now: row.created_at,
+        actor_role: caller.actor.role.clone(),
+        new_values: body,
+        request_id: caller.meta.request_id.clone(),
+        client_addr: caller.meta.client_addr.clone(),
+    };
+    Ok(Prepared {
+        record,
+        caller,
+        signed: target.signed,
+    })
+}
 
-    diesel::define_sql_function! {
-        /// migrations/*_entry_path: the temperature and its audit row in one statement.
-        fn casebook_create_temperature(
-            id: BigInt,
-            site_id: BigInt,
-            subject_id: BigInt,
-            measured_at: Timestamptz,
-            celsius: Numeric,
-            method: Text,
-            fever: Bool,
-            user_id: BigInt,
-            now: Timestamptz,
-            actor_role: Text,
-            new_values: Jsonb,
-            request_id: Text,
-            client_addr: Nullable<Text>,
-        ) -> BigInt;
+impl Prepared {
+    /// Writes the record and its audit row on `conn`, ending the subject's signature if
+    /// there is one (the caller runs this in a transaction).
+    fn write(&self, conn: &mut PgConnection) -> AppResult<()> {
+        group_commit::write_one(conn, &self.record)?;
+        if self.signed {
+            crate::services::guard::after_change(
+                conn,
+                &self.caller,
+                "temperatures",
+                None,
+                self.record.site_id,
+                self.record.subject_id,
+            )?;
+        }
+        Ok(())
     }
 }
-use sql::casebook_create_temperature;
+
+/// The id sequence of new temperatures.
+const SEQUENCE: &str = "temperatures_id_seq";
 
 /// One temperature.
 #[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/temperatures/{id}", tag = "temperatures",

@@ -1,0 +1,248 @@
+//! New temperatures share their statements when they arrive together (src/db/batch.rs):
+//! one lookup call and one write for many requests. Each request must still get exactly the
+//! answer it would have had alone, and leave exactly its own row and audit row.
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use bigdecimal::BigDecimal;
+use casebook::auth::Role;
+use casebook::db::batch::Batcher;
+use casebook::db::group_commit::{write_together, NewTemperature};
+use chrono::Utc;
+use diesel::{Connection, PgConnection};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::clinical::enrolled;
+use crate::helpers::{TestApp, TestDb};
+
+fn reading(celsius: f64) -> Value {
+    json!({"measured_at": "2026-10-05T08:00:00Z", "celsius": celsius, "method": "rectal"})
+}
+
+#[actix_web::test]
+async fn a_burst_of_temperatures_gets_each_request_its_own_answer_and_rows() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    app.site("FR02", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let elsewhere = app.token(Role::Investigator, &["FR02"]).await;
+    let ended = app.token(Role::Investigator, &["FR01"]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let r = app
+        .request(Method::POST, "/api/v1/auth/logout", Some(&ended), None, &[])
+        .await;
+    assert_eq!(r.status, 204);
+    let path = format!("/api/v1/subjects/{code}/temperatures");
+
+    // 24 good readings, 4 from an investigator of another site (404) and 4 on a session
+    // that has ended (401), all at once, so that the lookups and writes are shared.
+    let mut callers: Vec<(String, u16, f64)> = Vec::new();
+    for i in 0..24 {
+        callers.push((inv.clone(), 201, 36.0 + f64::from(i) / 10.0));
+    }
+    for _ in 0..4 {
+        callers.push((elsewhere.clone(), 404, 37.0));
+        callers.push((ended.clone(), 401, 37.0));
+    }
+    let tasks: Vec<_> = callers
+        .into_iter()
+        .map(|(token, expected, celsius)| {
+            let (client, url) = (app.client.clone(), app.url(&path));
+            actix_web::rt::spawn(async move {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&reading(celsius))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (expected, celsius, status, body)
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        let (expected, celsius, status, body) = task.await.unwrap();
+        assert_eq!(status, expected, "{body}");
+        if status == 201 {
+            assert_eq!(
+                body["celsius"],
+                json!(celsius),
+                "the answer is this request's own"
+            );
+            created.push(body);
+        }
+    }
+    let mut ids: Vec<i64> = created.iter().map(|b| b["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 24, "distinct ids");
+    assert_eq!(app.count("SELECT count(*) AS n FROM temperatures"), 24);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE entity_table = 'temperatures' AND action = 'create'"
+        ),
+        24
+    );
+    // every answer is exactly what its audit row says was written
+    for body in &created {
+        let id = body["id"].as_i64().unwrap();
+        let n = app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE entity_table = 'temperatures' \
+             AND record_id = {id} AND new_values = '{}'::jsonb",
+            body.to_string().replace('\'', "''")
+        ));
+        assert_eq!(n, 1, "audit row of temperature {id} holds the answer");
+    }
+    app.wait_sealed().await;
+}
+
+fn new_temperature(id: i64, site_id: i64, subject_id: i64, user_id: i64) -> NewTemperature {
+    let now = Utc::now();
+    NewTemperature {
+        id,
+        site_id,
+        subject_id,
+        measured_at: now,
+        celsius: BigDecimal::from(37),
+        method: "rectal".into(),
+        fever: false,
+        user_id,
+        now,
+        actor_role: "investigator".into(),
+        new_values: json!({"id": id}),
+        request_id: format!("request-{id}"),
+        client_addr: None,
+    }
+}
+
+#[actix_web::test]
+async fn a_failing_batch_is_written_again_entry_by_entry() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    enrolled(&app, &inv, "FR01").await;
+    let subject = app.count("SELECT id AS n FROM subjects");
+    let site = app.count("SELECT site_id AS n FROM subjects");
+    let user = app.count("SELECT id AS n FROM users WHERE role = 'investigator'");
+    let mut conn = app.conn();
+    // the middle entry names a subject that does not exist: the batch statement fails
+    let batch = [
+        new_temperature(9001, site, subject, user),
+        new_temperature(9002, site, subject + 1000, user),
+        new_temperature(9003, site, subject, user),
+    ];
+    let answers = write_together(&mut conn, &batch);
+    assert_eq!(answers.len(), 3);
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(answers[1].is_err());
+    assert!(answers[2].is_ok(), "{:?}", answers[2]);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM temperatures WHERE id IN (9001, 9002, 9003)"),
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE record_id IN (9001, 9003) AND entity_table = 'temperatures'"),
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE record_id = 9002"),
+        0
+    );
+}
+
+/// Batches seen by the test batch functions below: their sizes.
+static SEEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn slow_tenfold(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
+    SEEN.lock().unwrap().push(items.len());
+    // the first batch is slow, so that the other callers queue behind it
+    std::thread::sleep(Duration::from_millis(if items.contains(&0) {
+        300
+    } else {
+        5
+    }));
+    items.iter().map(|i| i * 10).collect()
+}
+
+fn connections(n: usize) -> (TestDb, Vec<PgConnection>) {
+    let db = TestDb::new();
+    let conns = (0..n)
+        .map(|_| PgConnection::establish(&db.url).unwrap())
+        .collect();
+    (db, conns)
+}
+
+#[test]
+fn callers_arriving_during_a_batch_share_the_next_and_get_their_own_answers() {
+    let (_db, conns) = connections(8);
+    let batcher: Batcher<u64, u64> = Batcher::new(slow_tenfold, || u64::MAX, 64, 1);
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            let (batcher, start) = (batcher.clone(), start.clone());
+            std::thread::spawn(move || {
+                let item = i as u64;
+                start.wait();
+                if item > 0 {
+                    // item 0 leads the first, slow batch; the rest arrive while it runs
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                (item, batcher.run(&mut conn, item))
+            })
+        })
+        .collect();
+    for t in threads {
+        let (item, answer) = t.join().unwrap();
+        assert_eq!(answer, item * 10);
+    }
+    let seen = SEEN.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().sum::<usize>(),
+        8,
+        "every item in exactly one batch"
+    );
+    assert_eq!(
+        seen.first(),
+        Some(&1),
+        "the first caller did not wait: {seen:?}"
+    );
+    assert!(
+        seen.len() <= 3,
+        "the seven callers queued during the first batch were served together: {seen:?}"
+    );
+}
+
+fn panics_on_seven(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
+    assert!(!items.contains(&7), "batch function failed");
+    items.to_vec()
+}
+
+#[test]
+fn a_panicking_batch_answers_its_callers_and_frees_the_way() {
+    let (_db, mut conns) = connections(1);
+    let conn = &mut conns[0];
+    let batcher: Batcher<u64, u64> = Batcher::new(panics_on_seven, || u64::MAX, 64, 1);
+    assert_eq!(batcher.run(conn, 7), u64::MAX);
+    assert_eq!(batcher.run(conn, 3), 3, "the next call is led and answered");
+}
+
+fn sizes_alone(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
+    items.iter().map(|_| items.len() as u64).collect()
+}
+
+#[test]
+fn inside_a_transaction_an_item_runs_alone() {
+    let (_db, mut conns) = connections(1);
+    let batcher: Batcher<u64, u64> = Batcher::new(sizes_alone, || u64::MAX, 64, 1);
+    let size = conns[0]
+        .transaction(|conn| Ok::<_, diesel::result::Error>(batcher.run(conn, 1)))
+        .unwrap();
+    assert_eq!(size, 1);
+}
