@@ -236,7 +236,7 @@ impl From<diesel::result::Error> for AppError {
 }
 
 /// libpq reports a dropped server in several wordings; all mean "retry later", not a bug.
-fn is_connection_loss(message: &str) -> bool {
+pub(crate) fn is_connection_loss(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("server closed the connection")
         || m.contains("terminating connection")

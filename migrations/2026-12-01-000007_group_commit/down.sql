@@ -10,7 +10,7 @@ CREATE TRIGGER audit_log_enqueue AFTER INSERT ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_enqueue();
 DROP FUNCTION audit_enqueue_added();
 DROP FUNCTION casebook_create_temperatures(bigint[], bigint[], bigint[], timestamptz[],
-    numeric[], text[], boolean[], bigint[], timestamptz[], text[], jsonb[], text[], text[]);
+    numeric[], text[], boolean[], bigint[], timestamptz[], text[], jsonb[], text[], text[], text);
 
 CREATE FUNCTION casebook_create_temperature(
     p_id bigint, p_site bigint, p_subject bigint, p_measured_at timestamptz,

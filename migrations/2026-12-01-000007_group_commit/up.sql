@@ -4,14 +4,21 @@
 
 -- Many temperatures and their audit rows in one statement (so in one transaction). The
 -- arrays are parallel: element i of each describes the i-th record. Records and audit rows
--- are written in array order. Returns how many records were written.
+-- are written in array order. Returns how many records were written. `p_lock_timeout`
+-- (e.g. '50ms'), when given, bounds the wait for a row lock (the foreign keys' parent
+-- rows) for this statement only: a batch must not hold every other request behind one
+-- subject's locked row; its entries are then written alone, each waiting for its own.
 CREATE FUNCTION casebook_create_temperatures(
     p_id bigint[], p_site bigint[], p_subject bigint[], p_measured_at timestamptz[],
     p_celsius numeric[], p_method text[], p_fever boolean[], p_user bigint[],
     p_now timestamptz[], p_actor_role text[], p_new_values jsonb[], p_request_id text[],
-    p_client_addr text[])
+    p_client_addr text[], p_lock_timeout text)
 RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+    IF p_lock_timeout IS NOT NULL THEN
+        -- local: ends with the statement's own transaction
+        PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    END IF;
     INSERT INTO temperatures (id, site_id, subject_id, measured_at, celsius, method, fever,
                               version, created_at, created_by, updated_at, updated_by)
     SELECT r.id, r.site, r.subject, r.measured_at, r.celsius, r.method, r.fever,
@@ -40,7 +47,7 @@ DROP FUNCTION casebook_create_temperature(bigint, bigint, bigint, timestamptz, n
 GRANT EXECUTE ON FUNCTION
     casebook_create_temperatures(bigint[], bigint[], bigint[], timestamptz[], numeric[], text[],
                                  boolean[], bigint[], timestamptz[], text[], jsonb[], text[],
-                                 text[])
+                                 text[], text)
     TO casebook_app;
 
 -- The sealer's queue is filled once per statement instead of once per row: a statement

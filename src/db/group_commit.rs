@@ -3,8 +3,10 @@
 //! (a [`Batcher`]: the first request to arrive leads, the others wait for its answer).
 //!
 //! Each record still commits with its own audit row (one statement). When a batch fails,
-//! each of its entries is written again alone, so that one bad entry cannot fail the
-//! others and every request gets the answer its own write would have had.
+//! each of its entries is written again alone by its own request, on its own connection, so
+//! that one bad entry cannot fail the others and every request gets the answer its own
+//! write would have had; unless the batch was cancelled or lost its connection, which
+//! every entry then reports.
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
@@ -36,34 +38,92 @@ pub struct NewTemperature {
 }
 
 /// New temperatures and their audit rows, written in batches.
-pub type GroupCommit = Batcher<NewTemperature, AppResult<()>>;
+pub type GroupCommit = Batcher<NewTemperature, Shared>;
+
+/// What a shared write answers one of its entries.
+#[derive(Debug)]
+pub enum Shared {
+    Written,
+    /// the batch failed for a reason that is not this entry's alone (a constraint of one
+    /// entry, a parent row locked for longer than [`BATCH_LOCK_TIMEOUT`]): write it alone
+    Alone,
+    /// the statement was cancelled, timed out or lost its connection: no retry
+    Failed(AppError),
+}
+
+/// How long a shared write waits for a row lock before its entries are written alone.
+pub const BATCH_LOCK_TIMEOUT: &str = "50ms";
 
 /// Batches of at most `max_batch` entries, at most `max_writers` batches at a time.
 pub fn group_commit(max_batch: usize, max_writers: usize) -> GroupCommit {
     Batcher::new(write_together, panicked, max_batch, max_writers)
 }
 
-fn panicked() -> AppResult<()> {
-    Err(AppError::Internal("group commit panicked".into()))
+fn panicked() -> Shared {
+    Shared::Failed(AppError::Internal("group commit panicked".into()))
+}
+
+/// Writes `record` and its audit row with the other entries waiting (`conn`: the request's
+/// own connection, outside a transaction). When the shared write fails, the entry is
+/// written alone on `conn`, so that the request gets the answer of its own write and waits
+/// only for its own subject's locks.
+pub fn write(
+    commit: &GroupCommit,
+    conn: &mut PgConnection,
+    record: NewTemperature,
+) -> AppResult<()> {
+    let alone = record.clone();
+    match commit.run(conn, record) {
+        Shared::Written => Ok(()),
+        Shared::Alone => write_one(conn, &alone),
+        Shared::Failed(e) => Err(e),
+    }
 }
 
 /// Writes one record and its audit row on `conn`, e.g. inside a caller's transaction.
 pub fn write_one(conn: &mut PgConnection, record: &NewTemperature) -> AppResult<()> {
-    write_batch(conn, std::slice::from_ref(record))
+    Ok(write_batch(conn, std::slice::from_ref(record), None)?)
 }
 
-/// Writes `records` in one statement; when that fails, each alone. One answer per record,
-/// in order. The statement is atomic, so a failed batch wrote nothing; the ids were drawn
+/// Writes `records` in one statement, waiting at most [`BATCH_LOCK_TIMEOUT`] for a lock
+/// (also for a batch of one: a leader waiting on a lock would hold up the batches behind
+/// it). The statement is atomic, so a failed batch wrote nothing; the ids were drawn
 /// before, so a retry can never write a record twice.
-pub fn write_together(conn: &mut PgConnection, records: &[NewTemperature]) -> Vec<AppResult<()>> {
-    match write_batch(conn, records) {
-        Ok(()) => records.iter().map(|_| Ok(())).collect(),
-        Err(e) if records.len() == 1 => vec![Err(e)],
-        Err(_) => records.iter().map(|r| write_one(conn, r)).collect(),
+pub fn write_together(conn: &mut PgConnection, records: &[NewTemperature]) -> Vec<Shared> {
+    match write_batch(conn, records, Some(BATCH_LOCK_TIMEOUT)) {
+        Ok(()) => records.iter().map(|_| Shared::Written).collect(),
+        Err(e) if given_up(&e) => {
+            let message = e.to_string();
+            records
+                .iter()
+                .map(|_| Shared::Failed(AppError::Unavailable(message.clone())))
+                .collect()
+        }
+        Err(_) => records.iter().map(|_| Shared::Alone).collect(),
     }
 }
 
-fn write_batch(conn: &mut PgConnection, records: &[NewTemperature]) -> AppResult<()> {
+/// A statement cancelled (shutdown, statement timeout) or a connection lost: writing the
+/// entries again could commit what the server has given up on.
+fn given_up(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as K, Error as E};
+    match e {
+        E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _) => true,
+        E::DatabaseError(_, info) => {
+            let m = info.message();
+            m.contains("due to user request")
+                || m.contains("due to statement timeout")
+                || crate::error::is_connection_loss(m)
+        }
+        _ => true,
+    }
+}
+
+fn write_batch(
+    conn: &mut PgConnection,
+    records: &[NewTemperature],
+    lock_timeout: Option<&str>,
+) -> QueryResult<()> {
     fn column<T>(records: &[NewTemperature], f: impl Fn(&NewTemperature) -> T) -> Vec<T> {
         records.iter().map(f).collect()
     }
@@ -81,13 +141,17 @@ fn write_batch(conn: &mut PgConnection, records: &[NewTemperature]) -> AppResult
         column(records, |r| r.new_values.clone()),
         column(records, |r| r.request_id.clone()),
         column(records, |r| r.client_addr.clone()),
+        lock_timeout,
     ))
     .get_result(conn)?;
     if usize::try_from(written).ok() != Some(records.len()) {
-        return Err(AppError::Internal(format!(
-            "group commit wrote {written} of {} temperatures",
-            records.len()
-        )));
+        return Err(diesel::result::Error::QueryBuilderError(
+            format!(
+                "group commit wrote {written} of {} temperatures",
+                records.len()
+            )
+            .into(),
+        ));
     }
     Ok(())
 }
@@ -113,6 +177,7 @@ mod sql {
             new_values: Array<Jsonb>,
             request_id: Array<Text>,
             client_addr: Array<Nullable<Text>>,
+            lock_timeout: Nullable<Text>,
         ) -> diesel::sql_types::Integer;
     }
 }

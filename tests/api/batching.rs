@@ -8,8 +8,9 @@ use std::time::Duration;
 use bigdecimal::BigDecimal;
 use casebook::auth::Role;
 use casebook::db::batch::Batcher;
-use casebook::db::group_commit::{write_together, NewTemperature};
+use casebook::db::group_commit::{write_one, write_together, NewTemperature, Shared};
 use chrono::Utc;
+use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -121,7 +122,7 @@ fn new_temperature(id: i64, site_id: i64, subject_id: i64, user_id: i64) -> NewT
 }
 
 #[actix_web::test]
-async fn a_failing_batch_is_written_again_entry_by_entry() {
+async fn a_failing_batch_writes_nothing_and_sends_its_entries_to_be_written_alone() {
     let app = TestApp::spawn().await;
     app.site("FR01", "Europe/Paris");
     let inv = app.token(Role::Investigator, &["FR01"]).await;
@@ -137,14 +138,19 @@ async fn a_failing_batch_is_written_again_entry_by_entry() {
         new_temperature(9003, site, subject, user),
     ];
     let answers = write_together(&mut conn, &batch);
-    assert_eq!(answers.len(), 3);
-    assert!(answers[0].is_ok(), "{:?}", answers[0]);
-    assert!(answers[1].is_err());
-    assert!(answers[2].is_ok(), "{:?}", answers[2]);
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM temperatures WHERE id IN (9001, 9002, 9003)"),
-        2
+    assert!(
+        answers.iter().all(|a| matches!(a, Shared::Alone)),
+        "{answers:?}"
     );
+    let written = "SELECT count(*) AS n FROM temperatures WHERE id IN (9001, 9002, 9003)";
+    assert_eq!(app.count(written), 0, "the failed batch wrote nothing");
+    // each request then writes its own entry and gets its own answer
+    let alone: Vec<bool> = batch
+        .iter()
+        .map(|r| write_one(&mut conn, r).is_ok())
+        .collect();
+    assert_eq!(alone, [true, false, true]);
+    assert_eq!(app.count(written), 2);
     assert_eq!(
         app.count("SELECT count(*) AS n FROM audit_log WHERE record_id IN (9001, 9003) AND entity_table = 'temperatures'"),
         2
@@ -153,6 +159,59 @@ async fn a_failing_batch_is_written_again_entry_by_entry() {
         app.count("SELECT count(*) AS n FROM audit_log WHERE record_id = 9002"),
         0
     );
+}
+
+#[actix_web::test]
+async fn a_subject_whose_row_is_locked_holds_up_only_its_own_entries() {
+    // one shared write at a time: a leader waiting on the lock would hold up every entry
+    let app = TestApp::spawn_with(&[("CASEBOOK__DATABASE__BATCH_WRITE_LEADERS", "1")]).await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let held = enrolled(&app, &inv, "FR01").await;
+    let free = enrolled(&app, &inv, "FR01").await;
+    // a long transaction of someone else's holds the subject's row: the foreign key check
+    // of its new temperatures waits for it
+    let mut lock = app.conn();
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM subjects WHERE subject_code = '{held}' FOR UPDATE"
+    ))
+    .unwrap();
+    let post = |code: &str, celsius: f64| {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/subjects/{code}/temperatures")),
+            inv.clone(),
+        );
+        actix_web::rt::spawn(async move {
+            let r = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&reading(celsius))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    let waiting = post(&held, 38.0);
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let others: Vec<_> = (0..12)
+        .map(|i| post(&free, 36.0 + f64::from(i) / 10.0))
+        .collect();
+    for other in others {
+        let status = actix_web::rt::time::timeout(Duration::from_secs(5), other)
+            .await
+            .expect("an entry of another subject waited for the locked row")
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the locked subject's entry still waits"
+    );
+    lock.batch_execute("COMMIT").unwrap();
+    assert_eq!(waiting.await.unwrap(), 201);
+    assert_eq!(app.count("SELECT count(*) AS n FROM temperatures"), 13);
 }
 
 /// Batches seen by the test batch functions below: their sizes.

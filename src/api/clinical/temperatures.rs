@@ -251,7 +251,7 @@ pub async fn create(
             if entry.signed {
                 conn.transaction(|conn| entry.write(conn))?;
             } else {
-                st.temperatures.run(conn, entry.record.clone())?;
+                group_commit::write(&st.temperatures, conn, entry.record.clone())?;
             }
             return Ok((201, entry.record.new_values));
         }
