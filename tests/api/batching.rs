@@ -22,6 +22,29 @@ fn reading(celsius: f64) -> Value {
     json!({"measured_at": "2026-10-05T08:00:00Z", "celsius": celsius, "method": "rectal"})
 }
 
+/// POSTs a temperature of `celsius` for subject `code` as `token`, on a task of its own, so
+/// that many run at once; the task gives the status and the body.
+fn send_reading(
+    app: &TestApp,
+    token: &str,
+    code: &str,
+    celsius: f64,
+) -> actix_web::rt::task::JoinHandle<(u16, Value)> {
+    let (client, token) = (app.client.clone(), token.to_owned());
+    let url = app.url(&format!("/api/v1/subjects/{code}/temperatures"));
+    actix_web::rt::spawn(async move {
+        let r = client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&reading(celsius))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
 #[actix_web::test]
 async fn a_burst_of_temperatures_gets_each_request_its_own_answer_and_rows() {
     let app = TestApp::spawn().await;
@@ -35,7 +58,6 @@ async fn a_burst_of_temperatures_gets_each_request_its_own_answer_and_rows() {
         .request(Method::POST, "/api/v1/auth/logout", Some(&ended), None, &[])
         .await;
     assert_eq!(r.status, 204);
-    let path = format!("/api/v1/subjects/{code}/temperatures");
 
     // 24 good readings, 4 from an investigator of another site (404) and 4 on a session
     // that has ended (401), all at once, so that the lookups and writes are shared.
@@ -48,26 +70,13 @@ async fn a_burst_of_temperatures_gets_each_request_its_own_answer_and_rows() {
         callers.push((ended.clone(), 401, 37.0));
     }
     let tasks: Vec<_> = callers
-        .into_iter()
-        .map(|(token, expected, celsius)| {
-            let (client, url) = (app.client.clone(), app.url(&path));
-            actix_web::rt::spawn(async move {
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&reading(celsius))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                (expected, celsius, status, body)
-            })
-        })
+        .iter()
+        .map(|(token, _, celsius)| send_reading(&app, token, &code, *celsius))
         .collect();
     let mut created = Vec::new();
-    for task in tasks {
-        let (expected, celsius, status, body) = task.await.unwrap();
+    for ((_, expected, celsius), task) in callers.iter().zip(tasks) {
+        let (status, body) = task.await.unwrap();
+        let (expected, celsius) = (*expected, *celsius);
         assert_eq!(status, expected, "{body}");
         if status == 201 {
             assert_eq!(
@@ -176,33 +185,17 @@ async fn a_subject_whose_row_is_locked_holds_up_only_its_own_entries() {
         "BEGIN; SELECT 1 FROM subjects WHERE subject_code = '{held}' FOR UPDATE"
     ))
     .unwrap();
-    let post = |code: &str, celsius: f64| {
-        let (client, url, token) = (
-            app.client.clone(),
-            app.url(&format!("/api/v1/subjects/{code}/temperatures")),
-            inv.clone(),
-        );
-        actix_web::rt::spawn(async move {
-            let r = client
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&reading(celsius))
-                .send()
-                .await
-                .unwrap();
-            r.status().as_u16()
-        })
-    };
-    let waiting = post(&held, 38.0);
+    let waiting = send_reading(&app, &inv, &held, 38.0);
     actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     let others: Vec<_> = (0..12)
-        .map(|i| post(&free, 36.0 + f64::from(i) / 10.0))
+        .map(|i| send_reading(&app, &inv, &free, 36.0 + f64::from(i) / 10.0))
         .collect();
     for other in others {
         let status = actix_web::rt::time::timeout(Duration::from_secs(5), other)
             .await
             .expect("an entry of another subject waited for the locked row")
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(status, 201);
     }
     assert!(
@@ -210,7 +203,7 @@ async fn a_subject_whose_row_is_locked_holds_up_only_its_own_entries() {
         "the locked subject's entry still waits"
     );
     lock.batch_execute("COMMIT").unwrap();
-    assert_eq!(waiting.await.unwrap(), 201);
+    assert_eq!(waiting.await.unwrap().0, 201);
     assert_eq!(app.count("SELECT count(*) AS n FROM temperatures"), 13);
 }
 
