@@ -70,12 +70,11 @@ fn panicked() -> Shared {
 pub fn write(
     commit: &GroupCommit,
     conn: &mut PgConnection,
-    record: NewTemperature,
+    record: &NewTemperature,
 ) -> AppResult<()> {
-    let alone = record.clone();
-    match commit.run(conn, record) {
+    match commit.run(conn, record.clone()) {
         Shared::Written => Ok(()),
-        Shared::Alone => write_one(conn, &alone),
+        Shared::Alone => write_one(conn, record),
         Shared::Failed(e) => Err(e),
     }
 }

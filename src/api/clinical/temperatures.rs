@@ -251,7 +251,7 @@ pub async fn create(
             if entry.signed {
                 conn.transaction(|conn| entry.write(conn))?;
             } else {
-                group_commit::write(&st.temperatures, conn, entry.record.clone())?;
+                group_commit::write(&st.temperatures, conn, &entry.record)?;
             }
             return Ok((201, entry.record.new_values));
         }
