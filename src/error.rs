@@ -211,6 +211,12 @@ impl ResponseError for AppError {
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
+        // COMMIT failed and so did the ROLLBACK after it: what COMMIT said is the cause (a
+        // lost connection when the database went away mid-transaction).
+        let e = match e {
+            E::RollbackErrorOnCommit { commit_error, .. } => *commit_error,
+            other => other,
+        };
         match &e {
             E::NotFound => Self::NotFound,
             E::DatabaseError(K::ClosedConnection, _) => Self::Unavailable(e.to_string()),
@@ -218,6 +224,8 @@ impl From<diesel::result::Error> for AppError {
                 Self::Conflict("A record with the same key already exists.".into())
             }
             E::DatabaseError(K::SerializationFailure, _) => Self::Unavailable(e.to_string()),
+            // a connection whose transaction state is unknown: the pool discards it
+            E::BrokenTransactionManager => Self::Unavailable(e.to_string()),
             E::DatabaseError(_, info) if is_connection_loss(info.message()) => {
                 Self::Unavailable(e.to_string())
             }
@@ -261,3 +269,77 @@ impl From<actix_web::error::BlockingError> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as E};
+
+    struct Message(&'static str);
+
+    impl DatabaseErrorInformation for Message {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn database(kind: DatabaseErrorKind, message: &'static str) -> E {
+        E::DatabaseError(kind, Box::new(Message(message)))
+    }
+
+    #[test]
+    fn a_commit_lost_with_its_connection_is_unavailable_not_internal() {
+        let lost = E::RollbackErrorOnCommit {
+            commit_error: Box::new(database(
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection unexpectedly",
+            )),
+            rollback_error: Box::new(database(
+                DatabaseErrorKind::UnableToSendCommand,
+                "no connection to the server",
+            )),
+        };
+        assert!(matches!(AppError::from(lost), AppError::Unavailable(_)));
+        assert!(matches!(
+            AppError::from(E::BrokenTransactionManager),
+            AppError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn a_failed_commit_keeps_its_own_meaning() {
+        let conflict = E::RollbackErrorOnCommit {
+            commit_error: Box::new(database(
+                DatabaseErrorKind::UniqueViolation,
+                "duplicate key value violates unique constraint",
+            )),
+            rollback_error: Box::new(database(
+                DatabaseErrorKind::UnableToSendCommand,
+                "no connection to the server",
+            )),
+        };
+        assert!(matches!(AppError::from(conflict), AppError::Conflict(_)));
+        assert!(matches!(
+            AppError::from(database(DatabaseErrorKind::Unknown, "division by zero")),
+            AppError::Internal(_)
+        ));
+    }
+}
