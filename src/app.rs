@@ -14,6 +14,7 @@ use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
 use crate::db::group_commit::{group_commit, GroupCommit};
+use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
 use crate::db::{self, Pool};
 use crate::domain::protocol::Protocol;
 use crate::telemetry::{self, Metrics};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub temperatures: GroupCommit,
     /// and the lookups before them are made in batches too
     pub temperature_contexts: ContextBatcher,
+    /// Most new temperatures are checked and written in one statement, also in batches.
+    pub temperature_entries: TemperatureEntries,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
         let db = &settings.database;
         let temperatures = group_commit(db.batch_max_size, db.batch_write_leaders);
         let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
+        let temperature_entries = temperature_entries(db.batch_max_size, db.batch_write_leaders);
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
@@ -66,6 +70,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             temperatures,
             temperature_contexts,
+            temperature_entries,
             settings: Arc::new(settings),
         })
     }

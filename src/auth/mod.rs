@@ -7,4 +7,4 @@ pub mod policy;
 pub mod token;
 
 pub use caller::{Bearer, Caller};
-pub use policy::{authorize, Permission, Role, Scope};
+pub use policy::{authorize, roles_with_own_sites, Permission, Role, Scope};

@@ -17,6 +17,13 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [
+        Self::Admin,
+        Self::Investigator,
+        Self::Monitor,
+        Self::Sponsor,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
@@ -98,33 +105,52 @@ impl Scope {
 
 /// Maps (caller, permission) to a scope, or 403.
 pub fn authorize(caller: &Caller, permission: Permission) -> AppResult<Scope> {
-    use Permission as P;
-    use Role as R;
-    let own = || Scope::Sites(caller.site_ids.clone());
-    let allowed = match (caller.role, permission) {
-        (_, P::ReadStudy) => Some(Scope::AllSites),
-        (R::Admin, P::ManageAccess | P::ReadAudit | P::VerifyAudit | P::ReadClinical) => {
-            Some(Scope::AllSites)
-        }
-        (R::Investigator, P::ReadClinical | P::EnterClinical) => Some(own()),
-        (R::Monitor, P::ReadClinical | P::ReadAudit) => Some(own()),
-        (R::Sponsor, P::ReadClinical) => Some(Scope::AllSites),
-        (R::Admin | R::Sponsor, P::Export) => Some(Scope::AllSites),
-        (R::Admin | R::Sponsor, P::ReadSafetyAlerts | P::ReadSafetyOverdue) => {
-            Some(Scope::AllSites)
-        }
-        (R::Monitor, P::ReadSafetyOverdue) => Some(own()),
-        (R::Admin, P::ReadQueries | P::Lock) => Some(Scope::AllSites),
-        (R::Investigator, P::ReadQueries | P::AnswerQuery | P::Sign) => Some(own()),
-        (R::Monitor, P::ReadQueries | P::RaiseQuery | P::ManageQuery | P::VerifySource) => {
-            Some(own())
-        }
-        _ => None,
-    };
-    allowed.ok_or_else(|| {
-        AppError::Forbidden(format!(
+    match grant(caller.role, permission) {
+        Some(Grant::AllSites) => Ok(Scope::AllSites),
+        Some(Grant::OwnSites) => Ok(Scope::Sites(caller.site_ids.clone())),
+        None => Err(AppError::Forbidden(format!(
             "The {} role may not do this.",
             caller.role.as_str()
-        ))
-    })
+        ))),
+    }
+}
+
+/// The roles whose `permission` covers exactly their own sites: what a statement that
+/// checks the role and the sites itself may accept (`db::temperature_entry`).
+pub fn roles_with_own_sites(permission: Permission) -> Vec<&'static str> {
+    Role::ALL
+        .into_iter()
+        .filter(|r| grant(*r, permission) == Some(Grant::OwnSites))
+        .map(Role::as_str)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    AllSites,
+    OwnSites,
+}
+
+fn grant(role: Role, permission: Permission) -> Option<Grant> {
+    use Grant::{AllSites, OwnSites};
+    use Permission as P;
+    use Role as R;
+    match (role, permission) {
+        (_, P::ReadStudy) => Some(AllSites),
+        (R::Admin, P::ManageAccess | P::ReadAudit | P::VerifyAudit | P::ReadClinical) => {
+            Some(AllSites)
+        }
+        (R::Investigator, P::ReadClinical | P::EnterClinical) => Some(OwnSites),
+        (R::Monitor, P::ReadClinical | P::ReadAudit) => Some(OwnSites),
+        (R::Sponsor, P::ReadClinical) => Some(AllSites),
+        (R::Admin | R::Sponsor, P::Export) => Some(AllSites),
+        (R::Admin | R::Sponsor, P::ReadSafetyAlerts | P::ReadSafetyOverdue) => Some(AllSites),
+        (R::Monitor, P::ReadSafetyOverdue) => Some(OwnSites),
+        (R::Admin, P::ReadQueries | P::Lock) => Some(AllSites),
+        (R::Investigator, P::ReadQueries | P::AnswerQuery | P::Sign) => Some(OwnSites),
+        (R::Monitor, P::ReadQueries | P::RaiseQuery | P::ManageQuery | P::VerifySource) => {
+            Some(OwnSites)
+        }
+        _ => None,
+    }
 }

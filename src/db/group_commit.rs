@@ -104,7 +104,7 @@ pub fn write_together(conn: &mut PgConnection, records: &[NewTemperature]) -> Ve
 
 /// A statement cancelled (shutdown, statement timeout) or a connection lost: writing the
 /// entries again could commit what the server has given up on.
-fn given_up(e: &diesel::result::Error) -> bool {
+pub(crate) fn given_up(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind as K, Error as E};
     match e {
         E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _) => true,

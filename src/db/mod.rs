@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod group_commit;
+pub mod temperature_entry;
 
 use std::time::Duration;
 
