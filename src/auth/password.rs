@@ -50,6 +50,19 @@ pub enum Verdict {
 
 impl Hasher {
     pub fn new(s: &PasswordSettings) -> Result<Self, String> {
+        // Hashes made with more than the verifier accepts would lock every account out:
+        // each login would rehash its password to parameters the next login refuses.
+        for (key, value, most) in [
+            ("m_cost_kib", s.m_cost_kib, MAX_M_COST_KIB),
+            ("t_cost", s.t_cost, MAX_T_COST),
+            ("p_cost", s.p_cost, MAX_P_COST),
+        ] {
+            if value > most {
+                return Err(format!(
+                    "password.{key}: at most {most} (stored hashes above it are refused)"
+                ));
+            }
+        }
         let params = Params::new(s.m_cost_kib, s.t_cost, s.p_cost, None)
             .map_err(|e| format!("password: invalid argon2 parameters: {e}"))?;
         let mut me = Self {
@@ -150,6 +163,20 @@ mod tests {
         assert!(check_policy("p", &"b".repeat(129), "x@y.z").is_err());
         assert!(check_policy("p", "someone.long@site.org", "Someone.Long@site.org").is_err());
         assert!(check_policy("p", "PasswordPassword", "x@y.z").is_err());
+    }
+
+    #[test]
+    fn parameters_the_verifier_would_refuse_stop_the_server() {
+        let costly = PasswordSettings {
+            m_cost_kib: 1024,
+            t_cost: MAX_T_COST + 1,
+            p_cost: 1,
+            hashing_threads: None,
+        };
+        let Err(message) = Hasher::new(&costly) else {
+            panic!("t_cost above the verifier's bound was accepted")
+        };
+        assert!(message.contains("password.t_cost"), "{message}");
     }
 
     #[test]
