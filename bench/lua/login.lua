@@ -1,5 +1,6 @@
 -- POST /api/v1/auth/login with the demo accounts in turn (LOGIN_EMAILS, comma-separated).
--- Successful logins never count towards the lockout.
+-- Successful logins never count towards the lockout. LOGIN_DELAY_MS paces each connection
+-- (a pause before each request), to compare login paths at the same login rate.
 package.path = package.path .. ";" .. (os.getenv("BENCH_LUA") or "bench/lua") .. "/?.lua"
 local common = require("common")
 local emails = {}
@@ -22,5 +23,11 @@ function request()
   counter = counter + 1
   local body = bodies[((counter + thread_id) % #bodies) + 1]
   return wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
+end
+local pause = tonumber(os.getenv("LOGIN_DELAY_MS") or "0")
+if pause > 0 then
+  function delay()
+    return pause
+  end
 end
 done = common.done

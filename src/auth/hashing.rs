@@ -8,6 +8,7 @@
 //! no normal-priority thread wants, and a waking request handler preempts them. There is one
 //! thread fewer than cores by default (`password.hashing_threads`): with a hash on every core,
 //! normal threads still waited a few ms behind one now and then (EEVDF weighs lag too).
+//! Each hashing thread is pinned to one of the last cores, leaving the first to requests.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -43,13 +44,21 @@ impl HashingPool {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let (lowered_tx, lowered_rx) = mpsc::channel();
-        for n in 0..threads.max(1) {
+        let threads = threads.max(1);
+        let cores = pinned_cores(threads);
+        for n in 0..threads {
             let queue = Arc::clone(&queue);
             let hasher = hasher.clone();
             let lowered_tx = lowered_tx.clone();
+            let core = cores.get(n).copied();
             std::thread::Builder::new()
                 .name(format!("casebook-hash-{n}"))
                 .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(core = core.id, "could not pin a hashing thread");
+                        }
+                    }
                     let _ = lowered_tx.send(lower_priority());
                     drop(lowered_tx);
                     work(&queue, &hasher);
@@ -93,6 +102,19 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, hasher: &Hasher) {
         // stays for the next job.
         let _ = catch_unwind(AssertUnwindSafe(|| job(hasher)));
     }
+}
+
+/// The cores the hashing threads keep to, one each: the last of the cores this process may
+/// use, so that the first stays free of hashing; none when there are not more cores than
+/// threads. Left free to move, a hashing thread shared both cores with the requests in turn,
+/// and the p99 of a cheap GET during a login storm was twice as long as with the thread
+/// pinned (4.0-4.2 ms against 2.0-2.5 ms, BENCHMARKS.md, session 4).
+fn pinned_cores(threads: usize) -> Vec<core_affinity::CoreId> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() <= threads {
+        return Vec::new();
+    }
+    cores.into_iter().rev().take(threads).collect()
 }
 
 fn lower_priority() -> Lowered {
