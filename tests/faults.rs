@@ -1075,20 +1075,24 @@ async fn resource_limits() {
     );
     drop(idle);
 
-    // 4. Every pool connection busy: 503 after the pool timeout, not a hang.
+    // 4. Every pool connection busy: 503 after the pool timeout, not a hang. The two
+    // writes carry an Idempotency-Key, so each waits for the lock in a transaction on its
+    // own connection (a plain one is first tried in a shared batch whose leader holds a
+    // connection of its own for 50 ms, and the pool is not yet full while it does).
     let mut lock = net::RowLock::subject(fx.conn(), &subject);
     let mut held = Vec::new();
     for n in 0..2u64 {
         let url = server.url(&format!("/api/v1/subjects/{subject}/temperatures"));
         let token = token.clone();
         held.push(tokio::spawn(async move {
+            let key = format!("pool-exhausted-{n}");
             api::send(
                 &api::client(),
                 reqwest::Method::POST,
                 &url,
                 Some(&token),
                 Some(&api::temperature(200_000 + n)),
-                None,
+                Some(&key),
             )
             .await
         }));

@@ -1,5 +1,6 @@
 //! PostgreSQL access: the pool, running work off the actix workers, migrations.
 
+pub mod async_batch;
 pub mod batch;
 pub mod group_commit;
 pub mod temperature_entry;

@@ -1,5 +1,5 @@
 //! New temperatures checked and written in one statement, in batches with the others that
-//! arrive meanwhile (a [`Batcher`], as in [`super::group_commit`]).
+//! arrive meanwhile (an [`AsyncBatcher`]: the requests wait on their actix workers).
 //!
 //! The request sends what only it knows (the parsed reading, its audit values, the token's
 //! user, session and version) and `casebook_enter_temperatures` (migration 000008) adds
@@ -16,7 +16,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable};
 use serde_json::Value;
 
-use super::batch::Batcher;
+use super::async_batch::AsyncBatcher;
 use super::group_commit::{given_up, BATCH_LOCK_TIMEOUT};
 use crate::error::{AppError, AppResult};
 
@@ -54,38 +54,21 @@ pub enum Entered {
     Failed(AppError),
 }
 
-pub type TemperatureEntries = Batcher<CheckedTemperature, Entered>;
+pub type TemperatureEntries = AsyncBatcher<CheckedTemperature, Entered>;
 
 /// Batches of at most `max_batch` entries, at most `max_writers` batches at a time.
 pub fn temperature_entries(max_batch: usize, max_writers: usize) -> TemperatureEntries {
-    Batcher::new(enter_together, panicked, max_batch, max_writers)
+    AsyncBatcher::new(enter_together, Entered::Failed, max_batch, max_writers)
 }
 
-fn panicked() -> Entered {
-    Entered::Failed(AppError::Internal(
-        "temperature entry batch panicked".into(),
-    ))
-}
-
-/// Checks and writes `entry` with the other entries waiting, on `conn` (the request's own
-/// connection, outside a transaction) when this request leads. `Some(id)`: written with
-/// its audit row; `None`: not written, for the step-by-step path to answer.
-pub fn enter(
-    entries: &TemperatureEntries,
-    conn: &mut PgConnection,
-    entry: &CheckedTemperature,
-) -> AppResult<Option<i64>> {
-    match entries.run(conn, entry.clone()) {
-        Entered::Written(id) => Ok(Some(id)),
-        Entered::NotWritten => Ok(None),
-        Entered::Failed(e) => Err(e),
-        // alone and waiting for its own locks; an error of its own is the step path's to
-        // explain (it checks the same things and says which failed)
-        Entered::Alone => match enter_batch(conn, std::slice::from_ref(entry), None) {
-            Ok(mut ids) => Ok(ids.pop().flatten()),
-            Err(e) if given_up(&e) => Err(e.into()),
-            Err(_) => Ok(None),
-        },
+/// Checks and writes `entry` alone on `conn`, waiting for its own locks: `Some(id)` when
+/// written with its audit row, `None` when not written (for the step-by-step path to
+/// explain: it checks the same things and says which failed).
+pub fn enter_alone(conn: &mut PgConnection, entry: &CheckedTemperature) -> AppResult<Option<i64>> {
+    match enter_batch(conn, std::slice::from_ref(entry), None) {
+        Ok(mut ids) => Ok(ids.pop().flatten()),
+        Err(e) if given_up(&e) => Err(e.into()),
+        Err(_) => Ok(None),
     }
 }
 

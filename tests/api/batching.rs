@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bigdecimal::BigDecimal;
 use casebook::auth::Role;
+use casebook::db::async_batch::AsyncBatcher;
 use casebook::db::batch::Batcher;
 use casebook::db::group_commit::{write_one, write_together, NewTemperature, Shared};
 use chrono::Utc;
@@ -297,4 +298,94 @@ fn inside_a_transaction_an_item_runs_alone() {
         .transaction(|conn| Ok::<_, diesel::result::Error>(batcher.run(conn, 1)))
         .unwrap();
     assert_eq!(size, 1);
+}
+
+// The async batcher (src/db/async_batch.rs): requests wait on their workers, a leader on
+// the blocking pool runs the batches.
+
+static ASYNC_SEEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn slow_tenfold_async(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
+    ASYNC_SEEN.lock().unwrap().push(items.len());
+    std::thread::sleep(Duration::from_millis(if items.contains(&0) {
+        300
+    } else {
+        5
+    }));
+    items.iter().map(|i| i * 10).collect()
+}
+
+fn failed_as(e: casebook::error::AppError) -> u64 {
+    match e {
+        casebook::error::AppError::Unavailable(_) => u64::MAX - 1,
+        _ => u64::MAX,
+    }
+}
+
+fn pool(url: &str, timeout: Duration) -> casebook::db::Pool {
+    diesel::r2d2::Pool::builder()
+        .max_size(2)
+        .min_idle(Some(0))
+        .connection_timeout(timeout)
+        .build_unchecked(diesel::r2d2::ConnectionManager::new(url))
+}
+
+#[actix_web::test]
+async fn async_waiters_share_the_next_batch_and_get_their_own_answers() {
+    let db = TestDb::new();
+    let pool = pool(&db.url, Duration::from_secs(5));
+    let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(slow_tenfold_async, failed_as, 64, 1);
+    let spawn = |item: u64| {
+        let (batcher, pool) = (batcher.clone(), pool.clone());
+        actix_web::rt::spawn(async move { (item, batcher.run(&pool, item).await) })
+    };
+    // item 0 leads the first, slow batch; the rest arrive while it runs
+    let mut tasks = vec![spawn(0)];
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    tasks.extend((1..8).map(spawn));
+    for t in tasks {
+        let (item, answer) = t.await.unwrap();
+        assert_eq!(answer, item * 10);
+    }
+    let seen = ASYNC_SEEN.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().sum::<usize>(),
+        8,
+        "every item in exactly one batch"
+    );
+    assert_eq!(
+        seen.first(),
+        Some(&1),
+        "the first caller did not wait: {seen:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        2,
+        "the seven callers queued meanwhile went together: {seen:?}"
+    );
+}
+
+#[actix_web::test]
+async fn an_async_batch_that_panics_or_has_no_connection_answers_every_caller() {
+    let db = TestDb::new();
+    let good = pool(&db.url, Duration::from_secs(5));
+    let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(panics_on_seven, failed_as, 64, 1);
+    assert_eq!(
+        batcher.run(&good, 7).await,
+        u64::MAX,
+        "the panic is an answer"
+    );
+    assert_eq!(
+        batcher.run(&good, 3).await,
+        3,
+        "the next call is led and answered"
+    );
+    // no database behind the pool: every caller hears "unavailable" after the pool timeout
+    let nowhere = pool(
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        Duration::from_millis(200),
+    );
+    let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(panics_on_seven, failed_as, 64, 1);
+    let answers = futures_util::future::join_all((0..3).map(|i| batcher.run(&nowhere, i))).await;
+    assert_eq!(answers, [u64::MAX - 1; 3]);
 }

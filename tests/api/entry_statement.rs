@@ -5,7 +5,7 @@
 
 use bigdecimal::BigDecimal;
 use casebook::auth::{roles_with_own_sites, Permission, Role};
-use casebook::db::temperature_entry::{enter, temperature_entries, CheckedTemperature};
+use casebook::db::temperature_entry::{enter_alone, CheckedTemperature};
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -95,7 +95,6 @@ async fn the_entry_statement_writes_only_what_every_rule_allows() {
     ))
     .unwrap();
     let who = identity(&mut conn, "FR01");
-    let entries = temperature_entries(64, 1);
     let rows = "SELECT count(*) AS n FROM temperatures";
     let audit = "SELECT count(*) AS n FROM audit_log WHERE entity_table = 'temperatures'";
 
@@ -152,7 +151,7 @@ async fn the_entry_statement_writes_only_what_every_rule_allows() {
         ),
     ];
     for (case, entry) in &refused {
-        let written = enter(&entries, &mut conn, entry).unwrap();
+        let written = enter_alone(&mut conn, entry).unwrap();
         assert_eq!(written, None, "{case}: not written");
         assert_eq!(app.count(rows), 0, "{case}: no reading");
         assert_eq!(app.count(audit), 0, "{case}: no audit row");
@@ -165,7 +164,7 @@ async fn the_entry_statement_writes_only_what_every_rule_allows() {
         reading(&who, &withdrawn, "2026-10-10T20:00:00Z"),
     ];
     for entry in &allowed {
-        let id = enter(&entries, &mut conn, entry).unwrap().expect("written");
+        let id = enter_alone(&mut conn, entry).unwrap().expect("written");
         let n = app.count(&format!(
             "SELECT count(*) AS n FROM temperatures t JOIN subjects s ON s.id = t.subject_id \
              WHERE t.id = {id} AND s.subject_code = '{}' AND t.created_at = '{}'",

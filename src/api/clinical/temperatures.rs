@@ -15,7 +15,7 @@ use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, roles_with_own_sites, Bearer, Caller, Permission, Scope};
 use crate::db;
 use crate::db::group_commit::{self, NewTemperature as NewTemperatureRecord};
-use crate::db::temperature_entry::{self, CheckedTemperature};
+use crate::db::temperature_entry::{self, CheckedTemperature, Entered};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::local_date;
 use crate::domain::values::{not_in_future, Celsius, Reason};
@@ -232,17 +232,17 @@ pub async fn create(
     let key = crate::api::idempotency_key(&req);
     let fingerprint = idempotency::fingerprint("POST", req.path(), &body.raw);
     let new = body.value;
-    let st = state.clone();
-    // One pool checkout; one round trip for the checks (entry.rs), then the plain entry is
-    // written by the group commit, with whatever other entries arrive meanwhile. With an
-    // Idempotency-Key, or a signature to invalidate, it is written alone, in a transaction
-    // with the key's answer or the signature's end.
-    let (status, body) = db::run(&state.pool, move |conn| {
-        if key.is_none() {
-            if let Some(body) = enter_at_once(conn, &st, &bearer, &code, &new)? {
-                return Ok((201, body));
-            }
+    if key.is_none() {
+        if let Some(body) = enter_at_once(&state, &bearer, &code, &new).await? {
+            return Ok(created(201, body));
         }
+    }
+    let st = state.clone();
+    // The step-by-step path: one pool checkout; one round trip for the checks (entry.rs),
+    // then the plain entry is written by the group commit, with whatever other entries
+    // arrive meanwhile. With an Idempotency-Key, or a signature to invalidate, it is written
+    // alone, in a transaction with the key's answer or the signature's end.
+    let (status, body) = db::run(&state.pool, move |conn| {
         let ctx = entry::context(
             conn,
             &st.temperature_contexts,
@@ -273,10 +273,10 @@ pub async fn create(
 
 /// The common case in one round trip: a reading that parses is sent with the token's
 /// identity to a statement that checks what the database knows and writes it (db::
-/// temperature_entry). `None`: not written, for the step-by-step path to check again and
-/// answer (a refusal, a signed casebook, a bad field).
-fn enter_at_once(
-    conn: &mut PgConnection,
+/// temperature_entry), batched with the others; the request waits on its worker, with no
+/// blocking thread or connection of its own. `None`: not written, for the step-by-step path
+/// to check again and answer (a refusal, a signed casebook, a bad field).
+async fn enter_at_once(
     st: &AppState,
     bearer: &Bearer,
     code: &str,
@@ -319,7 +319,19 @@ fn enter_at_once(
         client_addr: bearer.meta.client_addr.clone(),
         roles: roles_with_own_sites(Permission::EnterClinical),
     };
-    let Some(id) = temperature_entry::enter(&st.temperature_entries, conn, &checked)? else {
+    let written = match st.temperature_entries.run(&st.pool, checked.clone()).await {
+        Entered::Written(id) => Some(id),
+        Entered::NotWritten => None,
+        Entered::Failed(e) => return Err(e),
+        // alone, on a connection of its own, waiting for its own locks
+        Entered::Alone => {
+            db::run(&st.pool, move |conn| {
+                temperature_entry::enter_alone(conn, &checked)
+            })
+            .await?
+        }
+    };
+    let Some(id) = written else {
         return Ok(None);
     };
     body["id"] = Value::from(id);
