@@ -211,15 +211,36 @@ async fn a_subject_whose_row_is_locked_holds_up_only_its_own_entries() {
 /// Batches seen by the test batch functions below: their sizes.
 static SEEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
-fn slow_tenfold(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
-    SEEN.lock().unwrap().push(items.len());
-    // the first batch is slow, so that the other callers queue behind it
+/// Records the batch's size in `seen`, then answers ten times each item; the batch with
+/// item 0 is slow, so that the other callers queue behind it.
+fn tenfold_slowly(seen: &Mutex<Vec<usize>>, items: &[u64]) -> Vec<u64> {
+    seen.lock().unwrap().push(items.len());
     std::thread::sleep(Duration::from_millis(if items.contains(&0) {
         300
     } else {
         5
     }));
     items.iter().map(|i| i * 10).collect()
+}
+
+fn slow_tenfold(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
+    tenfold_slowly(&SEEN, items)
+}
+
+/// The batches `seen` served 8 callers, each once, the first alone; returns how many.
+fn assert_served_eight(seen: &Mutex<Vec<usize>>) -> usize {
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().sum::<usize>(),
+        8,
+        "every item in exactly one batch"
+    );
+    assert_eq!(
+        seen.first(),
+        Some(&1),
+        "the first caller did not wait: {seen:?}"
+    );
+    seen.len()
 }
 
 fn connections(n: usize) -> (TestDb, Vec<PgConnection>) {
@@ -255,20 +276,10 @@ fn callers_arriving_during_a_batch_share_the_next_and_get_their_own_answers() {
         let (item, answer) = t.join().unwrap();
         assert_eq!(answer, item * 10);
     }
-    let seen = SEEN.lock().unwrap().clone();
-    assert_eq!(
-        seen.iter().sum::<usize>(),
-        8,
-        "every item in exactly one batch"
-    );
-    assert_eq!(
-        seen.first(),
-        Some(&1),
-        "the first caller did not wait: {seen:?}"
-    );
+    let batches = assert_served_eight(&SEEN);
     assert!(
-        seen.len() <= 3,
-        "the seven callers queued during the first batch were served together: {seen:?}"
+        batches <= 3,
+        "the seven callers queued during the first batch were served together: {batches} batches"
     );
 }
 
@@ -306,13 +317,7 @@ fn inside_a_transaction_an_item_runs_alone() {
 static ASYNC_SEEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 fn slow_tenfold_async(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
-    ASYNC_SEEN.lock().unwrap().push(items.len());
-    std::thread::sleep(Duration::from_millis(if items.contains(&0) {
-        300
-    } else {
-        5
-    }));
-    items.iter().map(|i| i * 10).collect()
+    tenfold_slowly(&ASYNC_SEEN, items)
 }
 
 fn failed_as(e: casebook::error::AppError) -> u64 {
@@ -334,6 +339,9 @@ fn pool(url: &str, timeout: Duration) -> casebook::db::Pool {
 async fn async_waiters_share_the_next_batch_and_get_their_own_answers() {
     let db = TestDb::new();
     let pool = pool(&db.url, Duration::from_secs(5));
+    // a connection made beforehand, so that the first leader does not wait to connect
+    // (and gather the later callers into the first batch meanwhile)
+    drop(pool.get().unwrap());
     let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(slow_tenfold_async, failed_as, 64, 1);
     let spawn = |item: u64| {
         let (batcher, pool) = (batcher.clone(), pool.clone());
@@ -347,21 +355,10 @@ async fn async_waiters_share_the_next_batch_and_get_their_own_answers() {
         let (item, answer) = t.await.unwrap();
         assert_eq!(answer, item * 10);
     }
-    let seen = ASYNC_SEEN.lock().unwrap().clone();
+    let batches = assert_served_eight(&ASYNC_SEEN);
     assert_eq!(
-        seen.iter().sum::<usize>(),
-        8,
-        "every item in exactly one batch"
-    );
-    assert_eq!(
-        seen.first(),
-        Some(&1),
-        "the first caller did not wait: {seen:?}"
-    );
-    assert_eq!(
-        seen.len(),
-        2,
-        "the seven callers queued meanwhile went together: {seen:?}"
+        batches, 2,
+        "the seven callers queued meanwhile went together"
     );
 }
 
