@@ -50,7 +50,11 @@ impl AppState {
         let db = &settings.database;
         let temperatures = group_commit(db.batch_max_size, db.batch_write_leaders);
         let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
-        let temperature_entries = temperature_entries(db.batch_max_size, db.batch_write_leaders);
+        let temperature_entries = temperature_entries(
+            db.batch_max_size,
+            db.batch_write_leaders,
+            Duration::from_micros(db.batch_gather_us),
+        );
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;

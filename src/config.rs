@@ -58,6 +58,8 @@ pub struct DatabaseSettings {
     pub batch_lookup_leaders: usize,
     /// batched writes (one-statement entries, group commits) running at a time, each
     pub batch_write_leaders: usize,
+    /// microseconds a one-statement entry leader waits for its batch to fill (0: never)
+    pub batch_gather_us: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +221,12 @@ impl Settings {
                     .into(),
             ));
         }
+        if db.batch_gather_us > 100_000 {
+            // a window that long would be a delay on every entry, not a gathering
+            return Err(ConfigError(
+                "database.batch_gather_us: must be at most 100000 (0.1 s)".into(),
+            ));
+        }
         if self.password.hashing_threads == Some(0) {
             return Err(ConfigError(
                 "password.hashing_threads: must be at least 1".into(),
@@ -373,5 +381,11 @@ mod tests {
         let err = Settings::load_from(&dir(), &vars(&[("CASEBOOK_ENV", "production")]))
             .expect_err("dev secret in production");
         assert!(err.0.contains("CASEBOOK_JWT_SECRET"), "{}", err.0);
+        let err = Settings::load_from(
+            &dir(),
+            &vars(&[("CASEBOOK__DATABASE__BATCH_GATHER_US", "250000")]),
+        )
+        .expect_err("a gather window of a quarter second");
+        assert!(err.0.contains("database.batch_gather_us"), "{}", err.0);
     }
 }

@@ -56,9 +56,20 @@ pub enum Entered {
 
 pub type TemperatureEntries = AsyncBatcher<CheckedTemperature, Entered>;
 
-/// Batches of at most `max_batch` entries, at most `max_writers` batches at a time.
-pub fn temperature_entries(max_batch: usize, max_writers: usize) -> TemperatureEntries {
-    AsyncBatcher::new(enter_together, Entered::Failed, max_batch, max_writers)
+/// Batches of at most `max_batch` entries, at most `max_writers` batches at a time, each
+/// waiting at most `gather` to fill (src/db/async_batch.rs).
+pub fn temperature_entries(
+    max_batch: usize,
+    max_writers: usize,
+    gather: std::time::Duration,
+) -> TemperatureEntries {
+    AsyncBatcher::new(
+        enter_together,
+        Entered::Failed,
+        max_batch,
+        max_writers,
+        gather,
+    )
 }
 
 /// Checks and writes `entry` alone on `conn`, waiting for its own locks: `Some(id)` when

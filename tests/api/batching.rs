@@ -342,7 +342,8 @@ async fn async_waiters_share_the_next_batch_and_get_their_own_answers() {
     // a connection made beforehand, so that the first leader does not wait to connect
     // (and gather the later callers into the first batch meanwhile)
     drop(pool.get().unwrap());
-    let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(slow_tenfold_async, failed_as, 64, 1);
+    let batcher: AsyncBatcher<u64, u64> =
+        AsyncBatcher::new(slow_tenfold_async, failed_as, 64, 1, Duration::ZERO);
     let spawn = |item: u64| {
         let (batcher, pool) = (batcher.clone(), pool.clone());
         actix_web::rt::spawn(async move { (item, batcher.run(&pool, item).await) })
@@ -366,7 +367,8 @@ async fn async_waiters_share_the_next_batch_and_get_their_own_answers() {
 async fn an_async_batch_that_panics_or_has_no_connection_answers_every_caller() {
     let db = TestDb::new();
     let good = pool(&db.url, Duration::from_secs(5));
-    let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(panics_on_seven, failed_as, 64, 1);
+    let batcher: AsyncBatcher<u64, u64> =
+        AsyncBatcher::new(panics_on_seven, failed_as, 64, 1, Duration::ZERO);
     assert_eq!(
         batcher.run(&good, 7).await,
         u64::MAX,
@@ -382,7 +384,46 @@ async fn an_async_batch_that_panics_or_has_no_connection_answers_every_caller() 
         "postgres://postgres@127.0.0.1:1/nowhere",
         Duration::from_millis(200),
     );
-    let batcher: AsyncBatcher<u64, u64> = AsyncBatcher::new(panics_on_seven, failed_as, 64, 1);
+    let batcher: AsyncBatcher<u64, u64> =
+        AsyncBatcher::new(panics_on_seven, failed_as, 64, 1, Duration::ZERO);
     let answers = futures_util::future::join_all((0..3).map(|i| batcher.run(&nowhere, i))).await;
     assert_eq!(answers, [u64::MAX - 1; 3]);
+}
+
+static GATHERED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn slow_tenfold_gathered(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
+    tenfold_slowly(&GATHERED, items)
+}
+
+#[actix_web::test]
+async fn a_leader_waits_within_its_window_for_the_callers_coming_back() {
+    let db = TestDb::new();
+    let pool = pool(&db.url, Duration::from_secs(5));
+    drop(pool.get().unwrap());
+    let window = Duration::from_secs(1);
+    let batcher: AsyncBatcher<u64, u64> =
+        AsyncBatcher::new(slow_tenfold_gathered, failed_as, 64, 1, window);
+    let spawn = |item: u64| {
+        let (batcher, pool) = (batcher.clone(), pool.clone());
+        actix_web::rt::spawn(async move { (item, batcher.run(&pool, item).await) })
+    };
+    // item 0 is alone and runs at once; 1-7 queue while its slow batch runs, so the next
+    // batch is expected to hold 8 (the one answered and the seven waiting): it waits for
+    // item 8 instead of running 1-7 and then 8 alone
+    let mut tasks = vec![spawn(0)];
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    tasks.extend((1..8).map(spawn));
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    tasks.push(spawn(8));
+    for t in tasks {
+        let (item, answer) = t.await.unwrap();
+        assert_eq!(answer, item * 10);
+    }
+    // nobody else comes: the lone caller waits out the window, then the expected size is 1
+    // and the next lone caller does not wait at all
+    assert_eq!(batcher.run(&pool, 9).await, 90);
+    assert_eq!(batcher.run(&pool, 10).await, 100);
+    let seen = GATHERED.lock().unwrap().clone();
+    assert_eq!(seen, [1, 8, 1, 1], "batch sizes");
 }
