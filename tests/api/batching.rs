@@ -335,23 +335,34 @@ fn pool(url: &str, timeout: Duration) -> casebook::db::Pool {
         .build_unchecked(diesel::r2d2::ConnectionManager::new(url))
 }
 
+/// A pool with a connection made beforehand, so that the first leader does not wait to
+/// connect (and gather the later callers into the first batch meanwhile).
+fn connected_pool(db: &TestDb) -> casebook::db::Pool {
+    let pool = pool(&db.url, Duration::from_secs(5));
+    drop(pool.get().unwrap());
+    pool
+}
+
+/// Runs `item` through `batcher` on a task of its own; the task gives the item and its answer.
+fn spawn_run(
+    batcher: &AsyncBatcher<u64, u64>,
+    pool: &casebook::db::Pool,
+    item: u64,
+) -> actix_web::rt::task::JoinHandle<(u64, u64)> {
+    let (batcher, pool) = (batcher.clone(), pool.clone());
+    actix_web::rt::spawn(async move { (item, batcher.run(&pool, item).await) })
+}
+
 #[actix_web::test]
 async fn async_waiters_share_the_next_batch_and_get_their_own_answers() {
     let db = TestDb::new();
-    let pool = pool(&db.url, Duration::from_secs(5));
-    // a connection made beforehand, so that the first leader does not wait to connect
-    // (and gather the later callers into the first batch meanwhile)
-    drop(pool.get().unwrap());
+    let pool = connected_pool(&db);
     let batcher: AsyncBatcher<u64, u64> =
         AsyncBatcher::new(slow_tenfold_async, failed_as, 64, 1, Duration::ZERO);
-    let spawn = |item: u64| {
-        let (batcher, pool) = (batcher.clone(), pool.clone());
-        actix_web::rt::spawn(async move { (item, batcher.run(&pool, item).await) })
-    };
     // item 0 leads the first, slow batch; the rest arrive while it runs
-    let mut tasks = vec![spawn(0)];
+    let mut tasks = vec![spawn_run(&batcher, &pool, 0)];
     actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    tasks.extend((1..8).map(spawn));
+    tasks.extend((1..8).map(|i| spawn_run(&batcher, &pool, i)));
     for t in tasks {
         let (item, answer) = t.await.unwrap();
         assert_eq!(answer, item * 10);
@@ -399,23 +410,18 @@ fn slow_tenfold_gathered(_: &mut PgConnection, items: &[u64]) -> Vec<u64> {
 #[actix_web::test]
 async fn a_leader_waits_within_its_window_for_the_callers_coming_back() {
     let db = TestDb::new();
-    let pool = pool(&db.url, Duration::from_secs(5));
-    drop(pool.get().unwrap());
+    let pool = connected_pool(&db);
     let window = Duration::from_secs(1);
     let batcher: AsyncBatcher<u64, u64> =
         AsyncBatcher::new(slow_tenfold_gathered, failed_as, 64, 1, window);
-    let spawn = |item: u64| {
-        let (batcher, pool) = (batcher.clone(), pool.clone());
-        actix_web::rt::spawn(async move { (item, batcher.run(&pool, item).await) })
-    };
     // item 0 is alone and runs at once; 1-7 queue while its slow batch runs, so the next
     // batch is expected to hold 8 (the one answered and the seven waiting): it waits for
     // item 8 instead of running 1-7 and then 8 alone
-    let mut tasks = vec![spawn(0)];
+    let mut tasks = vec![spawn_run(&batcher, &pool, 0)];
     actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    tasks.extend((1..8).map(spawn));
+    tasks.extend((1..8).map(|i| spawn_run(&batcher, &pool, i)));
     actix_web::rt::time::sleep(Duration::from_millis(400)).await;
-    tasks.push(spawn(8));
+    tasks.push(spawn_run(&batcher, &pool, 8));
     for t in tasks {
         let (item, answer) = t.await.unwrap();
         assert_eq!(answer, item * 10);
