@@ -198,6 +198,8 @@ impl<T: Send + 'static, R: Send + 'static> AsyncBatcher<T, R> {
                 Ok((queue, _)) => queue,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            // (so another leader still asleep may miss its mark: it then wakes at the end of
+            // its window, at the latest)
             queue.wake_at = usize::MAX;
         }
     }
