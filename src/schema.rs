@@ -28,6 +28,8 @@ diesel::table! {
         token_version -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        attempts_pending -> Int4,
+        attempt_reserved_at -> Nullable<Timestamptz>,
     }
 }
 

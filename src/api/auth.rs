@@ -4,7 +4,6 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Timestamptz};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -12,8 +11,8 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, RequestMeta};
+use crate::auth::attempts::{check_password, Checked, MAX_PASSWORD_BYTES};
 use crate::auth::caller::request_meta;
-use crate::auth::password::Verdict;
 use crate::auth::token::{hash_refresh_token, new_refresh_token};
 use crate::auth::Caller;
 use crate::db;
@@ -21,13 +20,6 @@ use crate::error::{AppError, AppResult};
 use crate::schema::{refresh_tokens, sessions, users};
 
 use super::{resource, Json};
-
-/// Failures within this window count toward a lock.
-const FAILURE_WINDOW_MINUTES: i64 = 15;
-const MAX_FAILURES: i32 = 5;
-const LOCK_MINUTES: i64 = 15;
-/// Longer passwords are refused before hashing (bounds argon2's work).
-const MAX_PASSWORD_BYTES: usize = 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/auth/login").route(web::post().to(login)))
@@ -58,7 +50,7 @@ pub struct TokenPair {
     pub expires_in: i64,
 }
 
-type AccountRow = (i64, String, bool, String, Option<DateTime<Utc>>, i32);
+type AccountRow = (i64, String, bool, i32);
 /// token id, session, expiry, spent, session revoked, user
 type RefreshRow = (
     i64,
@@ -73,8 +65,6 @@ struct Account {
     id: i64,
     role: String,
     active: bool,
-    password_hash: String,
-    locked_until: Option<DateTime<Utc>>,
     token_version: i32,
 }
 
@@ -133,38 +123,6 @@ fn pair(
     })
 }
 
-#[derive(QueryableByName)]
-pub struct FailureCount {
-    #[diesel(sql_type = Integer)]
-    pub failed_logins: i32,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub locked_until: Option<DateTime<Utc>>,
-}
-
-/// Counts a failure in one statement, so concurrent failures cannot undercount.
-pub fn count_failure(conn: &mut PgConnection, user_id: i64) -> QueryResult<FailureCount> {
-    diesel::sql_query(
-        "UPDATE users SET
-            failed_logins = CASE WHEN first_failed_at IS NULL
-                OR first_failed_at < now() - make_interval(mins => $2::int)
-                THEN 1 ELSE failed_logins + 1 END,
-            first_failed_at = CASE WHEN first_failed_at IS NULL
-                OR first_failed_at < now() - make_interval(mins => $2::int)
-                THEN now() ELSE first_failed_at END,
-            locked_until = CASE WHEN first_failed_at IS NOT NULL
-                AND first_failed_at >= now() - make_interval(mins => $2::int)
-                AND failed_logins + 1 >= $3
-                THEN now() + make_interval(mins => $4::int) ELSE locked_until END
-         WHERE id = $1
-         RETURNING failed_logins, locked_until",
-    )
-    .bind::<BigInt, _>(user_id)
-    .bind::<Integer, _>(FAILURE_WINDOW_MINUTES as i32)
-    .bind::<Integer, _>(MAX_FAILURES)
-    .bind::<Integer, _>(LOCK_MINUTES as i32)
-    .get_result(conn)
-}
-
 /// Sign in with e-mail and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
@@ -190,133 +148,76 @@ pub async fn login(
                 diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = ")
                     .bind::<diesel::sql_types::Text, _>(lookup),
             )
-            .select((
-                users::id,
-                users::role,
-                users::active,
-                users::password_hash,
-                users::locked_until,
-                users::token_version,
-            ))
+            .select((users::id, users::role, users::active, users::token_version))
             .first(conn)
             .optional()?;
-        Ok(row.map(
-            |(id, role, active, password_hash, locked_until, token_version)| Account {
-                id,
-                role,
-                active,
-                password_hash,
-                locked_until,
-                token_version,
-            },
-        ))
+        Ok(row.map(|(id, role, active, token_version)| Account {
+            id,
+            role,
+            active,
+            token_version,
+        }))
     })
     .await?;
 
-    let now = Utc::now();
-    if let Some(acc) = &account {
-        if let Some(until) = acc.locked_until.filter(|u| *u > now) {
-            // Locked: the same answer whether or not the password is right; not verified.
-            let (id, role) = (acc.id, acc.role.clone());
-            let m = meta.clone();
+    let acc = match account {
+        Some(acc) if acc.active => acc,
+        other => {
+            // No attempt to count: no such account, or one nobody can sign in to. The dummy
+            // hash makes the answer take as long as a verified one.
+            state
+                .with_hasher(move |h| {
+                    let _ = h.verify(&password, None);
+                })
+                .await?;
             db::transaction(&state.pool, move |conn| {
-                let actor = Actor { user_id: id, role };
-                audit::record(
-                    conn,
-                    &AuditEvent::new(Some(&actor), "login_failed", "users", &m)
-                        .record(id)
-                        .new_values(json!({"cause": "locked"})),
-                )?;
-                Ok(())
-            })
-            .await?;
-            return Err(AppError::TooManyRequests {
-                retry_after_secs: (until - now).num_seconds() + 1,
-            });
-        }
-    }
-
-    let stored = account.as_ref().map(|a| a.password_hash.clone());
-    let pw = password.clone();
-    let verdict = state
-        .with_hasher(move |h| h.verify(&pw, stored.as_deref()))
-        .await?;
-
-    match (account, verdict) {
-        (Some(acc), Verdict::Match { needs_rehash }) if acc.active => {
-            let new_hash = if needs_rehash {
-                Some(
-                    state
-                        .with_hasher(move |h| h.hash(&password))
-                        .await?
-                        .map_err(AppError::internal)?,
-                )
-            } else {
-                None
-            };
-            let st = state.clone();
-            let tokens = db::transaction(&state.pool, move |conn| {
-                diesel::update(users::table.find(acc.id))
-                    .set((
-                        users::failed_logins.eq(0),
-                        users::first_failed_at.eq(None::<DateTime<Utc>>),
-                        users::locked_until.eq(None::<DateTime<Utc>>),
-                    ))
-                    .execute(conn)?;
-                if let Some(h) = new_hash {
-                    diesel::update(users::table.find(acc.id))
-                        .set(users::password_hash.eq(h))
-                        .execute(conn)?;
-                }
-                let actor = Actor {
-                    user_id: acc.id,
-                    role: acc.role.clone(),
+                let actor = other.as_ref().map(|a| Actor {
+                    user_id: a.id,
+                    role: a.role.clone(),
+                });
+                let event = match &other {
+                    Some(acc) => AuditEvent::new(actor.as_ref(), "login_failed", "users", &meta)
+                        .record(acc.id)
+                        .new_values(json!({"cause": "inactive"})),
+                    None => AuditEvent::new(None, "login_failed", "users", &meta)
+                        .new_values(json!({"cause": "unknown_account", "email": email})),
                 };
-                open_session(conn, &st, acc.id, acc.token_version, &actor, &meta)
-            })
-            .await?;
-            Ok(HttpResponse::Ok().json(tokens))
-        }
-        (account, _) => {
-            let m = meta.clone();
-            let attempted = email.clone();
-            db::transaction(&state.pool, move |conn| {
-                match account {
-                    Some(acc) => {
-                        let counted = count_failure(conn, acc.id)?;
-                        let actor = Actor {
-                            user_id: acc.id,
-                            role: acc.role.clone(),
-                        };
-                        let cause = if acc.active {
-                            "bad_password"
-                        } else {
-                            "inactive"
-                        };
-                        audit::record(
-                            conn,
-                            &AuditEvent::new(Some(&actor), "login_failed", "users", &m)
-                                .record(acc.id)
-                                .new_values(json!({
-                                    "cause": cause,
-                                    "failed_logins": counted.failed_logins,
-                                    "locked_until": counted.locked_until,
-                                })),
-                        )?;
-                    }
-                    None => {
-                        audit::record(
-                            conn,
-                            &AuditEvent::new(None, "login_failed", "users", &m).new_values(
-                                json!({"cause": "unknown_account", "email": attempted}),
-                            ),
-                        )?;
-                    }
-                }
+                audit::record(conn, &event)?;
                 Ok(())
             })
             .await?;
-            Err(AppError::Unauthorized)
+            return Err(AppError::Unauthorized);
+        }
+    };
+
+    let st = state.clone();
+    let m = meta.clone();
+    let actor = Actor {
+        user_id: acc.id,
+        role: acc.role.clone(),
+    };
+    let failed_actor = actor.clone();
+    let checked = check_password(
+        &state,
+        acc.id,
+        password,
+        move |conn| open_session(conn, &st, acc.id, acc.token_version, &actor, &meta),
+        move |conn, failure| {
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&failed_actor), "login_failed", "users", &m)
+                    .record(failed_actor.user_id)
+                    .new_values(failure.audit_values()),
+            )?;
+            Ok(())
+        },
+    )
+    .await?;
+    match checked {
+        Checked::Accepted(tokens) => Ok(HttpResponse::Ok().json(tokens)),
+        Checked::Wrong => Err(AppError::Unauthorized),
+        Checked::Refused { retry_after_secs } => {
+            Err(AppError::TooManyRequests { retry_after_secs })
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Who is calling and what they may do: passwords, tokens, the caller extractor, policy.
 
+pub mod attempts;
 pub mod caller;
 pub mod hashing;
 pub mod password;

@@ -326,7 +326,9 @@ async fn signing_needs_the_password_no_open_queries_and_breaks_on_change() {
             &json!({"password": "not my password at all", "meaning": "approval"}),
         )
         .await;
-    wrong.assert_problem(401, None);
+    // not a 401: the session is fine, and clients take a 401 for an expired one
+    wrong.assert_problem(422, Some("password"));
+    assert!(wrong.headers.get("www-authenticate").is_none());
     assert_eq!(t.app.count("SELECT count(*) AS n FROM signatures"), 0);
     assert_eq!(
         t.app

@@ -3,7 +3,6 @@
 //! signer, printed name, time, meaning and the SHA-256 of the content signed.
 
 use actix_web::{http::StatusCode, web, HttpResponse};
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -12,14 +11,14 @@ use utoipa::ToSchema;
 
 use crate::api::clinical::casebook::{build, Signature};
 use crate::api::clinical::find_subject;
-use crate::api::{auth::count_failure, resource, Json};
+use crate::api::{resource, Json};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::password::Verdict;
+use crate::auth::attempts::{confirm_password, MAX_PASSWORD_BYTES};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::error::{AppError, AppResult};
-use crate::schema::{queries as q, signatures as sg, users};
+use crate::schema::{queries as q, signatures as sg};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -91,10 +90,10 @@ pub async fn list(
 /// Sign the casebook (investigator of the subject's site). Refused while queries are open.
 #[utoipa::path(post, path = "/api/v1/subjects/{subject_code}/signatures", tag = "monitoring",
     params(("subject_code" = String, Path)), request_body = SignRequest,
-    responses((status = 201, body = Signature), (status = 401, description = "wrong password", body = crate::error::Problem),
+    responses((status = 201, body = Signature), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-        (status = 422, description = "open queries", body = crate::error::Problem),
-        (status = 429, description = "account locked", body = crate::error::Problem)),
+        (status = 422, description = "wrong password (`password`) or open queries (`subject_code`)", body = crate::error::Problem),
+        (status = 429, description = "account locked after repeated wrong passwords (login, signing and password change count together); see Retry-After", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn sign(
     state: web::Data<AppState>,
@@ -104,43 +103,19 @@ pub async fn sign(
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::Sign)?;
     let SignRequest { password, meaning } = body.value;
-    if password.len() > 1024 {
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(AppError::invalid("password", "is too long"));
     }
     let code = code.into_inner();
-    let user = caller.user_id;
-    let (stored, locked_until): (String, Option<DateTime<Utc>>) =
-        db::run(&state.pool, move |conn| {
-            Ok(users::table
-                .find(user)
-                .select((users::password_hash, users::locked_until))
-                .first(conn)?)
-        })
-        .await?;
-    if let Some(until) = locked_until.filter(|u| *u > Utc::now()) {
-        return Err(AppError::TooManyRequests {
-            retry_after_secs: (until - Utc::now()).num_seconds() + 1,
-        });
-    }
-    let verdict = state
-        .with_hasher(move |h| h.verify(&password, Some(&stored)))
-        .await?;
-    if matches!(verdict, Verdict::NoMatch) {
-        // recorded in its own transaction: the signature's would roll back
-        let c = caller.clone();
-        db::transaction(&state.pool, move |conn| {
-            let counted = count_failure(conn, c.user_id)?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&c.actor), "sign_failed", "signatures", &c.meta)
-                    .record(c.user_id)
-                    .new_values(json!({"subject_code": code, "failed_logins": counted.failed_logins, "locked_until": counted.locked_until})),
-            )?;
-            Ok(())
-        })
-        .await?;
-        return Err(AppError::Unauthorized);
-    }
+    confirm_password(
+        &state,
+        &caller,
+        password,
+        "password",
+        ("sign_failed", "signatures"),
+        json!({"subject_code": code}),
+    )
+    .await?;
     let threshold = state.protocol.fever_threshold();
     let signature = db::transaction(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;

@@ -1,0 +1,267 @@
+//! Authentication and the HTTP edge under attack (issue 16): lockout under concurrency,
+//! bounded audit values from unauthenticated requests, password oracles, admin self-demotion,
+//! the lockout oracle, slow bodies, sessions after access changes, problem bodies.
+
+use casebook::auth::Role;
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{Resp, TestApp, PASSWORD};
+
+async fn login(app: &TestApp, email: &str, password: &str) -> Resp {
+    app.request(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"email": email, "password": password})),
+        &[],
+    )
+    .await
+}
+
+fn failed_logins(app: &TestApp, email: &str) -> i64 {
+    app.count(&format!(
+        "SELECT failed_logins::bigint AS n FROM users WHERE email = '{email}'"
+    ))
+}
+
+/// Audit rows of failures whose password was actually verified (not refused unverified).
+fn verified_failures(app: &TestApp, action: &str) -> i64 {
+    app.count(&format!(
+        "SELECT count(*) AS n FROM audit_log WHERE action = '{action}' \
+         AND new_values->>'cause' = 'bad_password'"
+    ))
+}
+
+#[actix_web::test]
+async fn parallel_wrong_passwords_get_at_most_five_verifications() {
+    let app = TestApp::spawn().await;
+    let email = app.user(Role::Investigator, &[]);
+    let answers = join_all((0..40).map(|i| {
+        let (app, email) = (&app, &email);
+        async move { login(app, email, &format!("a wrong password number {i}")).await }
+    }))
+    .await;
+    for a in &answers {
+        assert!(matches!(a.status.as_u16(), 401 | 429), "{}", a.text);
+    }
+    assert_eq!(
+        verified_failures(&app, "login_failed"),
+        5,
+        "at most five wrong passwords verified in a lockout window"
+    );
+    assert_eq!(failed_logins(&app, &email), 5);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM users WHERE locked_until > now()"),
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'login_failed'"),
+        40,
+        "every attempt audited, verified or not"
+    );
+    // the lock holds against the right password too
+    assert_ne!(login(&app, &email, PASSWORD).await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_right_password_among_parallel_wrong_ones_neither_beats_nor_clears_the_lock() {
+    let app = TestApp::spawn().await;
+    let email = app.user(Role::Investigator, &[]);
+    let answers = join_all((0..100).map(|i| {
+        let (app, email) = (&app, &email);
+        async move {
+            let pw = if i == 50 {
+                PASSWORD.to_owned()
+            } else {
+                format!("a wrong password number {i}")
+            };
+            login(app, email, &pw).await
+        }
+    }))
+    .await;
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a.status.as_u16(), 401 | 429))
+        .count();
+    assert!(ok <= 1 && ok + refused == 100, "{ok} ok, {refused} refused");
+    // The counter never passes five: each failure's audit row carries it, and the one that
+    // reached five carries the lock.
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'login_failed' \
+             AND (new_values->>'failed_logins')::int > 5"
+        ),
+        0
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'login_failed' \
+             AND (new_values->>'failed_logins')::int = 5 AND new_values->>'locked_until' IS NULL"
+        ),
+        0
+    );
+    // Only a success that overlapped no other attempt clears the failures before it, so
+    // more than five verified failures need that one success between them.
+    let verified = verified_failures(&app, "login_failed");
+    assert!(
+        verified <= 5 || (ok == 1 && verified <= 9),
+        "{verified} wrong passwords verified, {ok} success"
+    );
+    assert!(failed_logins(&app, &email) <= 5);
+}
+
+#[actix_web::test]
+async fn parallel_wrong_signing_passwords_get_at_most_five_verifications() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let email = app.user(Role::Investigator, &["FR01"]);
+    let inv = app.login(&email).await;
+    let code = crate::clinical::enrolled(&app, &inv, "FR01").await;
+    let sign = format!("/api/v1/subjects/{code}/signatures");
+    let answers = join_all((0..30).map(|i| {
+        let (app, inv, sign) = (&app, &inv, &sign);
+        async move {
+            app.post(
+                sign,
+                inv,
+                &json!({"password": format!("a wrong password number {i}"), "meaning": "approval"}),
+            )
+            .await
+        }
+    }))
+    .await;
+    let wrong = answers.iter().filter(|a| a.status == 422).count();
+    let locked = answers.iter().filter(|a| a.status == 429).count();
+    for a in answers.iter().filter(|a| a.status == 422) {
+        a.assert_problem(422, Some("password"));
+        assert!(a.headers.get("www-authenticate").is_none());
+    }
+    assert_eq!(wrong, 5, "five verified, the others refused unverified");
+    assert_eq!(locked, 25);
+    assert_eq!(verified_failures(&app, "sign_failed"), 5);
+    assert_eq!(failed_logins(&app, &email), 5);
+    let r = app
+        .post(
+            sign.as_str(),
+            &inv,
+            &json!({"password": PASSWORD, "meaning": "approval"}),
+        )
+        .await;
+    r.assert_problem(429, None);
+    assert_eq!(app.count("SELECT count(*) AS n FROM signatures"), 0);
+}
+
+#[actix_web::test]
+async fn an_overlong_login_email_is_refused_before_the_database() {
+    let app = TestApp::spawn().await;
+    let long = format!("{}@test.casebook", "x".repeat(250));
+    login(&app, &long, "a wrong password here")
+        .await
+        .assert_problem(422, Some("email"));
+    let huge = format!("{}@test.casebook", "x".repeat(180_000));
+    login(&app, &huge, "a wrong password here")
+        .await
+        .assert_problem(422, Some("email"));
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log"),
+        0,
+        "nothing reaches the append-only audit log"
+    );
+    // 254 characters is still an e-mail address, audited as tried
+    let longest = format!("{}@test.casebook", "y".repeat(254 - "@test.casebook".len()));
+    login(&app, &longest, "a wrong password here")
+        .await
+        .assert_problem(401, None);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE new_values->>'email' = '{longest}'"
+        )),
+        1
+    );
+}
+
+#[actix_web::test]
+async fn no_unauthenticated_request_writes_more_than_a_bounded_audit_row() {
+    let app = TestApp::spawn().await;
+    let email = app.user(Role::Monitor, &[]);
+    let big = "z".repeat(200_000);
+    // a huge refresh token, request id and password: refused or not stored
+    app.request(
+        Method::POST,
+        "/api/v1/auth/refresh",
+        None,
+        Some(&json!({"refresh_token": big})),
+        &[],
+    )
+    .await
+    .assert_problem(422, Some("refresh_token"));
+    let long_id = "r".repeat(5_000);
+    login(&app, &email, &"p".repeat(100_000))
+        .await
+        .assert_problem(422, Some("password"));
+    app.request(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"email": "ghost@test.casebook", "password": "a wrong password here"})),
+        &[("x-request-id", &long_id)],
+    )
+    .await
+    .assert_problem(401, None);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE length(coalesce(new_values::text, '')) \
+             + length(coalesce(request_id, '')) + length(coalesce(client_addr, '')) > 2000"
+        ),
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM audit_log"), 1);
+}
+
+#[actix_web::test]
+async fn wrong_current_passwords_count_toward_the_lock_and_are_audited() {
+    let app = TestApp::spawn().await;
+    let email = app.user(Role::Monitor, &[]);
+    let token = app.login(&email).await;
+    let change = |current: String| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.post(
+                "/api/v1/me/password",
+                token,
+                &json!({"current_password": current, "new_password": "a brand new passphrase"}),
+            )
+            .await
+        }
+    };
+    let answers = join_all((0..12).map(|i| change(format!("not my password {i}")))).await;
+    let wrong = answers.iter().filter(|a| a.status == 422).count();
+    let locked = answers.iter().filter(|a| a.status == 429).count();
+    assert_eq!((wrong, locked), (5, 7));
+    for a in answers.iter().filter(|a| a.status == 422) {
+        a.assert_problem(422, Some("current_password"));
+    }
+    assert_eq!(verified_failures(&app, "password_change_failed"), 5);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'password_change_failed' \
+             AND actor_id IS NOT NULL AND new_values->>'cause' = 'locked'"
+        ),
+        7
+    );
+    assert_eq!(failed_logins(&app, &email), 5);
+    // locked: even the right current password is refused, and nothing changes
+    let r = change(PASSWORD.to_owned()).await;
+    r.assert_problem(429, None);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'user_change'"),
+        0
+    );
+    // and the lock is the account's: logging in is refused too
+    login(&app, &email, PASSWORD)
+        .await
+        .assert_problem(401, None);
+}
