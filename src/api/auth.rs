@@ -16,10 +16,14 @@ use crate::auth::caller::request_meta;
 use crate::auth::token::{hash_refresh_token, new_refresh_token};
 use crate::auth::Caller;
 use crate::db;
-use crate::error::{AppError, AppResult};
+use crate::domain::email;
+use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{refresh_tokens, sessions, users};
 
 use super::{resource, Json};
+
+/// Refresh tokens are 43 characters; anything much longer is not one.
+const MAX_REFRESH_TOKEN_BYTES: usize = 256;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/auth/login").route(web::post().to(login)))
@@ -128,7 +132,7 @@ fn pair(
     responses(
         (status = 200, body = TokenPair),
         (status = 401, description = "any failure: unknown e-mail, wrong password, inactive account", body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem),
+        (status = 422, description = "`email` over 254 characters or `password` over 1024 bytes, refused before any lookup", body = crate::error::Problem),
         (status = 429, description = "account locked after repeated failures; see Retry-After", body = crate::error::Problem)))]
 pub async fn login(
     state: web::Data<AppState>,
@@ -136,11 +140,18 @@ pub async fn login(
     body: Json<LoginRequest>,
 ) -> AppResult<HttpResponse> {
     let LoginRequest { email, password } = body.value;
+    // Both refused before the database: the e-mail of an unknown account is audited.
+    let mut errors = Vec::new();
+    let email = email::typed_at_login("email", &email)
+        .map_err(|e| errors.push(e))
+        .ok();
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(AppError::invalid("password", "is too long"));
+        errors.push(FieldError::new("password", "is too long"));
     }
+    let (Some(email), true) = (email, errors.is_empty()) else {
+        return Err(AppError::Validation(errors));
+    };
     let meta = request_meta(&req);
-    let email = email.trim().to_lowercase();
     let lookup = email.clone();
     let account: Option<Account> = db::run(&state.pool, move |conn| {
         let row: Option<AccountRow> = users::table
@@ -230,12 +241,16 @@ enum RefreshOutcome {
 /// Trade a refresh token for a new pair. The old token is spent; presenting a spent token
 /// again revokes its whole family (it was stolen or replayed).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = TokenPair), (status = 401, body = crate::error::Problem),
+        (status = 422, description = "`refresh_token` over 256 characters", body = crate::error::Problem)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Json<RefreshRequest>,
 ) -> AppResult<HttpResponse> {
+    if body.value.refresh_token.len() > MAX_REFRESH_TOKEN_BYTES {
+        return Err(AppError::invalid("refresh_token", "is too long"));
+    }
     let meta = request_meta(&req);
     let hash = hash_refresh_token(&body.value.refresh_token);
     let st = state.clone();

@@ -13,8 +13,9 @@ use crate::audit::{self, diff, AuditEvent};
 use crate::auth::password::check_policy;
 use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
+use crate::domain::email;
 use crate::domain::values::bounded_text;
-use crate::error::{AppError, AppResult, FieldError};
+use crate::error::{AppError, AppResult};
 use crate::schema::{sessions, user_sites, users};
 use crate::services::users::{create_user, site_codes, site_ids_for_codes, NewUser};
 
@@ -101,16 +102,6 @@ fn load_user(conn: &mut PgConnection, id: i64) -> AppResult<User> {
     })
 }
 
-fn check_email(email: &str) -> Result<String, FieldError> {
-    let e = email.trim();
-    let ok = e.len() <= 254
-        && e.split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !e.contains(char::is_whitespace);
-    ok.then(|| e.to_owned())
-        .ok_or_else(|| FieldError::new("email", "not an e-mail address"))
-}
-
 /// List users.
 #[utoipa::path(get, path = "/api/v1/users", tag = "administration", params(PageParams),
     responses((status = 200, body = Page<User>), (status = 403, body = crate::error::Problem)),
@@ -149,7 +140,9 @@ pub async fn create(
     authorize(&caller, Permission::ManageAccess)?;
     let b = body.value;
     let mut errors = Vec::new();
-    let email = check_email(&b.email).map_err(|e| errors.push(e)).ok();
+    let email = email::parse("email", &b.email)
+        .map_err(|e| errors.push(e))
+        .ok();
     let name = bounded_text("name", &b.name, 200)
         .map_err(|e| errors.push(e))
         .ok();

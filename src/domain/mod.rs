@@ -1,6 +1,7 @@
 //! Typed values and the trial's rules. No I/O here: no database, no HTTP.
 
 pub mod dosing;
+pub mod email;
 pub mod endpoints;
 pub mod partial_date;
 pub mod protocol;

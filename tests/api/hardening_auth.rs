@@ -218,7 +218,10 @@ async fn no_unauthenticated_request_writes_more_than_a_bounded_audit_row() {
         ),
         0
     );
-    assert_eq!(app.count("SELECT count(*) AS n FROM audit_log"), 1);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'login_failed'"),
+        1
+    );
 }
 
 #[actix_web::test]
