@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::password::{check_policy, Verdict};
+use crate::auth::attempts::{confirm_password, MAX_PASSWORD_BYTES};
+use crate::auth::password::check_policy;
 use crate::auth::{Caller, Role};
 use crate::db;
 use crate::error::{AppError, AppResult};
@@ -54,9 +55,11 @@ pub struct PasswordChange {
     pub new_password: String,
 }
 
-/// Change my password. Every other session ends.
+/// Change my password. Every other session ends. A wrong `current_password` counts toward the
+/// account's lockout like a wrong login or signing password, and is audited.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "auth", request_body = PasswordChange,
-    responses((status = 204), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 204), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 429, description = "account locked after repeated wrong passwords; see Retry-After", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -67,27 +70,25 @@ pub async fn change_password(
         current_password,
         new_password,
     } = body.value;
-    if current_password.len() > 1024 {
+    if current_password.len() > MAX_PASSWORD_BYTES {
         return Err(AppError::invalid("current_password", "is too long"));
     }
     check_policy("new_password", &new_password, &caller.email)
         .map_err(|e| AppError::Validation(vec![e]))?;
-    let id = caller.user_id;
-    let stored: String = db::run(&state.pool, move |conn| {
-        Ok(users::table
-            .find(id)
-            .select(users::password_hash)
-            .first(conn)?)
-    })
+    confirm_password(
+        &state,
+        &caller,
+        current_password,
+        "current_password",
+        ("password_change_failed", "users"),
+        json!({}),
+    )
     .await?;
+    let id = caller.user_id;
     let new_hash = state
-        .with_hasher(move |h| match h.verify(&current_password, Some(&stored)) {
-            Verdict::Match { .. } => h.hash(&new_password).map(Some),
-            Verdict::NoMatch => Ok(None),
-        })
+        .with_hasher(move |h| h.hash(&new_password))
         .await?
-        .map_err(AppError::internal)?
-        .ok_or_else(|| AppError::invalid("current_password", "is not your current password"))?;
+        .map_err(AppError::internal)?;
     db::transaction(&state.pool, move |conn| {
         diesel::update(users::table.find(id))
             .set((
