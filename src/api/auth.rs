@@ -131,9 +131,8 @@ fn pair(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = TokenPair),
-        (status = 401, description = "any failure: unknown e-mail, wrong password, inactive account", body = crate::error::Problem),
-        (status = 422, description = "`email` over 254 characters or `password` over 1024 bytes, refused before any lookup", body = crate::error::Problem),
-        (status = 429, description = "account locked after repeated failures; see Retry-After", body = crate::error::Problem)))]
+        (status = 401, description = "any failure, all alike: unknown e-mail, wrong password, inactive or locked account", body = crate::error::Problem),
+        (status = 422, description = "`email` over 254 characters or `password` over 1024 bytes, refused before any lookup", body = crate::error::Problem)))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -226,10 +225,9 @@ pub async fn login(
     .await?;
     match checked {
         Checked::Accepted(tokens) => Ok(HttpResponse::Ok().json(tokens)),
-        Checked::Wrong => Err(AppError::Unauthorized),
-        Checked::Refused { retry_after_secs } => {
-            Err(AppError::TooManyRequests { retry_after_secs })
-        }
+        // A locked account answers as a wrong password does (README, Lockout): a distinct
+        // answer would tell anyone which e-mails have accounts.
+        Checked::Wrong | Checked::Refused { .. } => Err(AppError::Unauthorized),
     }
 }
 

@@ -44,7 +44,7 @@ async fn parallel_wrong_passwords_get_at_most_five_verifications() {
     }))
     .await;
     for a in &answers {
-        assert!(matches!(a.status.as_u16(), 401 | 429), "{}", a.text);
+        a.assert_problem(401, None);
     }
     assert_eq!(
         verified_failures(&app, "login_failed"),
@@ -62,7 +62,9 @@ async fn parallel_wrong_passwords_get_at_most_five_verifications() {
         "every attempt audited, verified or not"
     );
     // the lock holds against the right password too
-    assert_ne!(login(&app, &email, PASSWORD).await.status, 200);
+    login(&app, &email, PASSWORD)
+        .await
+        .assert_problem(401, None);
 }
 
 #[actix_web::test]
@@ -82,10 +84,7 @@ async fn a_right_password_among_parallel_wrong_ones_neither_beats_nor_clears_the
     }))
     .await;
     let ok = answers.iter().filter(|a| a.status == 200).count();
-    let refused = answers
-        .iter()
-        .filter(|a| matches!(a.status.as_u16(), 401 | 429))
-        .count();
+    let refused = answers.iter().filter(|a| a.status == 401).count();
     assert!(ok <= 1 && ok + refused == 100, "{ok} ok, {refused} refused");
     // The counter never passes five: each failure's audit row carries it, and the one that
     // reached five carries the lock.
@@ -264,5 +263,54 @@ async fn wrong_current_passwords_count_toward_the_lock_and_are_audited() {
         0
     );
     // and the lock is the account's: logging in is refused too
-    assert_ne!(login(&app, &email, PASSWORD).await.status, 200);
+    login(&app, &email, PASSWORD)
+        .await
+        .assert_problem(401, None);
+}
+
+/// What a client can compare between two answers: status, body and headers, less the
+/// request id that differs on every answer anyway.
+fn observable(r: &Resp) -> (u16, String, Vec<(String, String)>) {
+    let mut headers: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "date" | "content-length"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    headers.sort();
+    (r.status.as_u16(), r.text.clone(), headers)
+}
+
+#[actix_web::test]
+async fn a_locked_account_answers_like_a_wrong_password_and_an_unknown_email() {
+    let app = TestApp::spawn().await;
+    let email = app.user(Role::Investigator, &[]);
+    let other = app.user(Role::Investigator, &[]);
+    for _ in 0..5 {
+        login(&app, &email, "a wrong password here")
+            .await
+            .assert_problem(401, None);
+    }
+    let locked_right = login(&app, &email, PASSWORD).await;
+    let locked_wrong = login(&app, &email, "a wrong password here").await;
+    let wrong = login(&app, &other, "a wrong password here").await;
+    let unknown = login(&app, "nobody@test.casebook", "a wrong password here").await;
+    locked_right.assert_problem(401, None);
+    assert!(locked_right.headers.get("retry-after").is_none());
+    let expected = observable(&wrong);
+    for r in [&locked_right, &locked_wrong, &unknown] {
+        assert_eq!(observable(r), expected);
+    }
+    // the lock still holds, and the refused attempts are audited as such
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'login_failed' \
+             AND new_values->>'cause' = 'locked'"
+        ),
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM users WHERE locked_until > now()"),
+        1
+    );
 }
