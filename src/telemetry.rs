@@ -31,11 +31,12 @@ struct Series {
 /// Request counts and latencies by route, method and status.
 #[derive(Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// keyed by route pattern (or `unmatched`), method label and status: all from fixed sets
+    series: Mutex<BTreeMap<(String, &'static str, u16), Series>>,
 }
 
 impl Metrics {
-    fn observe(&self, route: String, method: String, status: u16, secs: f64) {
+    fn observe(&self, route: String, method: &'static str, status: u16, secs: f64) {
         let Ok(mut map) = self.series.lock() else {
             return;
         };
@@ -118,6 +119,24 @@ impl Metrics {
     }
 }
 
+/// The method as a metrics label: the standard methods by name, any other token (a client may
+/// send any) as `other`, so that clients cannot add label sets, which are kept forever.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 fn acceptable_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 64
@@ -140,6 +159,7 @@ pub async fn middleware(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().to_string();
+    let method_label = method_label(req.method());
     let path = req.path().to_owned();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let metrics = req
@@ -151,7 +171,7 @@ pub async fn middleware(
     let secs = started.elapsed().as_secs_f64();
     span.in_scope(|| tracing::info!(status, latency_ms = secs * 1000.0, "served"));
     if let Some(m) = metrics {
-        m.observe(route, method, status, secs);
+        m.observe(route, method_label, status, secs);
     }
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {

@@ -314,3 +314,34 @@ async fn a_locked_account_answers_like_a_wrong_password_and_an_unknown_email() {
         1
     );
 }
+
+#[actix_web::test]
+async fn invented_http_methods_do_not_grow_the_metrics() {
+    let app = TestApp::spawn().await;
+    for i in 0..30 {
+        let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let r = app
+            .request(method, "/api/v1/auth/login", None, None, &[])
+            .await;
+        assert!(r.status.is_client_error(), "{}", r.status);
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("BREW"),
+        "a client-chosen method became a label"
+    );
+    let lines = metrics
+        .lines()
+        .filter(|l| l.starts_with("casebook_http_requests_total{"))
+        .filter(|l| l.contains("method=\"other\""))
+        .count();
+    assert_eq!(lines, 1, "{metrics}");
+}
