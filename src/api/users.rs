@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::password::check_policy;
+use crate::auth::policy::check_access_change;
 use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
 use crate::domain::email;
@@ -20,6 +21,9 @@ use crate::schema::{sessions, user_sites, users};
 use crate::services::users::{create_user, site_codes, site_ids_for_codes, NewUser};
 
 use super::{resource, Json, Page, PageParams};
+
+/// `pg_advisory_xact_lock` key serialising user changes ("userchg" in ASCII).
+const USER_CHANGE_LOCK: i64 = 0x0075_7365_7263_6867;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -194,10 +198,14 @@ pub async fn get(
 }
 
 /// Change a user's name, role, sites or activity. Role, site and activity changes end the
-/// user's sessions at once (their token version is bumped).
+/// user's sessions at once (their token version is bumped). An admin cannot change their own
+/// role (422 naming `role`), and the last active admin can be neither demoted nor deactivated
+/// (409).
 #[utoipa::path(patch, path = "/api/v1/users/{user_id}", tag = "administration",
     params(("user_id" = i64, Path)), request_body = UserChange,
-    responses((status = 200, body = User), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = User), (status = 404, body = crate::error::Problem),
+        (status = 409, description = "would leave no active admin", body = crate::error::Problem),
+        (status = 422, description = "invalid field, or an admin's own `role`", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
@@ -213,6 +221,11 @@ pub async fn update(
     };
     let id = id.into_inner();
     let user = db::transaction(&state.pool, move |conn| {
+        // One user change at a time: two admins removing each other at once must not leave
+        // none (row locks taken in different orders would deadlock instead).
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+            .bind::<diesel::sql_types::BigInt, _>(USER_CHANGE_LOCK)
+            .execute(conn)?;
         // lock first, so the old values in the audit diff are the ones replaced
         users::table.find(id).select(users::id).for_update().first::<i64>(conn)?;
         let old = load_user(conn, id)?;
@@ -222,6 +235,19 @@ pub async fn update(
         };
         let role = b.role.unwrap_or(old.role);
         let active = b.active.unwrap_or(old.active);
+        let other_active_admins: i64 = users::table
+            .filter(users::role.eq(Role::Admin.as_str()))
+            .filter(users::active)
+            .filter(users::id.ne(id))
+            .count()
+            .get_result(conn)?;
+        check_access_change(
+            caller.user_id,
+            id,
+            (old.role, role),
+            (old.active, active),
+            other_active_admins,
+        )?;
         let sites_changed = b
             .site_codes
             .as_ref()

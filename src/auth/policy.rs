@@ -154,3 +154,51 @@ fn grant(role: Role, permission: Permission) -> Option<Grant> {
         _ => None,
     }
 }
+
+/// Whether an admin may make this change to a user's role or activity. An admin may not
+/// change their own role (they would grant it back or lock themselves out of fixing it), and
+/// the last active admin may be neither demoted nor deactivated: nobody could manage access
+/// afterwards. `other_active_admins` counts active admins besides the target.
+pub fn check_access_change(
+    caller_id: i64,
+    target_id: i64,
+    (old_role, new_role): (Role, Role),
+    (old_active, new_active): (bool, bool),
+    other_active_admins: i64,
+) -> AppResult<()> {
+    if caller_id == target_id && old_role != new_role {
+        return Err(AppError::invalid(
+            "role",
+            "you cannot change your own role; another admin can",
+        ));
+    }
+    let removes_an_admin =
+        old_role == Role::Admin && old_active && (new_role != Role::Admin || !new_active);
+    if removes_an_admin && other_active_admins == 0 {
+        return Err(AppError::Conflict(
+            "This is the last active admin: it cannot be demoted or deactivated. Make another user admin first."
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_admin_stays_and_nobody_changes_their_own_role() {
+        let own = check_access_change(1, 1, (Role::Admin, Role::Monitor), (true, true), 3);
+        assert!(matches!(own, Err(AppError::Validation(_))));
+        assert!(check_access_change(1, 1, (Role::Admin, Role::Admin), (true, false), 1).is_ok());
+        let last = check_access_change(1, 1, (Role::Admin, Role::Admin), (true, false), 0);
+        assert!(matches!(last, Err(AppError::Conflict(_))));
+        let demoted = check_access_change(1, 2, (Role::Admin, Role::Sponsor), (true, true), 0);
+        assert!(matches!(demoted, Err(AppError::Conflict(_))));
+        assert!(check_access_change(1, 2, (Role::Admin, Role::Sponsor), (true, true), 1).is_ok());
+        // an inactive admin is no admin to keep
+        assert!(check_access_change(1, 2, (Role::Admin, Role::Sponsor), (false, false), 0).is_ok());
+        assert!(check_access_change(1, 2, (Role::Monitor, Role::Admin), (true, true), 0).is_ok());
+    }
+}

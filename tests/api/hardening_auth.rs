@@ -345,3 +345,58 @@ async fn invented_http_methods_do_not_grow_the_metrics() {
         .count();
     assert_eq!(lines, 1, "{metrics}");
 }
+
+async fn me_id(app: &TestApp, token: &str) -> i64 {
+    app.get("/api/v1/me", token).await.body["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn admins_cannot_change_their_own_role_nor_remove_the_last_admin() {
+    let app = TestApp::spawn().await;
+    let a = app.token(Role::Admin, &[]).await;
+    let a_id = me_id(&app, &a).await;
+    let user = |id: i64| format!("/api/v1/users/{id}");
+    let changes = || app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'user_change'");
+    app.patch(&user(a_id), &a, 0, &json!({"role": "investigator"}))
+        .await
+        .assert_problem(422, Some("role"));
+    let last = app
+        .patch(&user(a_id), &a, 0, &json!({"active": false}))
+        .await;
+    last.assert_problem(409, None);
+    assert!(last.text.contains("last active admin"), "{}", last.text);
+    assert_eq!(changes(), 0);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM users WHERE role = 'admin' AND active"),
+        1
+    );
+
+    // with a second admin, each may remove the other, but not both at once
+    let b = app.token(Role::Admin, &[]).await;
+    let b_id = me_id(&app, &b).await;
+    app.patch(&user(a_id), &a, 0, &json!({"role": "monitor"}))
+        .await
+        .assert_problem(422, Some("role"));
+    let (path_a, path_b) = (user(a_id), user(b_id));
+    let (demote_b, deactivate_a) = (json!({"role": "sponsor"}), json!({"active": false}));
+    let (ra, rb) = tokio::join!(
+        app.patch(&path_b, &a, 0, &demote_b),
+        app.patch(&path_a, &b, 0, &deactivate_a),
+    );
+    let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
+    statuses.sort();
+    // the loser finds itself no longer an admin (401) or the last one (409)
+    assert!(
+        matches!(statuses, [200, 401] | [200, 409]),
+        "{statuses:?}: {} / {}",
+        ra.text,
+        rb.text
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM users WHERE role = 'admin' AND active"),
+        1
+    );
+    assert_eq!(changes(), 1);
+}
