@@ -198,7 +198,7 @@ pub async fn get(
 }
 
 /// Change a user's name, role, sites or activity. Role, site and activity changes end the
-/// user's sessions at once (their token version is bumped). An admin cannot change their own
+/// user's sessions at once: access tokens stop working and refresh tokens are refused. An admin cannot change their own
 /// role (422 naming `role`), and the last active admin can be neither demoted nor deactivated
 /// (409).
 #[utoipa::path(patch, path = "/api/v1/users/{user_id}", tag = "administration",
@@ -274,19 +274,31 @@ pub async fn update(
                 .collect();
             diesel::insert_into(user_sites::table).values(&rows).execute(conn)?;
         }
+        // Access tokens die with the token version; the sessions end too, so that their
+        // refresh tokens cannot mint new access tokens under the new role or sites.
+        let mut sessions_revoked = 0;
         if access_changed {
             diesel::update(users::table.find(id))
                 .set(users::token_version.eq(users::token_version + 1))
                 .execute(conn)?;
-            if !active {
-                diesel::update(sessions::table.filter(sessions::user_id.eq(id)).filter(sessions::revoked_at.is_null()))
-                    .set((sessions::revoked_at.eq(diesel::dsl::now), sessions::revoked_why.eq("deactivated")))
-                    .execute(conn)?;
-            }
+            let why = if active { "access changed" } else { "deactivated" };
+            sessions_revoked = diesel::update(
+                sessions::table
+                    .filter(sessions::user_id.eq(id))
+                    .filter(sessions::revoked_at.is_null()),
+            )
+            .set((
+                sessions::revoked_at.eq(diesel::dsl::now),
+                sessions::revoked_why.eq(why),
+            ))
+            .execute(conn)?;
         }
         let new = load_user(conn, id)?;
         let view = |u: &User| json!({"name": u.name, "role": u.role, "active": u.active, "site_codes": u.site_codes});
-        let (o, n) = diff(&view(&old), &view(&new));
+        let (o, mut n) = diff(&view(&old), &view(&new));
+        if access_changed {
+            n["sessions_revoked"] = json!(sessions_revoked);
+        }
         audit::record(
             conn,
             &AuditEvent::new(Some(&caller.actor), "user_change", "users", &caller.meta)

@@ -400,3 +400,80 @@ async fn admins_cannot_change_their_own_role_nor_remove_the_last_admin() {
     );
     assert_eq!(changes(), 1);
 }
+
+async fn refresh(app: &TestApp, token: &str) -> Resp {
+    app.request(
+        Method::POST,
+        "/api/v1/auth/refresh",
+        None,
+        Some(&json!({"refresh_token": token})),
+        &[],
+    )
+    .await
+}
+
+async fn login_refresh_token(app: &TestApp, email: &str) -> String {
+    let r = login(app, email, PASSWORD).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn role_site_and_activity_changes_end_the_refresh_tokens_too() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    app.site("FRB", "Europe/Paris");
+    let admin = app.token(Role::Admin, &[]).await;
+    let email = app.user(Role::Investigator, &["FRA"]);
+    let id = {
+        let t = app.login(&email).await;
+        me_id(&app, &t).await
+    };
+    let path = format!("/api/v1/users/{id}");
+    for change in [
+        json!({"name": "Renamed Person"}),
+        json!({"site_codes": ["FRA", "FRB"]}),
+        json!({"role": "monitor"}),
+        json!({"active": false}),
+    ] {
+        let keeps = change.get("name").is_some();
+        let token = login_refresh_token(&app, &email).await;
+        let r = app.patch(&path, &admin, 0, &change).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let after = refresh(&app, &token).await;
+        if keeps {
+            assert_eq!(after.status, 200, "a rename leaves sessions alone");
+        } else {
+            after.assert_problem(401, None);
+        }
+        let audit = app
+            .get(
+                &format!("/api/v1/audit?table=users&record_id={id}&action=user_change"),
+                &admin,
+            )
+            .await;
+        let last = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        if keeps {
+            assert!(
+                last["new_values"].get("sessions_revoked").is_none(),
+                "{last}"
+            );
+        } else {
+            assert!(
+                last["new_values"]["sessions_revoked"].as_i64().unwrap() >= 1,
+                "{last}"
+            );
+        }
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = {id} AND revoked_at IS NULL"
+        )),
+        0
+    );
+}

@@ -1102,7 +1102,10 @@ async fn deactivation_and_access_changes_take_effect_at_once() {
     let items = audit.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     assert_eq!(items[2]["old_values"], json!({"active": true}));
-    assert_eq!(items[2]["new_values"], json!({"active": false}));
+    assert_eq!(
+        items[2]["new_values"],
+        json!({"active": false, "sessions_revoked": 1})
+    );
     assert!(
         !audit.text.contains("argon2"),
         "no password hash in the audit trail"
