@@ -125,6 +125,8 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     pub body_limit_bytes: usize,
     pub client_request_timeout_ms: u64,
+    /// how long a request body may take to arrive, once its head has
+    pub body_timeout_ms: u64,
     pub database: DatabaseSettings,
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
@@ -226,6 +228,9 @@ impl Settings {
             return Err(ConfigError(
                 "database.batch_gather_us: must be at most 100000 (0.1 s)".into(),
             ));
+        }
+        if self.body_timeout_ms == 0 {
+            return Err(ConfigError("body_timeout_ms: must be at least 1".into()));
         }
         if self.password.hashing_threads == Some(0) {
             return Err(ConfigError(

@@ -56,6 +56,9 @@ pub enum AppError {
     PreconditionRequired(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    /// the body did not arrive in time; the connection is closed with the answer
+    #[error("request timeout")]
+    RequestTimeout,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("validation failed")]
@@ -116,6 +119,11 @@ impl AppError {
                 "Payload too large",
                 "The request body is over the size limit.".into(),
             ),
+            Self::RequestTimeout => (
+                "request-timeout",
+                "Request timeout",
+                "The request body did not arrive in time.".into(),
+            ),
             Self::UnsupportedMediaType => (
                 "unsupported-media-type",
                 "Unsupported media type",
@@ -159,6 +167,7 @@ impl ResponseError for AppError {
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Locked(_) => StatusCode::LOCKED,
@@ -201,6 +210,10 @@ impl ResponseError for AppError {
             }
             Self::Unavailable(_) => {
                 resp.insert_header((header::RETRY_AFTER, "2"));
+            }
+            // the rest of the body may still come: it must not be read as the next request
+            Self::RequestTimeout => {
+                resp.force_close();
             }
             _ => {}
         }

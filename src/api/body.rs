@@ -1,8 +1,9 @@
-//! The JSON body extractor: size limit before reading, content type, unknown fields and
-//! type errors reported with the field's path.
+//! The JSON body extractor: size limit before reading, time limit while reading, content
+//! type, unknown fields and type errors reported with the field's path.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
@@ -93,10 +94,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let limit = req
+        let (limit, timeout_ms) = req
             .app_data::<web::Data<AppState>>()
-            .map(|s| s.settings.body_limit_bytes)
-            .unwrap_or(256 * 1024);
+            .map(|s| (s.settings.body_limit_bytes, s.settings.body_timeout_ms))
+            .unwrap_or((256 * 1024, 10_000));
         let content_type_ok = req
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
@@ -120,15 +121,23 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if !content_type_ok {
                 return Err(AppError::UnsupportedMediaType);
             }
-            let mut buf = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|_| AppError::BadRequest("Could not read the body.".into()))?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(AppError::PayloadTooLarge);
+            // actix bounds the time to send a head, not a body: a client trickling (or
+            // withholding) the body would hold the connection and this task for ever.
+            let read = async {
+                let mut buf = web::BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk
+                        .map_err(|_| AppError::BadRequest("Could not read the body.".into()))?;
+                    if buf.len() + chunk.len() > limit {
+                        return Err(AppError::PayloadTooLarge);
+                    }
+                    buf.extend_from_slice(&chunk);
                 }
-                buf.extend_from_slice(&chunk);
-            }
+                Ok(buf)
+            };
+            let buf = tokio::time::timeout(Duration::from_millis(timeout_ms), read)
+                .await
+                .map_err(|_| AppError::RequestTimeout)??;
             let raw = buf.freeze();
             let value = parse(&raw)?;
             Ok(Json { value, raw })

@@ -477,3 +477,62 @@ async fn role_site_and_activity_changes_end_the_refresh_tokens_too() {
         0
     );
 }
+
+/// Sends `raw` and reads what comes back until the server closes or `wait` passes.
+fn raw_exchange(
+    address: &str,
+    raw: &[u8],
+    wait: std::time::Duration,
+) -> (String, std::time::Duration) {
+    use std::io::{Read, Write};
+    let host = address.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let started = std::time::Instant::now();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[actix_web::test]
+async fn a_body_that_stops_arriving_is_answered_408_and_the_connection_closed() {
+    let app = TestApp::spawn_with(&[("CASEBOOK__BODY_TIMEOUT_MS", "400")]).await;
+    let address = app.address.clone();
+    let (answer, took) = actix_web::web::block(move || {
+        raw_exchange(
+            &address,
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 69\r\n\r\n{\"email\": ",
+            std::time::Duration::from_secs(6),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {took:?}: {answer:?}"
+    );
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"status\":408"), "{answer}");
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log"),
+        0,
+        "nothing written"
+    );
+}
