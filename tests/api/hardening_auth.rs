@@ -536,3 +536,34 @@ async fn a_body_that_stops_arriving_is_answered_408_and_the_connection_closed() 
         "nothing written"
     );
 }
+
+/// Not a fix but the measured limit (README, "Errors actix answers itself"): a request line
+/// longer than `http::Uri` accepts (65,534 bytes) is refused by actix's HTTP/1 parser with a
+/// bare 400 before any of our code runs (actix-http offers no hook for it), and a head over
+/// 128 KiB with a bare 431. Shorter long paths reach the application and get problem+json.
+#[actix_web::test]
+async fn overlong_paths_are_refused_and_the_connection_closed() {
+    let app = TestApp::spawn().await;
+    let exchange = |path_len: usize| {
+        let address = app.address.clone();
+        actix_web::web::block(move || {
+            let raw = format!(
+                "GET /{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                "a".repeat(path_len)
+            );
+            raw_exchange(&address, raw.as_bytes(), std::time::Duration::from_secs(5))
+        })
+    };
+    let (reached, _) = exchange(60_000).await.unwrap();
+    assert!(reached.starts_with("HTTP/1.1 404"), "{reached:.200}");
+    assert!(
+        reached.contains("application/problem+json"),
+        "{reached:.400}"
+    );
+    let (refused, took) = exchange(100_000).await.unwrap();
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused:.200}");
+    assert!(refused.contains("content-length: 0"), "{refused}");
+    assert!(took < std::time::Duration::from_secs(3), "closed at once");
+    let (too_large, _) = exchange(140_000).await.unwrap();
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:.200}");
+}
