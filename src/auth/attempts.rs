@@ -4,10 +4,13 @@
 //! An attempt is reserved in one conditional `UPDATE` before its password is verified: the
 //! verified failures of the window plus the attempts being verified never exceed
 //! [`MAX_FAILURES`], so parallel guesses cannot all be verified before the lock (read the
-//! lock, verify, count afterwards let 99 parallel guesses through). Only then is the password
+//! lock, verify, count afterwards let 99 parallel guesses through); an attempt that finds the
+//! allowance held by attempts being verified waits for one to settle. Only then is the password
 //! verified, and the attempt settled: a failure is counted (and locks at the threshold), a
 //! success frees its reservation and clears the failures before it only when no other attempt
 //! overlapped it, so it cannot wipe out what overlapping failures earned.
+
+use std::time::Duration;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
@@ -29,6 +32,8 @@ pub const LOCK_MINUTES: i32 = 15;
 /// A reservation left by a server that died while verifying stops counting after this long
 /// without any new reservation (a live verification never takes that long).
 const STALE_RESERVATION_MINUTES: i32 = LOCK_MINUTES;
+/// How long an attempt waits for the account's allowance to free up before it is refused.
+const WAIT_FOR_ATTEMPT: Duration = Duration::from_secs(2);
 /// Longer passwords are refused before hashing (bounds argon2's work).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -182,6 +187,29 @@ fn retry_after(locked_until: Option<DateTime<Utc>>) -> i64 {
         .max(1)
 }
 
+/// Reserves an attempt; while the account's remaining allowance is held by attempts being
+/// verified (not locked), waits for one of them to settle rather than refuse at once, so that
+/// a few parallel logins with the right password (a script, several tabs) are served in turn.
+/// `None`: locked, or still no attempt free after [`WAIT_FOR_ATTEMPT`].
+async fn wait_for_attempt(pool: &db::Pool, user_id: i64) -> AppResult<Option<String>> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let (reserved, locked) = db::run(pool, move |conn| {
+            Ok(match reserve(conn, user_id)? {
+                Some(hash) => (Some(hash), false),
+                None => (None, lock_of(conn, user_id)?.is_some()),
+            })
+        })
+        .await?;
+        if reserved.is_some() || locked || started.elapsed() >= WAIT_FOR_ATTEMPT {
+            return Ok(reserved);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 /// Verifies `password` for `user_id` within the account's lockout allowance.
 ///
 /// On a right password, `accepted` runs in one transaction with the settling of the attempt
@@ -222,7 +250,7 @@ where
     F: FnOnce(&mut PgConnection, &Failure) -> AppResult<()> + Send + 'static,
 {
     let pool = &state.pool;
-    let Some(stored) = db::run(pool, move |conn| Ok(reserve(conn, user_id)?)).await? else {
+    let Some(stored) = wait_for_attempt(pool, user_id).await? else {
         state
             .with_hasher(move |h| {
                 let _ = h.verify(&password, None);

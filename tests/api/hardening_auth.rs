@@ -567,3 +567,18 @@ async fn overlong_paths_are_refused_and_the_connection_closed() {
     let (too_large, _) = exchange(140_000).await.unwrap();
     assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:.200}");
 }
+
+#[actix_web::test]
+async fn parallel_logins_with_the_right_password_all_succeed() {
+    let app = TestApp::spawn().await;
+    let email = app.user(Role::Sponsor, &[]);
+    let answers = join_all((0..16).map(|_| login(&app, &email, PASSWORD))).await;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM users WHERE attempts_pending = 0 AND failed_logins = 0 AND locked_until IS NULL"),
+        1,
+        "every reservation settled"
+    );
+}
