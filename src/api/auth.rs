@@ -22,8 +22,9 @@ use crate::schema::{refresh_tokens, sessions, users};
 
 use super::{resource, Json};
 
-/// Refresh tokens are 43 characters; anything much longer is not one.
-const MAX_REFRESH_TOKEN_BYTES: usize = 256;
+/// Refresh tokens are 43 characters; anything much longer is not one (an access token
+/// presented by mistake, about 400, still gets the 401 any wrong token gets).
+const MAX_REFRESH_TOKEN_BYTES: usize = 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/auth/login").route(web::post().to(login)))
@@ -240,7 +241,7 @@ enum RefreshOutcome {
 /// again revokes its whole family (it was stolen or replayed).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair), (status = 401, body = crate::error::Problem),
-        (status = 422, description = "`refresh_token` over 256 characters", body = crate::error::Problem)))]
+        (status = 422, description = "`refresh_token` over 1024 bytes", body = crate::error::Problem)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
