@@ -25,9 +25,9 @@ use super::password::Hasher;
 type Job = Box<dyn FnOnce(&Hasher) + Send>;
 
 /// A fixed set of low-priority threads that run password work.
-#[derive(Clone)]
 pub struct HashingPool {
     jobs: mpsc::Sender<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How the hashing threads ended up scheduled (logged once at start).
@@ -39,19 +39,20 @@ pub enum Lowered {
 }
 
 impl HashingPool {
-    /// Starts `threads` hashing threads (at least one). They end when the pool is dropped.
+    /// Starts `threads` hashing threads (at least one). They end with [`HashingPool::stop`].
     pub fn start(hasher: Hasher, threads: usize) -> std::io::Result<(Self, Lowered)> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let (lowered_tx, lowered_rx) = mpsc::channel();
         let threads = threads.max(1);
         let cores = pinned_cores(threads);
+        let mut handles = Vec::with_capacity(threads);
         for n in 0..threads {
             let queue = Arc::clone(&queue);
             let hasher = hasher.clone();
             let lowered_tx = lowered_tx.clone();
             let core = cores.get(n).copied();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("casebook-hash-{n}"))
                 .spawn(move || {
                     if let Some(core) = core {
@@ -63,6 +64,7 @@ impl HashingPool {
                     drop(lowered_tx);
                     work(&queue, &hasher);
                 })?;
+            handles.push(handle);
         }
         drop(lowered_tx);
         // the weakest outcome among the threads
@@ -70,7 +72,21 @@ impl HashingPool {
             .iter()
             .max_by_key(|l| *l as u8)
             .unwrap_or(Lowered::Unchanged);
-        Ok((Self { jobs }, lowered))
+        Ok((
+            Self {
+                jobs,
+                threads: handles,
+            },
+            lowered,
+        ))
+    }
+
+    /// Lets the threads finish the jobs already queued, then waits for them to end.
+    pub fn stop(self) {
+        drop(self.jobs);
+        for t in self.threads {
+            let _ = t.join();
+        }
     }
 
     /// Runs `work` on a hashing thread and waits (asynchronously) for its answer.
