@@ -97,3 +97,40 @@ async fn csv_exports_neutralise_formulas_and_other_formats_keep_the_text() {
     assert!(xml.contains(&format!("Value=\"{TERM}\"")), "{xml}");
     assert!(!xml.contains(&format!("'{TERM}")));
 }
+
+#[actix_web::test]
+async fn an_export_filter_date_out_of_range_is_refused_before_streaming() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    enrolled(&app, &inv, "FRA").await;
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    for (query, field) in [
+        ("from=-0001-01-01", "from"),
+        ("to=-2026-10-05", "to"),
+        ("from=0000-06-01", "from"),
+        ("to=%2B10000-01-01", "to"),
+        ("from=2026-10-01&to=%2B262142-12-31", "to"),
+    ] {
+        for form in ["temperatures", "subjects"] {
+            let r = app
+                .get(&format!("/api/v1/exports/{form}.csv?{query}"), &sponsor)
+                .await;
+            r.assert_problem(422, Some(field));
+        }
+    }
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'export'"),
+        0,
+        "nothing was exported"
+    );
+    // the edges still work
+    let raw = fetch(
+        &app,
+        "/api/v1/exports/subjects.csv?from=0001-01-01&to=9999-12-31",
+        &sponsor,
+    )
+    .await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(parse_csv(&raw.text()).len(), 2, "{}", raw.text());
+}
