@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use casebook::auth::Role;
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{json, Value};
 
 use crate::clinical::{enrolled, injection};
 use crate::exports::{fetch, parse_csv};
@@ -133,4 +134,87 @@ async fn an_export_filter_date_out_of_range_is_refused_before_streaming() {
     .await;
     assert_eq!(raw.status, 200);
     assert_eq!(parse_csv(&raw.text()).len(), 2, "{}", raw.text());
+}
+
+/// The statuses of `n` identical requests sent at once, sorted.
+async fn at_once(
+    app: &TestApp,
+    n: usize,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> Vec<u16> {
+    let sends = (0..n).map(|_| app.request(Method::POST, path, Some(token), body, &[]));
+    let mut statuses = Vec::new();
+    for r in futures_util::future::join_all(sends).await {
+        if r.status != 201 && r.status != 200 {
+            r.assert_problem(409, None);
+        }
+        statuses.push(r.status.as_u16());
+    }
+    statuses.sort_unstable();
+    statuses
+}
+
+#[actix_web::test]
+async fn identical_locks_and_verifications_sent_at_once_leave_one_active() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/temperatures"),
+            &inv,
+            &json!({"measured_at": "2026-10-05T08:00:00Z", "celsius": 37.5, "method": "oral"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let temp = r.body["id"].as_i64().unwrap();
+    let monitor = app.token(Role::Monitor, &["FRA"]).await;
+    let admin = app.token(Role::Admin, &[]).await;
+
+    let verify = format!("/api/v1/subjects/{code}/temperatures/{temp}/verify");
+    let statuses = at_once(&app, 10, &verify, &monitor, None).await;
+    assert_eq!(statuses, [&[200][..], &[409; 9][..]].concat());
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM verifications WHERE cleared_at IS NULL"),
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'verify'"),
+        1
+    );
+
+    for (scope, target) in [
+        ("subject", json!(code)),
+        ("site", json!("FRA")),
+        ("study", Value::Null),
+    ] {
+        let body =
+            json!({"scope": scope, "target": target, "reason": "database lock before analysis"});
+        let statuses = at_once(&app, 10, "/api/v1/locks", &admin, Some(&body)).await;
+        assert_eq!(statuses, [&[201][..], &[409; 9][..]].concat(), "{scope}");
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) AS n FROM locks WHERE unlocked_at IS NULL AND scope = '{scope}'"
+            )),
+            1,
+            "{scope}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'lock'"),
+        3
+    );
+    // the message of the check that saw it first, whoever lost the race
+    let r = app
+        .post(
+            "/api/v1/locks",
+            &admin,
+            &json!({"scope": "study", "reason": "again"}),
+        )
+        .await;
+    r.assert_problem(409, None);
+    assert_eq!(r.body["detail"], "That study is already locked.");
 }
