@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::helpers::TestApp;
 
 const STUDY: &str = "KD-ANAKINRA";
-/// A lot number and an AE term that need CSV quoting.
-const ODD_LOT: &str = "LOT \"B\", 2\nsecond line";
+/// A lot number and an AE term that need CSV quoting (a lot number is one line).
+const ODD_LOT: &str = "LOT \"B\", 2; second part";
 const ODD_TERM: &str = "Rash, \"maculopapular\"\nlocal";
 const ODD_QUERY: &str = "Please check, \"dose\"\nagain";
 
@@ -274,7 +274,7 @@ async fn csv_quotes_commas_quotes_and_newlines_and_matches_the_api() {
     let s = seeded().await;
     let r = fetch(&s.app, "/api/v1/exports/injections.csv", &s.sponsor).await;
     let text = r.text();
-    assert!(text.contains("\"LOT \"\"B\"\", 2\nsecond line\""), "{text}");
+    assert!(text.contains("\"LOT \"\"B\"\", 2; second part\""), "{text}");
     let recs = records(&r, &form_columns(casebook::export::Form::Injections));
     let odd = recs.iter().find(|r| r["study_day"] == "2").unwrap();
     assert_eq!(odd["lot_number"], ODD_LOT);
@@ -560,8 +560,12 @@ async fn odm_validates_against_the_official_schema_with_and_without_audit() {
     assert!(xml.contains("IT.ELIG.INC-KD"));
     // the odd values survive XML escaping
     assert!(
-        xml.contains("Value=\"LOT &quot;B&quot;, 2&#10;second line\""),
+        xml.contains("Value=\"LOT &quot;B&quot;, 2; second part\""),
         "lot"
+    );
+    assert!(
+        xml.contains("Value=\"Rash, &quot;maculopapular&quot;&#10;local\""),
+        "term"
     );
     assert!(
         !xml.contains("37.2"),

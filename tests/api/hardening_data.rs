@@ -218,3 +218,119 @@ async fn identical_locks_and_verifications_sent_at_once_leave_one_active() {
     r.assert_problem(409, None);
     assert_eq!(r.body["detail"], "That study is already locked.");
 }
+
+#[actix_web::test]
+async fn free_text_must_be_visible_without_controls_or_bidi_overrides() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let monitor = app.token(Role::Monitor, &["FRA"]).await;
+    let admin = app.token(Role::Admin, &[]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/temperatures"),
+            &inv,
+            &json!({"measured_at": "2026-10-05T08:00:00Z", "celsius": 37.5, "method": "oral"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let temp = format!("/api/v1/subjects/{code}/temperatures/{}", r.body["id"]);
+    let event = |term: &str, meddra_term: &str| {
+        json!({"term": term, "meddra_term": meddra_term, "onset_date": "2026-10-06", "grade": 1,
+               "serious": false, "relationship": "unlikely", "action_taken": "none",
+               "outcome": "recovering", "awareness_date": "2026-10-06"})
+    };
+    let aes = format!("/api/v1/subjects/{code}/adverse-events");
+    let audit_rows = app.count("SELECT count(*) AS n FROM audit_log");
+
+    let bell = app
+        .patch(&temp, &inv, 1, &json!({"celsius": 37.6, "reason": "\u{7}"}))
+        .await;
+    bell.assert_problem(422, Some("reason"));
+    let blank = app
+        .patch(
+            &temp,
+            &inv,
+            1,
+            &json!({"celsius": 37.6, "reason": "\u{200B}\u{200B} \u{FEFF}"}),
+        )
+        .await;
+    blank.assert_problem(422, Some("reason"));
+    let ansi = app
+        .post(&aes, &inv, &event("\u{1b}[2J\u{1b}[31mRash", "Rash"))
+        .await;
+    ansi.assert_problem(422, Some("term"));
+    let bidi = app.post(&aes, &inv, &event("Rash", "\u{202E}hsaR")).await;
+    bidi.assert_problem(422, Some("meddra_term"));
+    let two_lines = app
+        .post(&aes, &inv, &event("Rash\nsecond line", "Rash"))
+        .await;
+    two_lines.assert_problem(422, Some("term"));
+    let mut dose = injection(1, "2026-10-05T06:00:00Z", 40.0);
+    dose["lot_number"] = json!("\u{200B}\u{2060}");
+    app.post(&format!("/api/v1/subjects/{code}/injections"), &inv, &dose)
+        .await
+        .assert_problem(422, Some("lot_number"));
+    dose["lot_number"] = json!("LOT-1");
+    dose["given"] = json!(false);
+    dose["not_given_reason"] = json!("refused\u{7}");
+    app.post(&format!("/api/v1/subjects/{code}/injections"), &inv, &dose)
+        .await
+        .assert_problem(422, Some("not_given_reason"));
+    app.post(
+        &format!("/api/v1/subjects/{code}/consents"),
+        &inv,
+        &json!({"form_version": "2.0", "signed_on": "2026-10-02", "signer": "legal_representative",
+                "representative_relationship": "\u{2067}mother\u{2069}", "assent": false}),
+    )
+    .await
+    .assert_problem(422, Some("representative_relationship"));
+    app.post(
+        "/api/v1/queries",
+        &monitor,
+        &json!({"record_type": "temperatures", "record_id": 1, "text": "\u{1b}[1A\u{1b}[2K"}),
+    )
+    .await
+    .assert_problem(422, Some("text"));
+    app.post(
+        "/api/v1/locks",
+        &admin,
+        &json!({"scope": "study", "reason": "\u{200D}"}),
+    )
+    .await
+    .assert_problem(422, Some("reason"));
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log"),
+        audit_rows,
+        "nothing refused was written"
+    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM locks"), 0);
+    assert_eq!(app.count("SELECT count(*) AS n FROM adverse_events"), 0);
+
+    // what is stored is what was checked: trimmed, within the cap
+    let padded = format!("  Rash maculo-papular{}", " ".repeat(5000));
+    let r = app.post(&aes, &inv, &event(" Rash ", &padded)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["term"], "Rash");
+    assert_eq!(r.body["meddra_term"], "Rash maculo-papular");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM adverse_events WHERE meddra_term = 'Rash maculo-papular'"
+        ),
+        1
+    );
+    // several lines, tabs, joiners and right-to-left marks are fine where they belong
+    let r = app
+        .post(
+            "/api/v1/queries",
+            &monitor,
+            &json!({"record_type": "temperatures", "record_id": 1, "text": "Source:\r\n\t37.9 \u{200F}שלום"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.body["messages"][0]["text"],
+        "Source:\r\n\t37.9 \u{200F}שלום"
+    );
+}
