@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::clinical::{enrolled, injection};
 use crate::exports::{fetch, parse_csv};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, PASSWORD};
 
 /// The CSV at `path` as maps column -> value.
 async fn csv_records(app: &TestApp, path: &str, token: &str) -> Vec<HashMap<String, String>> {
@@ -332,5 +332,74 @@ async fn free_text_must_be_visible_without_controls_or_bidi_overrides() {
     assert_eq!(
         r.body["messages"][0]["text"],
         "Source:\r\n\t37.9 \u{200F}שלום"
+    );
+}
+
+#[actix_web::test]
+async fn sponsors_see_signers_by_the_same_pseudonym_as_in_odm() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    let sign = format!("/api/v1/subjects/{code}/signatures");
+    let r = app
+        .post(
+            &sign,
+            &inv,
+            &json!({"password": PASSWORD, "meaning": "approval"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["printed_name"], "Test User");
+    let signer = r.body["signer_id"].as_i64().unwrap();
+    let pseudonym = format!("User {signer}");
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    let monitor = app.token(Role::Monitor, &["FRA"]).await;
+    let casebook = format!("/api/v1/subjects/{code}/casebook");
+
+    let list = app.get(&sign, &sponsor).await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body["items"][0]["printed_name"], pseudonym.as_str());
+    assert_eq!(
+        list.body["items"][0]["signer_id"], signer,
+        "the id is the pseudonym, as USR.<id> in ODM"
+    );
+    assert!(!list.text.contains("Test User"), "{}", list.text);
+    let book = app.get(&casebook, &sponsor).await;
+    assert_eq!(book.status, 200);
+    assert_eq!(
+        book.body["monitoring"]["signatures"][0]["printed_name"],
+        pseudonym.as_str()
+    );
+    assert!(!book.text.contains("Test User"), "{}", book.text);
+    let odm = fetch(&app, "/api/v1/exports/odm.xml", &sponsor).await;
+    let xml = odm.text();
+    assert!(
+        xml.contains(&format!("<UserRef UserOID=\"USR.{signer}\"/>")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "<DisplayName>{pseudonym} (investigator)</DisplayName>"
+        )),
+        "{xml}"
+    );
+    assert!(!xml.contains("Test User"));
+
+    // the site's people still see who signed
+    for token in [&inv, &monitor] {
+        assert_eq!(
+            app.get(&sign, token).await.body["items"][0]["printed_name"],
+            "Test User"
+        );
+        assert_eq!(
+            app.get(&casebook, token).await.body["monitoring"]["signatures"][0]["printed_name"],
+            "Test User"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM signatures WHERE printed_name = 'Test User'"),
+        1,
+        "the record keeps the printed name"
     );
 }
