@@ -10,5 +10,6 @@ mod clinical;
 mod entry_statement;
 mod exports;
 mod foundation;
+mod hardening_data;
 mod identity;
 mod monitoring;
