@@ -3,12 +3,12 @@
 //! argon2id costs ~20 ms of CPU per login by design. Run on actix's blocking pool at normal
 //! priority, 16 concurrent logins were 16 runnable threads competing with every other request
 //! and with PostgreSQL: the p99 of a cheap GET went up 40-100x during a login storm (measured,
-//! BENCHMARKS.md). A semaphore of half the cores brought that to 6-7x. Here the hashing threads
-//! ask the kernel for `SCHED_IDLE` (or, where refused, nice 19): they take only CPU time that
-//! no normal-priority thread wants, and a waking request handler preempts them. There is one
-//! thread fewer than cores by default (`password.hashing_threads`): with a hash on every core,
-//! normal threads still waited a few ms behind one now and then (EEVDF weighs lag too).
-//! Each hashing thread is pinned to one of the last cores, leaving the first to requests.
+//! docs/benchmarks-history.md). A semaphore of half the cores brought that to 6-7x. Here the
+//! hashing threads ask the kernel for `SCHED_IDLE` (or, where refused, nice 19): they take only
+//! CPU time that no normal-priority thread wants, and a waking request handler preempts them.
+//! There is one thread fewer than cores by default (`password.hashing_threads`): with a hash on
+//! every core, normal threads still waited a few ms behind one now and then (EEVDF weighs lag
+//! too). Each hashing thread is pinned to one of the last cores, leaving the first to requests.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -124,7 +124,7 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, hasher: &Hasher) {
 /// use, so that the first stays free of hashing; none when there are not more cores than
 /// threads. Left free to move, a hashing thread shared both cores with the requests in turn,
 /// and the p99 of a cheap GET during a login storm was twice as long as with the thread
-/// pinned (4.0-4.2 ms against 2.0-2.5 ms, BENCHMARKS.md, session 4).
+/// pinned (4.0-4.2 ms against 2.0-2.5 ms, docs/benchmarks-history.md, session 4).
 fn pinned_cores(threads: usize) -> Vec<core_affinity::CoreId> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if cores.len() <= threads {
