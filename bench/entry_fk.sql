@@ -1,7 +1,8 @@
 -- pgbench custom script: bench/entry.sql with the temperature row going to
 -- bench_temperatures_fk (foreign keys like the real table) for subject 1 and user 2, as in
 -- the POST temperature benchmark (one subject, one investigator): the FK cost under contention.
--- (its id default shares bench_temperatures_id_seq). Run: see ../BENCHMARKS.md.
+-- (its id default shares bench_temperatures_id_seq). Run: see ../docs/benchmarks-history.md
+-- ("Data entry", observation 4).
 \set subject 1
 \set tenths random(360, 410)
 BEGIN;

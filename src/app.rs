@@ -15,7 +15,7 @@ use crate::auth::token::Tokens;
 use crate::config::Settings;
 use crate::db::group_commit::{group_commit, GroupCommit};
 use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
-use crate::db::{self, Pool};
+use crate::db::{self, Pool, PoolGone};
 use crate::domain::protocol::Protocol;
 use crate::telemetry::{self, Metrics};
 
@@ -30,6 +30,8 @@ pub struct AppState {
     hashing: HashingPool,
     /// The `application_name` of this instance's database connections.
     instance: String,
+    /// Says when the pool's last connection is closed (see [`AppState::close`]).
+    pool_gone: PoolGone,
     pub protocol: Arc<Protocol>,
     pub metrics: Arc<Metrics>,
     /// New temperatures are written in batches, one commit for many requests.
@@ -46,7 +48,7 @@ impl AppState {
         let hasher = Hasher::new(&settings.password)?;
         let tokens = Tokens::new(&settings.jwt);
         let instance = db::instance_name();
-        let pool = db::build_pool(&settings.database, &instance);
+        let (pool, pool_gone) = db::build_pool(&settings.database, &instance);
         let db = &settings.database;
         let temperatures = group_commit(db.batch_max_size, db.batch_write_leaders);
         let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
@@ -70,6 +72,7 @@ impl AppState {
             hasher,
             hashing,
             instance,
+            pool_gone,
             protocol: Arc::new(protocol),
             metrics: Arc::new(Metrics::default()),
             temperatures,
@@ -92,6 +95,22 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl AppState {
+    /// Ends what the state started: the hashing threads are joined, and the pool's connections
+    /// are closed and its threads have let go of it before this returns, so that nothing runs
+    /// inside libpq when the process exits (issue 15). Returns false if the pool was not gone
+    /// within `limit` (a connection attempt still waiting for its timeout).
+    pub fn close(self, limit: Duration) -> bool {
+        let Self {
+            pool,
+            pool_gone,
+            hashing,
+            ..
+        } = self;
+        hashing.stop();
+        drop(pool);
+        pool_gone.wait(limit)
+    }
+
     /// Runs password work off the actix workers, on the low-priority hashing threads.
     pub async fn with_hasher<T, F>(&self, work: F) -> crate::error::AppResult<T>
     where
@@ -154,14 +173,18 @@ impl Application {
     }
 
     /// Serves until the server stops (SIGTERM, SIGINT or a handle), sealing audit rows
-    /// in the background meanwhile.
+    /// in the background meanwhile. When it returns, the background loops have ended, every
+    /// worker has let go of the state, and the pool is closed: the process may exit.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let state = self.state.clone();
-        let sealer = actix_web::rt::spawn(seal_forever(state.clone()));
-        let alerts = actix_web::rt::spawn(deliver_alerts_forever(state));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let sealer = actix_web::rt::spawn(seal_forever(self.state.clone(), stopped.clone()));
+        let alerts = actix_web::rt::spawn(deliver_alerts_forever(self.state.clone(), stopped));
         let result = self.server.await;
-        sealer.abort();
-        alerts.abort();
+        // Not `abort`: a loop may be inside `web::block`, whose closure would go on running in
+        // libpq after its task is gone. Each loop ends after its current round.
+        let _ = stop.send(true);
+        let _ = sealer.await;
+        let _ = alerts.await;
         // Requests still in the database when the shutdown timeout ran out were given up:
         // cancel their statements, so that none commits after its client lost the answer.
         let state = self.state.clone();
@@ -188,11 +211,55 @@ impl Application {
             crate::audit::seal_pending(&mut conn, 100_000).ok()
         })
         .await;
+        close_when_released(self.state.into_inner()).await;
         result
     }
 }
 
-async fn seal_forever(state: web::Data<AppState>) {
+/// Waits until the workers (and any blocking work they left running) have dropped their
+/// share of the state, then closes it on a blocking thread. Bounded: a share still held
+/// after the limit is reported, and the process goes on to exit.
+async fn close_when_released(state: Arc<AppState>) {
+    const LIMIT: Duration = Duration::from_secs(15);
+    let start = std::time::Instant::now();
+    let mut state = state;
+    let owned = loop {
+        match Arc::try_unwrap(state) {
+            Ok(owned) => break owned,
+            Err(shared) if start.elapsed() < LIMIT => {
+                state = shared;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(shared) => {
+                tracing::warn!(
+                    holders = Arc::strong_count(&shared) - 1,
+                    "shutdown: the state is still held; exiting without closing the pool"
+                );
+                return;
+            }
+        }
+    };
+    let closed = web::block(move || owned.close(LIMIT)).await;
+    if !matches!(closed, Ok(true)) {
+        tracing::warn!("shutdown: the database pool did not close in time");
+    }
+}
+
+/// Sleeps `interval`, or less if the server is stopping; true when it is.
+async fn stopping_after(
+    interval: Duration,
+    stopped: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    if *stopped.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => *stopped.borrow(),
+        _ = stopped.changed() => true,
+    }
+}
+
+async fn seal_forever(state: web::Data<AppState>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.settings.audit.seal_interval_ms.max(1));
     loop {
         let s = state.clone();
@@ -203,18 +270,23 @@ async fn seal_forever(state: web::Data<AppState>) {
         .await;
         match sealed {
             // a full batch: more may be waiting, go again at once
-            Ok(Ok(n)) if n >= 5_000 => continue,
+            Ok(Ok(n)) if n >= 5_000 && !*stopped.borrow() => continue,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "audit sealer could not run; rows stay pending")
             }
             Err(e) => tracing::warn!(error = %e, "audit sealer task failed"),
         }
-        tokio::time::sleep(interval).await;
+        if stopping_after(interval, &mut stopped).await {
+            return;
+        }
     }
 }
 
-async fn deliver_alerts_forever(state: web::Data<AppState>) {
+async fn deliver_alerts_forever(
+    state: web::Data<AppState>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let interval = Duration::from_millis(state.settings.sae.poll_interval_ms.max(10));
     loop {
         let s = state.clone();
@@ -228,6 +300,8 @@ async fn deliver_alerts_forever(state: web::Data<AppState>) {
             Ok(Err(e)) => tracing::warn!(error = %e, "SAE alert delivery could not run"),
             Err(e) => tracing::warn!(error = %e, "SAE alert task failed"),
         }
-        tokio::time::sleep(interval).await;
+        if stopping_after(interval, &mut stopped).await {
+            return;
+        }
     }
 }

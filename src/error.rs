@@ -256,6 +256,19 @@ impl From<diesel::result::Error> for AppError {
     }
 }
 
+/// For an insert that a unique index guards against a race the handler's own check cannot
+/// see (two requests that both found nothing): the loser gets the same 409 as if the check
+/// had seen the winner.
+pub fn conflict_on_unique(detail: String) -> impl FnOnce(diesel::result::Error) -> AppError {
+    move |e| match e {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => AppError::Conflict(detail),
+        other => other.into(),
+    }
+}
+
 /// libpq reports a dropped server in several wordings; all mean "retry later", not a bug.
 pub(crate) fn is_connection_loss(message: &str) -> bool {
     let m = message.to_ascii_lowercase();

@@ -3,14 +3,14 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use diesel::prelude::*;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::auth::{authorize, Caller, Permission, Scope};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::export::{self, sink, Domain, Filters, Form, Job, Kind, Slot, Table};
 use crate::schema::sites;
 
@@ -34,7 +34,8 @@ pub struct FormExportQuery {
     /// consents `signed_on`, injections `administered_at`, temperatures `measured_at`,
     /// adverse_events `awareness_date`, queries `created_at`; timestamps by UTC day
     pub from: Option<NaiveDate>,
-    /// last day (YYYY-MM-DD, inclusive), same column as `from`
+    /// last day (YYYY-MM-DD, inclusive), same column as `from`; both from 0001-01-01 to
+    /// 9999-12-31 (else 422 naming the parameter, before anything is sent)
     pub to: Option<NaiveDate>,
     /// `true`: also records marked deleted (entered in error); default false
     pub include_deleted: Option<bool>,
@@ -141,6 +142,14 @@ async fn start(
 }
 
 fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> {
+    let errors: Vec<FieldError> = [("from", from), ("to", to)]
+        .into_iter()
+        .filter(|(_, d)| d.is_some_and(|d| !export::FILTER_YEARS.contains(&d.year())))
+        .map(|(field, _)| FieldError::new(field, "must be a date from 0001-01-01 to 9999-12-31"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
     match (from, to) {
         (Some(f), Some(t)) if f > t => Err(AppError::invalid("to", "must not be before `from`")),
         _ => Ok(()),
@@ -180,6 +189,12 @@ fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> 
 ///
 /// `eligibility` is a JSON object (criterion id -> answer); `seriousness_criteria` lists
 /// the criteria separated by `;`; AE dates may be partial (`YYYY`, `YYYY-MM`).
+///
+/// Formula injection (OWASP "CSV Injection"): a text cell that starts with `=`, `+`, `-`,
+/// `@`, tab, CR or LF is written with a leading `'` so that spreadsheets show it as text
+/// instead of running it (`=HYPERLINK(...)` becomes `'=HYPERLINK(...)`). A plain decimal
+/// number (`-1.5`, `-3`) is left as it is. Strip one leading `'` from such cells to get the
+/// stored text; ODM, XPT and the JSON API carry it exactly.
 ///
 /// Every export is audited (action `export`, the form as entity, filters, row count, SHA-256
 /// of the file). Headers `X-Casebook-Protocol` and `X-Casebook-Protocol-Hash` name the
@@ -272,6 +287,8 @@ async fn sdtm(
 /// order; --SEQ numbers them within a subject. --DTC are site-local date/times as collected
 /// (ISO 8601 without offset; AE dates may be partial); --DY counts from the site-local date
 /// of the first dose (RFSTDTC), with no day 0. Records marked deleted are never included.
+/// Text cells that a spreadsheet would run as a formula get a leading `'`, as in the form
+/// CSV exports (the XPT file carries the exact text).
 ///
 /// Variables, in order (after STUDYID, DOMAIN, USUBJID):
 /// - DM: SUBJID, RFSTDTC, RFENDTC, RFICDTC, SITEID, BRTHDTC, AGE, AGEU, SEX, ARMCD, ARM,

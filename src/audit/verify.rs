@@ -6,10 +6,11 @@
 //! Why COPY: a normal query either buffers its whole result in the client (one batch at a
 //! time, the server idle while the client works) or, in libpq's single-row mode, builds one
 //! result object per row. COPY streams the rows, one message each, while the client checks
-//! the previous ones, with no per-row result object. Measured (BENCHMARKS.md, issue 3), one
-//! connection reads about as fast this way as in single-row mode: PostgreSQL producing the
-//! rows (above all `jsonb::text`) is the limit, and the client's work hides behind it. What
-//! gains is checking ranges on two connections, so that two backends produce rows.
+//! the previous ones, with no per-row result object. Measured (docs/benchmarks-history.md,
+//! issue 3), one connection reads about as fast this way as in single-row mode: PostgreSQL
+//! producing the rows (above all `jsonb::text`) is the limit, and the client's work hides
+//! behind it. What gains is checking ranges on two connections, so that two backends produce
+//! rows.
 //!
 //! Each range is checked on its own: every row's hash is recomputed from its own stored
 //! `prev_hash`, and within a range each row's `seq` and `prev_hash` are compared with the

@@ -3,12 +3,12 @@
 //! argon2id costs ~20 ms of CPU per login by design. Run on actix's blocking pool at normal
 //! priority, 16 concurrent logins were 16 runnable threads competing with every other request
 //! and with PostgreSQL: the p99 of a cheap GET went up 40-100x during a login storm (measured,
-//! BENCHMARKS.md). A semaphore of half the cores brought that to 6-7x. Here the hashing threads
-//! ask the kernel for `SCHED_IDLE` (or, where refused, nice 19): they take only CPU time that
-//! no normal-priority thread wants, and a waking request handler preempts them. There is one
-//! thread fewer than cores by default (`password.hashing_threads`): with a hash on every core,
-//! normal threads still waited a few ms behind one now and then (EEVDF weighs lag too).
-//! Each hashing thread is pinned to one of the last cores, leaving the first to requests.
+//! docs/benchmarks-history.md). A semaphore of half the cores brought that to 6-7x. Here the
+//! hashing threads ask the kernel for `SCHED_IDLE` (or, where refused, nice 19): they take only
+//! CPU time that no normal-priority thread wants, and a waking request handler preempts them.
+//! There is one thread fewer than cores by default (`password.hashing_threads`): with a hash on
+//! every core, normal threads still waited a few ms behind one now and then (EEVDF weighs lag
+//! too). Each hashing thread is pinned to one of the last cores, leaving the first to requests.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -25,9 +25,9 @@ use super::password::Hasher;
 type Job = Box<dyn FnOnce(&Hasher) + Send>;
 
 /// A fixed set of low-priority threads that run password work.
-#[derive(Clone)]
 pub struct HashingPool {
     jobs: mpsc::Sender<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How the hashing threads ended up scheduled (logged once at start).
@@ -39,19 +39,20 @@ pub enum Lowered {
 }
 
 impl HashingPool {
-    /// Starts `threads` hashing threads (at least one). They end when the pool is dropped.
+    /// Starts `threads` hashing threads (at least one). They end with [`HashingPool::stop`].
     pub fn start(hasher: Hasher, threads: usize) -> std::io::Result<(Self, Lowered)> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let (lowered_tx, lowered_rx) = mpsc::channel();
         let threads = threads.max(1);
         let cores = pinned_cores(threads);
+        let mut handles = Vec::with_capacity(threads);
         for n in 0..threads {
             let queue = Arc::clone(&queue);
             let hasher = hasher.clone();
             let lowered_tx = lowered_tx.clone();
             let core = cores.get(n).copied();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("casebook-hash-{n}"))
                 .spawn(move || {
                     if let Some(core) = core {
@@ -63,6 +64,7 @@ impl HashingPool {
                     drop(lowered_tx);
                     work(&queue, &hasher);
                 })?;
+            handles.push(handle);
         }
         drop(lowered_tx);
         // the weakest outcome among the threads
@@ -70,7 +72,21 @@ impl HashingPool {
             .iter()
             .max_by_key(|l| *l as u8)
             .unwrap_or(Lowered::Unchanged);
-        Ok((Self { jobs }, lowered))
+        Ok((
+            Self {
+                jobs,
+                threads: handles,
+            },
+            lowered,
+        ))
+    }
+
+    /// Lets the threads finish the jobs already queued, then waits for them to end.
+    pub fn stop(self) {
+        drop(self.jobs);
+        for t in self.threads {
+            let _ = t.join();
+        }
     }
 
     /// Runs `work` on a hashing thread and waits (asynchronously) for its answer.
@@ -108,7 +124,7 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, hasher: &Hasher) {
 /// use, so that the first stays free of hashing; none when there are not more cores than
 /// threads. Left free to move, a hashing thread shared both cores with the requests in turn,
 /// and the p99 of a cheap GET during a login storm was twice as long as with the thread
-/// pinned (4.0-4.2 ms against 2.0-2.5 ms, BENCHMARKS.md, session 4).
+/// pinned (4.0-4.2 ms against 2.0-2.5 ms, docs/benchmarks-history.md, session 4).
 fn pinned_cores(threads: usize) -> Vec<core_affinity::CoreId> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if cores.len() <= threads {

@@ -115,6 +115,29 @@ pub fn authorize(caller: &Caller, permission: Permission) -> AppResult<Scope> {
     }
 }
 
+/// Whether `viewer` may see who people are (names, e-mail addresses). Sponsors may not: they
+/// see a user as [`pseudonym`], everywhere (the JSON API, ODM's AdminData and Signatures,
+/// the CSV user columns, which hold ids only).
+pub fn sees_identities(viewer: Role) -> bool {
+    viewer != Role::Sponsor
+}
+
+/// How a user is named to someone who may not see identities: the user id, which is also
+/// the ODM `UserOID` (`USR.<id>`) and the value of the CSV user columns, so the same person
+/// can be followed across the API and the exports without being named.
+pub fn pseudonym(user_id: i64) -> String {
+    format!("User {user_id}")
+}
+
+/// The name of user `user_id` as `viewer` may see it.
+pub fn shown_name(viewer: Role, user_id: i64, name: &str) -> String {
+    if sees_identities(viewer) {
+        name.to_owned()
+    } else {
+        pseudonym(user_id)
+    }
+}
+
 /// The roles whose `permission` covers exactly their own sites: what a statement that
 /// checks the role and the sites itself may accept (`db::temperature_entry`).
 pub fn roles_with_own_sites(permission: Permission) -> Vec<&'static str> {

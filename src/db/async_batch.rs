@@ -4,8 +4,8 @@
 //! Why: in [`super::batch::Batcher`] every request, leader or not, holds a blocking thread
 //! and a pool connection while it waits, and each answer is a thread wake-up more; about
 //! 40 % of the server's CPU on the data-entry path went to switching threads (profile in
-//! BENCHMARKS.md, session 4). Here an item is queued with a one-shot channel; the request
-//! that finds fewer than `max_leaders` leaders at work starts one on the blocking pool,
+//! docs/benchmarks-history.md, session 4). Here an item is queued with a one-shot channel; the
+//! request that finds fewer than `max_leaders` leaders at work starts one on the blocking pool,
 //! which takes a connection and runs batch after batch until the queue is empty.
 //!
 //! A leader may also wait, for at most the `gather` window, before it runs a batch: until
@@ -14,7 +14,7 @@
 //! connection. Why: with a few busy clients and no waiting, batches alternate between the
 //! half that came back early and the half that came back late (8 clients: 4 entries a
 //! statement on average), so the one leader spends twice the statements' fixed cost on them
-//! while the machine idles (BENCHMARKS.md, session 5). With nobody else coming the
+//! while the machine idles (docs/benchmarks-history.md, session 5). With nobody else coming the
 //! expected size is 1 and nothing waits.
 
 use std::collections::VecDeque;

@@ -10,7 +10,7 @@
 //! on their blocking threads; one of those still queued leads the next batch. Nothing waits
 //! for a batch to fill: an item that arrives alone runs at once, on its own request's
 //! thread (a hand-off to a dedicated writer thread cost more CPU per request than batching
-//! saved: BENCHMARKS.md, session 3).
+//! saved: docs/benchmarks-history.md, session 3).
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};

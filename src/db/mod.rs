@@ -5,7 +5,8 @@ pub mod batch;
 pub mod group_commit;
 pub mod temperature_entry;
 
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -29,6 +30,31 @@ struct SessionSetup {
     statement_timeout_ms: u64,
     app_role: String,
     application_name: String,
+    /// Dropped with the pool's shared state: see [`PoolGone`].
+    _alive: Arc<()>,
+}
+
+/// Tells when a pool is really gone. r2d2 opens connections on threads of its own, and one
+/// that is opening a connection keeps the pool alive until it is done; dropping our handle
+/// does not wait for it. The pool's customizer is dropped only with the pool's shared state,
+/// that is after every connection was closed and no r2d2 thread holds the pool any longer.
+/// A process that exits while a thread is inside libpq can crash in libcrypto or libc as
+/// their exit handlers run (issue 15), so the server waits for this before it returns.
+#[derive(Debug)]
+pub struct PoolGone(Weak<()>);
+
+impl PoolGone {
+    /// Waits up to `limit` for the pool to be gone; false if it is still there.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self.0.strong_count() > 0 {
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
@@ -54,10 +80,13 @@ pub fn instance_name() -> String {
     format!("casebook {:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
-/// Builds the pool without connecting: an outage later must not stop the server.
-pub fn build_pool(db: &DatabaseSettings, application_name: &str) -> Pool {
+/// Builds the pool without connecting: an outage later must not stop the server. Drop the
+/// pool, then wait on the [`PoolGone`] before the process exits.
+pub fn build_pool(db: &DatabaseSettings, application_name: &str) -> (Pool, PoolGone) {
     let manager = ConnectionManager::<PgConnection>::new(&db.url);
-    r2d2::Pool::builder()
+    let alive = Arc::new(());
+    let gone = PoolGone(Arc::downgrade(&alive));
+    let pool = r2d2::Pool::builder()
         .max_size(db.pool_max_size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_millis(db.pool_timeout_ms))
@@ -69,9 +98,11 @@ pub fn build_pool(db: &DatabaseSettings, application_name: &str) -> Pool {
             app_role: db.app_role.clone(),
             // made by instance_name(): letters, digits and a space only
             application_name: application_name.to_owned(),
+            _alive: alive,
         }))
         .error_handler(Box::new(r2d2::LoggingErrorHandler))
-        .build_unchecked(manager)
+        .build_unchecked(manager);
+    (pool, gone)
 }
 
 /// Cancels the statements this instance still has running (`application_name`), on a

@@ -5,5 +5,6 @@ pub mod email;
 pub mod endpoints;
 pub mod partial_date;
 pub mod protocol;
+pub mod text;
 pub mod time;
 pub mod values;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::text::{free_text, Lines};
 use crate::error::FieldError;
 
 type Parsed<T> = Result<T, FieldError>;
@@ -128,32 +129,23 @@ impl Reason {
                 "a reason for the change is required",
             ));
         }
-        if s.chars().count() > MAX_REASON_CHARS {
-            return Err(FieldError::new(
-                field,
-                format!("must be at most {MAX_REASON_CHARS} characters"),
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        free_text(field, s, MAX_REASON_CHARS, Lines::Many).map(Self)
     }
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// Free text with a bound; empty is refused.
+/// One line of free text (a name, a term, a lot number) with a bound: the trimmed value,
+/// which is what to store ([`free_text`]).
 pub fn bounded_text(field: &str, s: &str, max: usize) -> Parsed<String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    if t.chars().count() > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    Ok(t.to_owned())
+    free_text(field, s, max, Lines::One)
+}
+
+/// Free text that may run over several lines (a query message, why a dose was not given),
+/// with a bound: the trimmed value, which is what to store ([`free_text`]).
+pub fn long_text(field: &str, s: &str, max: usize) -> Parsed<String> {
+    free_text(field, s, max, Lines::Many)
 }
 
 /// Refuses times in the future beyond 5 minutes of clock skew.

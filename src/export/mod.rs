@@ -321,6 +321,12 @@ pub fn id_list(ids: &[i64]) -> String {
     s
 }
 
+/// The years a `from`/`to` filter may name. chrono reads signed and five-digit years
+/// (`-0001-01-01`, `+10000-01-01`) that [`filter_sql`] would write as literals PostgreSQL
+/// refuses (or year 0, which it has not), and the export would fail after its 200 was sent:
+/// the handler refuses them first.
+pub const FILTER_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 /// Filters on a site column, a date or timestamp column, and the soft delete (for tables
 /// that have one).
 pub fn filter_sql(

@@ -28,7 +28,7 @@ use super::sink::Sink;
 use super::subjects::{self, SubjectInfo};
 use super::text::{timestamp, xml_escape};
 use super::{scope_sql, stream_rows, Job, Out, Stop};
-use crate::auth::Role;
+use crate::auth::policy::{pseudonym, sees_identities};
 
 /// Where an item's snapshot value comes from, as SQL over the form's table `x`.
 #[derive(Debug, Clone, Copy)]
@@ -833,7 +833,7 @@ fn write_admin(conn: &mut PgConnection, x: &mut Xml<'_>, job: &Job) -> Result<()
         x.close("User")?;
     }
     // the users that AuditRecords and Signatures refer to
-    let pseudonymous = job.role == Role::Sponsor;
+    let pseudonymous = !sees_identities(job.role);
     let sql = "u.id, u.name, u.email, u.role, \
                ARRAY(SELECT st.code FROM user_sites us JOIN sites st ON st.id = us.site_id \
                      WHERE us.user_id = u.id ORDER BY st.code) \
@@ -852,7 +852,11 @@ fn write_admin(conn: &mut PgConnection, x: &mut Xml<'_>, job: &Job) -> Result<()
                 &[("OID", &user_oid(Some(u.id))), ("UserType", kind)],
             )?;
             if pseudonymous {
-                x.text("DisplayName", &[], &format!("User {} ({})", u.id, u.role))?;
+                x.text(
+                    "DisplayName",
+                    &[],
+                    &format!("{} ({})", pseudonym(u.id), u.role),
+                )?;
             } else {
                 x.text("LoginName", &[], &u.email)?;
                 x.text("DisplayName", &[], &u.name)?;

@@ -26,10 +26,13 @@ impl<'a, W: Write> Csv<'a, W> {
     }
 
     /// A field, quoted when it holds a comma, a double quote, CR or LF; quotes doubled.
+    /// A field a spreadsheet would run as a formula gets a leading `'` ([`formula_like`]).
     pub fn text(&mut self, s: &str) -> io::Result<&mut Self> {
         self.sep()?;
+        let guard: &[u8] = if formula_like(s) { b"'" } else { b"" };
         if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
             self.w.write_all(b"\"")?;
+            self.w.write_all(guard)?;
             let mut rest = s;
             while let Some(i) = rest.find('"') {
                 self.w.write_all(&rest.as_bytes()[..=i])?;
@@ -39,6 +42,7 @@ impl<'a, W: Write> Csv<'a, W> {
             self.w.write_all(rest.as_bytes())?;
             self.w.write_all(b"\"")?;
         } else {
+            self.w.write_all(guard)?;
             self.w.write_all(s.as_bytes())?;
         }
         Ok(self)
@@ -107,6 +111,30 @@ impl<'a, W: Write> Csv<'a, W> {
     pub fn end(&mut self) -> io::Result<()> {
         self.w.write_all(b"\r\n")
     }
+}
+
+/// True for a text a spreadsheet (Excel, LibreOffice, Google Sheets) would evaluate as a
+/// formula when it opens the CSV: one starting with `=`, `+`, `-`, `@`, tab, CR or LF (OWASP
+/// "CSV Injection"). Site users type free text (AE terms, lot numbers, query text) that
+/// sponsors open in spreadsheets, so such a cell is written with a leading `'`, which the
+/// spreadsheet shows as text. A plain decimal number (`-1.5`, `-3`) is left as it is: it
+/// cannot call anything, and numeric columns must stay numbers. XPT, ODM and JSON carry the
+/// exact value.
+pub fn formula_like(s: &str) -> bool {
+    matches!(
+        s.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\n')
+    ) && !plain_number(s)
+}
+
+/// `-?digits(.digits)?`: how the exports write a decimal.
+fn plain_number(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Writes a header record.
@@ -212,6 +240,27 @@ mod tests {
         assert_eq!(
             s,
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",,-3,38.5,,true\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_neutralises_formulas_but_not_numbers() {
+        let s = csv(|c| {
+            c.text("=1+2")?
+                .text("+1")?
+                .text("@SUM(A1)")?
+                .text("-cmd|' /C calc'!A0")?
+                .text("\tx")?
+                .text("=a,b")?
+                .text("-1.5")?
+                .text("-3")?
+                .text("-")?
+                .text("1-2")?;
+            c.end()
+        });
+        assert_eq!(
+            s,
+            "'=1+2,'+1,'@SUM(A1),'-cmd|' /C calc'!A0,'\tx,\"'=a,b\",-1.5,-3,'-,1-2\r\n"
         );
     }
 

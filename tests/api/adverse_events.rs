@@ -286,10 +286,7 @@ async fn without_a_webhook_alerts_wait_visibly() {
 async fn two_instances_deliver_each_alert_once() {
     let desk = Desk::default();
     let (app, inv) = with_desk(&desk, "10").await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let second =
-        casebook::app::Application::build_with_listener(app.settings.clone(), listener).unwrap();
-    actix_web::rt::spawn(second.run_until_stopped());
+    let _second = app.second_instance();
     let code = enrolled(&app, &inv, "FR01").await;
     for _ in 0..6 {
         let r = app
@@ -395,10 +392,11 @@ async fn alerts_survive_a_server_restart() {
             &pneumonia(),
         )
         .await;
-    first.handle.stop(true).await;
+    first.server.handle.stop(true).await;
     let desk = Desk::default();
     let url = start_desk(desk.clone());
-    let TestApp { db, .. } = first;
+    let TestApp { db, server, .. } = first;
+    drop(server);
     let second = TestApp::spawn_on(
         db,
         &[

@@ -179,11 +179,8 @@ async fn a_row_hidden_from_the_sealer_is_reported() {
 async fn concurrent_writers_on_two_instances_keep_one_complete_chain() {
     let app = TestApp::spawn().await;
     // a second server instance on the same database, sealing concurrently
-    let settings = app.settings.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let second = casebook::app::Application::build_with_listener(settings, listener).unwrap();
-    let second_addr = format!("http://127.0.0.1:{}", second.port());
-    actix_web::rt::spawn(second.run_until_stopped());
+    let second = app.second_instance();
+    let second_addr = second.address();
 
     let admin = app.token(Role::Admin, &[]).await;
     let mut tasks = Vec::new();

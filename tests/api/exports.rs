@@ -15,20 +15,20 @@ use sha2::{Digest, Sha256};
 use crate::helpers::TestApp;
 
 const STUDY: &str = "KD-ANAKINRA";
-/// A lot number and an AE term that need CSV quoting.
-const ODD_LOT: &str = "LOT \"B\", 2\nsecond line";
+/// A lot number and an AE term that need CSV quoting (a lot number is one line).
+const ODD_LOT: &str = "LOT \"B\", 2; second part";
 const ODD_TERM: &str = "Rash, \"maculopapular\"\nlocal";
 const ODD_QUERY: &str = "Please check, \"dose\"\nagain";
 
 /// A response read as bytes.
-struct Raw {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub struct Raw {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl Raw {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).expect("UTF-8 body")
     }
     fn header(&self, name: &str) -> &str {
@@ -39,7 +39,7 @@ impl Raw {
     }
 }
 
-async fn fetch(app: &TestApp, path: &str, token: &str) -> Raw {
+pub async fn fetch(app: &TestApp, path: &str, token: &str) -> Raw {
     let resp = app
         .client
         .get(app.url(path))
@@ -58,7 +58,7 @@ async fn fetch(app: &TestApp, path: &str, token: &str) -> Raw {
 }
 
 /// RFC 4180 parser for the assertions (quoted fields, doubled quotes, CRLF records).
-fn parse_csv(s: &str) -> Vec<Vec<String>> {
+pub fn parse_csv(s: &str) -> Vec<Vec<String>> {
     assert!(s.ends_with("\r\n"), "records end with CRLF: {s:?}");
     let mut rows = Vec::new();
     let mut row = Vec::new();
@@ -274,7 +274,7 @@ async fn csv_quotes_commas_quotes_and_newlines_and_matches_the_api() {
     let s = seeded().await;
     let r = fetch(&s.app, "/api/v1/exports/injections.csv", &s.sponsor).await;
     let text = r.text();
-    assert!(text.contains("\"LOT \"\"B\"\", 2\nsecond line\""), "{text}");
+    assert!(text.contains("\"LOT \"\"B\"\", 2; second part\""), "{text}");
     let recs = records(&r, &form_columns(casebook::export::Form::Injections));
     let odd = recs.iter().find(|r| r["study_day"] == "2").unwrap();
     assert_eq!(odd["lot_number"], ODD_LOT);
@@ -560,8 +560,12 @@ async fn odm_validates_against_the_official_schema_with_and_without_audit() {
     assert!(xml.contains("IT.ELIG.INC-KD"));
     // the odd values survive XML escaping
     assert!(
-        xml.contains("Value=\"LOT &quot;B&quot;, 2&#10;second line\""),
+        xml.contains("Value=\"LOT &quot;B&quot;, 2; second part\""),
         "lot"
+    );
+    assert!(
+        xml.contains("Value=\"Rash, &quot;maculopapular&quot;&#10;local\""),
+        "term"
     );
     assert!(
         !xml.contains("37.2"),

@@ -173,13 +173,60 @@ pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
     Settings::load_from(&manifest().join("config"), &vars).expect("test settings")
 }
 
+/// A server on its own thread and actix System. Dropping it stops the server and waits for
+/// its thread, which returns only when the server's workers, background loops and pool are
+/// gone: a test leaves no thread behind that could be inside libpq when the test process
+/// exits (issue 15: such a thread crashed the process in libcrypto's exit handlers).
+pub struct RunningServer {
+    pub port: u16,
+    pub handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub fn start(settings: Settings) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("test-server".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let app =
+                        Application::build_with_listener(settings, listener).expect("build app");
+                    tx.send((app.port(), app.handle())).expect("test waits");
+                    let _ = app.run_until_stopped().await;
+                })
+            })
+            .expect("server thread");
+        let (port, handle) = rx.recv().expect("server started");
+        Self {
+            port,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // The command is sent at once; the future only waits for its completion.
+        drop(self.handle.stop(false));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub settings: Settings,
-    #[allow(dead_code)]
-    pub handle: actix_web::dev::ServerHandle,
-    // last: dropped after the server handle
+    pub server: RunningServer,
+    // last: dropped after the server is stopped
     pub db: TestDb,
 }
 
@@ -199,22 +246,23 @@ impl TestApp {
             casebook::telemetry::init_logging();
         }
         let settings = test_settings(&db.url, extra);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let app = Application::build_with_listener(settings.clone(), listener).expect("build app");
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let handle = app.handle();
-        actix_web::rt::spawn(app.run_until_stopped());
+        let server = RunningServer::start(settings.clone());
         Self {
-            address,
+            address: server.address(),
             // the server closes idle keep-alive connections after 5 s; never reuse one that old
             client: reqwest::Client::builder()
                 .pool_idle_timeout(std::time::Duration::from_secs(2))
                 .build()
                 .expect("http client"),
             settings,
-            handle,
+            server,
             db,
         }
+    }
+
+    /// A second instance of the application on this test's database.
+    pub fn second_instance(&self) -> RunningServer {
+        RunningServer::start(self.settings.clone())
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -11,5 +11,6 @@ mod entry_statement;
 mod exports;
 mod foundation;
 mod hardening_auth;
+mod hardening_data;
 mod identity;
 mod monitoring;

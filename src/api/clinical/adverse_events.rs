@@ -212,25 +212,34 @@ pub struct AdverseEventChange {
     pub reason: Option<String>,
 }
 
+/// What [`validate`] accepted: the onset, and the free text as checked (what is stored).
+struct Checked {
+    onset: PartialDate,
+    term: String,
+    meddra_term: Option<String>,
+}
+
 /// The field-level and consistency checks that need no database.
-fn validate(
-    b: &NewAdverseEvent,
-    today: NaiveDate,
-) -> AppResult<(PartialDate, Option<PartialDate>)> {
+fn validate(b: &NewAdverseEvent, today: NaiveDate) -> AppResult<Checked> {
     let mut errors: Vec<FieldError> = Vec::new();
-    if let Err(e) = bounded_text("term", &b.term, 200) {
-        errors.push(e);
-    }
+    let term = bounded_text("term", &b.term, 200)
+        .map_err(|e| errors.push(e))
+        .ok();
     if let Some(code) = &b.meddra_code {
         if code.len() != 8 || !code.bytes().all(|c| c.is_ascii_digit()) {
             errors.push(FieldError::new("meddra_code", "must be 8 digits"));
         }
     }
-    if let Some(t) = &b.meddra_term {
-        if let Err(e) = bounded_text("meddra_term", t, 200) {
-            errors.push(e);
-        }
-    }
+    let meddra_term = match &b.meddra_term {
+        None => None,
+        Some(t) => match bounded_text("meddra_term", t, 200) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
     let onset = PartialDate::parse(&b.onset_date);
     if onset.is_none() {
         errors.push(FieldError::new(
@@ -330,8 +339,12 @@ fn validate(
             "required when the subject recovered",
         ));
     }
-    match (onset, errors.is_empty()) {
-        (Some(o), true) => Ok((o, end)),
+    match (onset, term, errors.is_empty()) {
+        (Some(onset), Some(term), true) => Ok(Checked {
+            onset,
+            term,
+            meddra_term,
+        }),
         _ => Err(AppError::Validation(errors)),
     }
 }
@@ -469,15 +482,15 @@ pub async fn create(
     let c = caller.clone();
     idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
         let subject = super::find_subject_for_write(conn, &scope, &code)?;
-        let (onset, _) = validate(&b, local_date(Utc::now(), subject.tz))?;
-        check_consent(conn, &subject, onset)?;
+        let checked = validate(&b, local_date(Utc::now(), subject.tz))?;
+        check_consent(conn, &subject, checked.onset)?;
         let row: AdverseEventRow = diesel::insert_into(ae::table)
             .values((
                 ae::site_id.eq(subject.site_id),
                 ae::subject_id.eq(subject.id),
-                ae::term.eq(b.term.trim()),
+                ae::term.eq(&checked.term),
                 ae::meddra_code.eq(&b.meddra_code),
-                ae::meddra_term.eq(&b.meddra_term),
+                ae::meddra_term.eq(&checked.meddra_term),
                 ae::onset_date.eq(&b.onset_date),
                 ae::end_date.eq(&b.end_date),
                 ae::grade.eq(b.grade),
@@ -607,13 +620,13 @@ pub async fn update(
                 .unwrap_or(Outcome::Unknown),
             awareness_date: b.awareness_date.unwrap_or(old.awareness_date),
         };
-        let (onset, _) = validate(&merged, local_date(Utc::now(), subject.tz))?;
-        check_consent(conn, &subject, onset)?;
+        let checked = validate(&merged, local_date(Utc::now(), subject.tz))?;
+        check_consent(conn, &subject, checked.onset)?;
         let new: AdverseEventRow = diesel::update(ae::table.find(id))
             .set((
-                ae::term.eq(merged.term.trim()),
+                ae::term.eq(&checked.term),
                 ae::meddra_code.eq(&merged.meddra_code),
-                ae::meddra_term.eq(&merged.meddra_term),
+                ae::meddra_term.eq(&checked.meddra_term),
                 ae::onset_date.eq(&merged.onset_date),
                 ae::end_date.eq(&merged.end_date),
                 ae::grade.eq(merged.grade),

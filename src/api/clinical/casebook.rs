@@ -6,7 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::auth::{authorize, Caller, Permission};
+use crate::auth::policy::shown_name;
+use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
 use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact};
 use crate::error::AppResult;
@@ -54,11 +55,14 @@ pub async fn casebook(
     let scope = authorize(&caller, Permission::ReadClinical)?;
     let code = code.into_inner();
     let threshold = state.protocol.fever_threshold();
-    let book = db::run(&state.pool, move |conn| {
+    let mut book = db::run(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
         build(conn, &s, threshold)
     })
     .await?;
+    for sig in &mut book.monitoring.signatures {
+        sig.show_to(caller.role);
+    }
     Ok(HttpResponse::Ok().json(book))
 }
 
@@ -178,6 +182,8 @@ pub struct FormVerification {
 pub struct Signature {
     pub id: i64,
     pub signer_id: i64,
+    /// the signer's name as printed at signing; sponsors see the pseudonym `User <signer_id>`
+    /// instead, as in the ODM export
     pub printed_name: String,
     pub meaning: String,
     pub signed_at: chrono::DateTime<chrono::Utc>,
@@ -186,6 +192,13 @@ pub struct Signature {
     /// set when the data changed after signing: the signature is kept, no longer valid
     pub invalidated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub invalidated_reason: Option<String>,
+}
+
+impl Signature {
+    /// The printed name as `viewer` may see it ([`shown_name`]); the record keeps it.
+    pub fn show_to(&mut self, viewer: Role) {
+        self.printed_name = shown_name(viewer, self.signer_id, &self.printed_name);
+    }
 }
 
 fn monitoring(conn: &mut PgConnection, subject_id: i64) -> AppResult<Monitoring> {

@@ -4,10 +4,10 @@
 //! reads the subject's write context in another, in a transaction, on a second pool
 //! checkout. Here one statement returns both, with the id the new record will get and the
 //! database's clock, so the record and its audit row can be written by a second statement
-//! (measured in BENCHMARKS.md, "Data entry"). Concurrent requests share both statements:
-//! their lookups are made by one call and their records written by one (`db::batch`).
-//! The checks are the same, in the same order: 401, 403, 422, 404, 423, then the record's
-//! own rules.
+//! (measured in docs/benchmarks-history.md, "Data entry"). Concurrent requests share both
+//! statements: their lookups are made by one call and their records written by one
+//! (`db::batch`). The checks are the same, in the same order: 401, 403, 422, 404, 423, then the
+//! record's own rules.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;

@@ -17,7 +17,7 @@ use crate::db;
 use crate::domain::dosing::{check_dose, escalation_day, DoseCheck};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::{end_of_local_day, local_date, study_day};
-use crate::domain::values::{bounded_text, not_in_future, DoseMg, Reason, WeightKg};
+use crate::domain::values::{bounded_text, long_text, not_in_future, DoseMg, Reason, WeightKg};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{injections as i, temperatures as t};
 
@@ -207,7 +207,7 @@ fn parse(protocol: &Protocol, b: &NewInjection, subject_weight: f64) -> AppResul
             ));
             None
         }
-        (_, Some(r)) => bounded_text("not_given_reason", r, 500)
+        (_, Some(r)) => long_text("not_given_reason", r, 500)
             .map_err(|e| errors.push(e))
             .ok(),
         (true, None) => None,

@@ -14,7 +14,7 @@ use crate::audit::{self, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::values::Reason;
-use crate::error::{AppError, AppResult};
+use crate::error::{conflict_on_unique, AppError, AppResult};
 use crate::schema::{locks as l, sites, subjects};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -132,10 +132,9 @@ pub async fn create(
         if scope == "subject" {
             same = same.filter(l::subject_id.eq(subject_id.unwrap_or(-1)));
         }
+        let already = format!("That {scope} is already locked.");
         if same.count().get_result::<i64>(conn)? > 0 {
-            return Err(AppError::Conflict(format!(
-                "That {scope} is already locked."
-            )));
+            return Err(AppError::Conflict(already));
         }
         let lock: Lock = diesel::insert_into(l::table)
             .values((
@@ -146,7 +145,8 @@ pub async fn create(
                 l::locked_by.eq(caller.user_id),
             ))
             .returning(Lock::as_returning())
-            .get_result(conn)?;
+            .get_result(conn)
+            .map_err(conflict_on_unique(already))?;
         audit::record(
             conn,
             &AuditEvent::new(Some(&caller.actor), "lock", "locks", &caller.meta)

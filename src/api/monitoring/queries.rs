@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, RequestMeta};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
-use crate::domain::values::bounded_text;
+use crate::domain::values::long_text;
 use crate::error::{AppError, AppResult};
 use crate::schema::{queries as q, query_messages as m, sites, subjects};
 
@@ -353,7 +353,7 @@ pub async fn create(
             ));
         }
     }
-    let text = bounded_text("text", &b.text, 2000).map_err(|e| AppError::Validation(vec![e]))?;
+    let text = long_text("text", &b.text, 2000).map_err(|e| AppError::Validation(vec![e]))?;
     let query = db::transaction(&state.pool, move |conn| {
         let (site_id, subject_id, _) = record_owner(conn, record_type, b.record_id)?;
         if !scope.covers(site_id) {
@@ -443,7 +443,7 @@ async fn step(
         action,
     } = t;
     let scope = authorize(&caller, permission)?;
-    let text = bounded_text("text", &text, 2000).map_err(|e| AppError::Validation(vec![e]))?;
+    let text = long_text("text", &text, 2000).map_err(|e| AppError::Validation(vec![e]))?;
     let query = db::transaction(&state.pool, move |conn| {
         let row: QueryRow = q::table
             .find(id)

@@ -75,7 +75,7 @@ pub async fn list(
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::ReadClinical)?;
     let code = code.into_inner();
-    let items = db::run(&state.pool, move |conn| {
+    let mut items: Vec<Signature> = db::run(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
         Ok(sg::table
             .filter(sg::subject_id.eq(s.id))
@@ -84,6 +84,9 @@ pub async fn list(
             .load(conn)?)
     })
     .await?;
+    for sig in &mut items {
+        sig.show_to(caller.role);
+    }
     Ok(HttpResponse::Ok().json(SignatureList { items }))
 }
 

@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
-use crate::error::{AppError, AppResult};
+use crate::error::{conflict_on_unique, AppError, AppResult};
 use crate::schema::verifications as v;
 
 use super::{record_owner, RECORD_TYPES};
@@ -69,10 +69,9 @@ pub async fn verify(
             .filter(v::cleared_at.is_null())
             .count()
             .get_result(conn)?;
+        let already = "This version of the record is already verified.".to_owned();
         if current > 0 {
-            return Err(AppError::Conflict(
-                "This version of the record is already verified.".into(),
-            ));
+            return Err(AppError::Conflict(already));
         }
         let row: Verification = diesel::insert_into(v::table)
             .values((
@@ -84,7 +83,8 @@ pub async fn verify(
                 v::verified_by.eq(caller.user_id),
             ))
             .returning(Verification::as_returning())
-            .get_result(conn)?;
+            .get_result(conn)
+            .map_err(conflict_on_unique(already))?;
         audit::record(
             conn,
             &AuditEvent::new(Some(&caller.actor), "verify", record_type, &caller.meta)
