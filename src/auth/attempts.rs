@@ -173,6 +173,15 @@ fn settle_success(conn: &mut PgConnection, user_id: i64) -> QueryResult<Option<D
     Ok(row.locked_until.filter(|u| *u > Utc::now()))
 }
 
+/// Gives a reservation back without settling it (the password could not be verified).
+fn release(conn: &mut PgConnection, user_id: i64) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE users SET attempts_pending = GREATEST(attempts_pending - 1, 0) WHERE id = $1",
+    )
+    .bind::<BigInt, _>(user_id)
+    .execute(conn)
+}
+
 fn lock_of(conn: &mut PgConnection, user_id: i64) -> QueryResult<Option<DateTime<Utc>>> {
     let row: LockState = diesel::sql_query("SELECT locked_until FROM users WHERE id = $1")
         .bind::<BigInt, _>(user_id)
@@ -273,19 +282,20 @@ where
     let verdict = match verdict {
         Ok(v) => v,
         Err(e) => {
-            // not verified: give the reservation back uncounted
-            let _ = db::run(pool, move |conn| Ok(settle_success(conn, user_id)?)).await;
+            // not verified: give the reservation back, counting nothing and clearing nothing
+            let _ = db::run(pool, move |conn| Ok(release(conn, user_id)?)).await;
             return Err(e);
         }
     };
     match verdict {
         Verdict::Match { needs_rehash } => {
+            // a rehash that fails leaves the old hash, which still verifies
             let new_hash = if needs_rehash {
                 state
                     .with_hasher(move |h| h.hash(&password))
-                    .await?
-                    .map_err(AppError::internal)
+                    .await
                     .ok()
+                    .and_then(Result::ok)
             } else {
                 None
             };
