@@ -4,5 +4,6 @@ pub mod dosing;
 pub mod endpoints;
 pub mod partial_date;
 pub mod protocol;
+pub mod study;
 pub mod time;
 pub mod values;
