@@ -133,3 +133,85 @@ fn the_documented_example_is_the_checked_one() {
         "docs/study-definitions.md must hold tests/studies/example.toml verbatim in a toml block"
     );
 }
+
+/// Until the form engine replaces them, config/protocols/*.toml run today's three forms:
+/// the study definitions must say the same (codes, consent versions, dose, limits).
+#[test]
+fn the_definitions_agree_with_the_protocol_files_of_today() {
+    use casebook::domain::protocol::{DoseRule, Protocol};
+    use casebook::domain::study::{Dose, RuleKind};
+    for name in ["kawasaki.toml", "thera.toml"] {
+        let read =
+            |dir: &str| std::fs::read_to_string(manifest().join(dir).join(name)).expect(name);
+        let p = Protocol::parse(&read("config/protocols"))
+            .expect("protocol")
+            .file;
+        let d = casebook::domain::study::parse(name, &read("config/studies")).expect("study");
+        assert_eq!(d.study.id, p.study.id, "{name}");
+        assert_eq!(d.study.name, p.study.name, "{name}");
+        assert_eq!(d.consent.versions, p.consent_versions, "{name}");
+        let codes = |list: &str| -> Vec<String> {
+            d.codelist(list)
+                .expect(list)
+                .codes
+                .iter()
+                .map(|c| c.code.clone())
+                .collect()
+        };
+        assert_eq!(codes("injection_site"), p.injection_sites, "{name}");
+        assert_eq!(codes("temperature_method"), p.temperature_methods, "{name}");
+        let ids = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            ids(d.eligibility.iter().map(|c| c.id.as_str()).collect()),
+            ids(p.eligibility.iter().map(|c| c.id.as_str()).collect()),
+            "{name}"
+        );
+        let t = &d.treatments[0];
+        assert_eq!(
+            t.max_days,
+            u32::try_from(p.limits.max_treatment_days).ok(),
+            "{name}"
+        );
+        assert_eq!(
+            t.tolerance_percent.to_string().parse::<f64>().ok(),
+            Some(p.limits.dose_tolerance_percent)
+        );
+        assert_eq!(
+            t.start_window_days.map(|(a, b)| [a as i32, b as i32]),
+            p.limits.treatment_start_window_days,
+            "{name}"
+        );
+        let f = |b: &bigdecimal::BigDecimal| b.to_string().parse::<f64>().ok();
+        match (&t.dose, &p.dose) {
+            (Dose::Fixed { mg }, DoseRule::Fixed { mg: want }) => assert_eq!(f(mg), Some(*want)),
+            (
+                Dose::PerKg {
+                    mg_per_kg,
+                    escalation,
+                },
+                DoseRule::PerKg {
+                    mg_per_kg: want,
+                    escalation: want_e,
+                },
+            ) => {
+                assert_eq!(f(mg_per_kg), Some(*want));
+                assert_eq!(
+                    escalation
+                        .as_ref()
+                        .map(|e| (e.from_day as i32, f(&e.mg_per_kg))),
+                    want_e.as_ref().map(|e| (e.from_day, Some(e.mg_per_kg)))
+                );
+            }
+            other => panic!("{name}: dose rules differ: {other:?}"),
+        }
+        let fever = d
+            .rules
+            .iter()
+            .find(|r| r.kind == RuleKind::Fever)
+            .expect("fever rule");
+        assert_eq!(
+            fever.threshold.as_ref().and_then(f),
+            Some(p.limits.fever_threshold_celsius)
+        );
+    }
+}
