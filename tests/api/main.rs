@@ -12,3 +12,4 @@ mod exports;
 mod foundation;
 mod identity;
 mod monitoring;
+mod study_definition;
