@@ -128,16 +128,20 @@ fn main() -> ExitCode {
 }
 
 fn study_check(file: &Path) -> ExitCode {
+    use std::io::Write;
+    // written, not println!'d: a closed pipe (`| head`) is not a panic
+    let mut out = std::io::stdout().lock();
     match casebook::services::study::check_file(file) {
         Ok(d) => {
-            println!("{}: ok", file.display());
-            println!("{}", casebook::domain::study::summary(&d));
+            let _ = writeln!(out, "{}: ok", file.display());
+            let _ = writeln!(out, "{}", casebook::domain::study::summary(&d));
             ExitCode::SUCCESS
         }
         Err(errors) => {
             for e in &errors {
-                println!("{e}");
+                let _ = writeln!(out, "{e}");
             }
+            let _ = out.flush();
             eprintln!("casebook: {} error(s) in {}", errors.len(), file.display());
             ExitCode::FAILURE
         }

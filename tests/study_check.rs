@@ -98,7 +98,13 @@ fn every_shipped_definition_checks_clean() {
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    for expected in ["kawasaki.toml", "thera.toml"] {
+    for expected in [
+        "kawasaki.toml",
+        "thera.toml",
+        "mkd.toml",
+        "nlrp12.toml",
+        "ssc-calcinosis.toml",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} in {names:?}"

@@ -470,6 +470,7 @@ mod tests {
             "timestamp('2026-11-05T10:30:00Z').getHours() == 10",
             "timestamp('2026-11-05T10:30:00Z').getFullYear() == 2026",
             "timestamp('2026-11-05T10:30:00Z') - timestamp('2026-11-04T10:30:00Z') == duration('24h')",
+            "(timestamp('2026-11-07T00:00:00Z') - timestamp('2026-11-05T00:00:00Z')).getHours() / 24 == 2",
             "[1, 2].all(x, x > 0) && [1, 2].exists(x, x == 2)",
             "2 in [1, 2] && !(3 in [1, 2])",
             "1 < 1.5 && 2.0 == 2",
