@@ -84,6 +84,13 @@ pub fn parse(file: &str, text: &str) -> Result<Definition, Vec<DefinitionError>>
     }
 }
 
+/// What an expression of a form sees: its items and the constants, and the codes of its
+/// choice items.
+struct ExprScope {
+    names: HashMap<String, Ty>,
+    codes: HashMap<String, Vec<String>>,
+}
+
 struct Builder<'a> {
     file: String,
     text: &'a str,
@@ -213,11 +220,12 @@ impl Builder<'_> {
     fn expression(
         &mut self,
         src: &S<String>,
-        names: &HashMap<String, Ty>,
+        scope: &ExprScope,
         want: &Ty,
+        result_codes: Option<&[String]>,
         what: &str,
     ) -> Option<Expr> {
-        match expr::check(src.get_ref(), names) {
+        match expr::check_coded(src.get_ref(), &scope.names, &scope.codes, result_codes) {
             Ok(c) if c.ty.fits(want) || (*want == Ty::Double && c.ty == Ty::Int) => Some(Expr {
                 source: src.get_ref().clone(),
                 reads: c.reads,
@@ -646,9 +654,22 @@ impl Builder<'_> {
                 });
             }
             // expressions see every item of the form and the constants
-            let mut names = constant_types.clone();
+            let mut scope = ExprScope {
+                names: constant_types.clone(),
+                codes: HashMap::new(),
+            };
             for it in &items {
-                names.insert(it.id.clone(), it.kind.expr_type());
+                scope.names.insert(it.id.clone(), it.kind.expr_type());
+                if let Some(list) = it
+                    .kind
+                    .codelist()
+                    .and_then(|c| codelists.iter().find(|l| l.id == c))
+                {
+                    scope.codes.insert(
+                        it.id.clone(),
+                        list.codes.iter().map(|c| c.code.clone()).collect(),
+                    );
+                }
             }
             for ri in &f.items {
                 let Some(pos) = items.iter().position(|it| it.id == *ri.id.get_ref()) else {
@@ -657,7 +678,13 @@ impl Builder<'_> {
                 let want = items[pos].kind.expr_type();
                 let iid = items[pos].id.clone();
                 if let Some(src) = &ri.show_if {
-                    let e = self.expression(src, &names, &Ty::Bool, &format!("show_if of `{iid}`"));
+                    let e = self.expression(
+                        src,
+                        &scope,
+                        &Ty::Bool,
+                        None,
+                        &format!("show_if of `{iid}`"),
+                    );
                     if let Some(e) = &e {
                         if e.reads.contains(&iid) {
                             self.err(
@@ -675,7 +702,14 @@ impl Builder<'_> {
                             format!("`{iid}` is derived, never entered: drop required"),
                         );
                     }
-                    let e = self.expression(src, &names, &want, &format!("derive of `{iid}`"));
+                    let result_codes = scope.codes.get(&iid).cloned();
+                    let e = self.expression(
+                        src,
+                        &scope,
+                        &want,
+                        result_codes.as_deref(),
+                        &format!("derive of `{iid}`"),
+                    );
                     items[pos].derive = e;
                 }
             }
@@ -703,7 +737,8 @@ impl Builder<'_> {
             let mut checks = Vec::new();
             for c in &f.checks {
                 let cid = self.id(&c.id, "check", &mut check_ids);
-                let e = self.expression(&c.expr, &names, &Ty::Bool, &format!("check `{cid}`"));
+                let e =
+                    self.expression(&c.expr, &scope, &Ty::Bool, None, &format!("check `{cid}`"));
                 if c.items.get_ref().is_empty() {
                     self.err(
                         c.items.span(),

@@ -82,12 +82,26 @@ pub struct Checked {
 
 struct Checker<'a> {
     names: &'a HashMap<String, Ty>,
+    codes: &'a HashMap<String, Vec<String>>,
     locals: Vec<(String, Ty)>,
     reads: BTreeSet<String>,
 }
 
 /// Parses `source` and checks it against the names in scope.
 pub fn check(source: &str, names: &HashMap<String, Ty>) -> Result<Checked, String> {
+    check_coded(source, names, &HashMap::new(), None)
+}
+
+/// As `check`, and: a text literal compared with a choice item (`reason == 'other'`,
+/// `'death' in criteria`) must be one of its codes (`codes`: item -> its code list), and,
+/// for the derivation of a choice item, each text the expression can give must be one of
+/// `result_codes`. A misspelt code would otherwise make a condition silently never true.
+pub fn check_coded(
+    source: &str,
+    names: &HashMap<String, Ty>,
+    codes: &HashMap<String, Vec<String>>,
+    result_codes: Option<&[String]>,
+) -> Result<Checked, String> {
     let program = cel::Program::compile(source).map_err(|e| {
         let first = e
             .errors
@@ -98,12 +112,27 @@ pub fn check(source: &str, names: &HashMap<String, Ty>) -> Result<Checked, Strin
     })?;
     let mut c = Checker {
         names,
+        codes,
         locals: Vec::new(),
         reads: BTreeSet::new(),
     };
     let ty = c
         .ty(program.expression())
         .map_err(|e| format!("in `{source}`: {e}"))?;
+    if let Some(allowed) = result_codes {
+        let mut results = Vec::new();
+        outcomes(program.expression(), &mut results);
+        for r in results {
+            if let Some(code) = text_literal(r) {
+                if !allowed.iter().any(|a| a == code) {
+                    return Err(format!(
+                        "in `{source}`: `{code}` is not a code of the item's code list ({})",
+                        allowed.join(", ")
+                    ));
+                }
+            }
+        }
+    }
     Ok(Checked {
         ty,
         reads: c.reads.into_iter().collect(),
@@ -111,6 +140,24 @@ pub fn check(source: &str, names: &HashMap<String, Ty>) -> Result<Checked, Strin
 }
 
 type R = Result<Ty, String>;
+
+fn text_literal(e: &IdedExpr) -> Option<&str> {
+    match &e.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.inner()),
+        _ => None,
+    }
+}
+
+/// The expressions whose value can be the result: the branches of `? :`, recursively.
+fn outcomes<'e>(e: &'e IdedExpr, out: &mut Vec<&'e IdedExpr>) {
+    match &e.expr {
+        Expr::Call(c) if c.func_name == op::CONDITIONAL && c.args.len() == 3 => {
+            outcomes(&c.args[1], out);
+            outcomes(&c.args[2], out);
+        }
+        _ => out.push(e),
+    }
+}
 
 impl Checker<'_> {
     fn ty(&mut self, e: &IdedExpr) -> R {
@@ -187,8 +234,59 @@ impl Checker<'_> {
                 for a in &call.args {
                     args.push(self.ty(a)?);
                 }
+                self.codes_compared(&call.func_name, &call.args)?;
+                if call.func_name == "matches" {
+                    if let Some(pattern) = call.args.last().and_then(text_literal) {
+                        valid_pattern(pattern)?;
+                    }
+                }
                 self.call(&call.func_name, target, &args)
             }
+        }
+    }
+
+    /// The code list of a choice item named by `e` (not of a macro's variable).
+    fn coded<'e>(&'e self, e: &'e IdedExpr) -> Option<(&'e str, &'e [String])> {
+        match &e.expr {
+            Expr::Ident(n) if !self.locals.iter().any(|(l, _)| l == n) => {
+                self.codes.get(n).map(|c| (n.as_str(), c.as_slice()))
+            }
+            _ => None,
+        }
+    }
+
+    fn codes_compared(&self, f: &str, args: &[IdedExpr]) -> Result<(), String> {
+        let known = |item: &str, codes: &[String], lit: &str| -> Result<(), String> {
+            if codes.iter().any(|c| c == lit) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{lit}` is not a code of `{item}` (its codes: {})",
+                    codes.join(", ")
+                ))
+            }
+        };
+        match (f, args) {
+            (op::EQUALS | op::NOT_EQUALS, [a, b]) => {
+                for (x, y) in [(a, b), (b, a)] {
+                    if let (Some((item, codes)), Some(lit)) = (self.coded(x), text_literal(y)) {
+                        known(item, codes, lit)?;
+                    }
+                }
+                Ok(())
+            }
+            (op::IN, [x, list]) => {
+                if let (Some(lit), Some((item, codes))) = (text_literal(x), self.coded(list)) {
+                    known(item, codes, lit)?;
+                }
+                if let (Some((item, codes)), Expr::List(l)) = (self.coded(x), &list.expr) {
+                    for lit in l.elements.iter().filter_map(text_literal) {
+                        known(item, codes, lit)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -370,6 +468,20 @@ impl Checker<'_> {
     }
 }
 
+/// A regular expression given to `matches` as a literal compiles, or the definition does not
+/// load (the crate's own engine compiles it, as it will when the expression runs).
+fn valid_pattern(pattern: &str) -> Result<(), String> {
+    let mut ctx = cel::Context::default();
+    ctx.add_variable_from_value("pattern", pattern.to_owned());
+    match cel::Program::compile("''.matches(pattern)").map(|p| p.execute(&ctx)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "the regular expression `{pattern}` does not compile: {e}"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +556,53 @@ mod tests {
         assert!(err("serious && grade").contains("take bools"));
         assert!(err("grade in criteria").contains("list of string"));
         assert!(err("size(grade) > 1").contains("size()"));
+    }
+
+    #[test]
+    fn codes_compared_with_choice_items_must_exist() {
+        let codes: HashMap<String, Vec<String>> = [
+            ("outcome", vec!["recovered", "fatal"]),
+            ("criteria", vec!["death", "hospitalisation"]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+        .collect();
+        let coded = |s: &str| check_coded(s, &names(), &codes, None).map(|c| c.ty);
+        assert_eq!(
+            coded("outcome == 'fatal' || 'death' in criteria"),
+            Ok(Ty::Bool)
+        );
+        assert_eq!(coded("outcome in ['recovered', 'fatal']"), Ok(Ty::Bool));
+        let e = coded("outcome == 'fatl'").err().unwrap_or_default();
+        assert!(
+            e.contains("`fatl` is not a code of `outcome` (its codes: recovered, fatal)"),
+            "{e}"
+        );
+        assert!(coded("'fatal' != outcome && 'deaht' in criteria").is_err());
+        assert!(coded("outcome in ['recovered', 'recoverd']").is_err());
+        // a macro's variable is not the item
+        assert_eq!(coded("criteria.all(outcome, outcome != 'x')"), Ok(Ty::Bool));
+        // what a derived choice can give
+        let allowed = ["low".to_owned(), "high".to_owned()];
+        let derived = |s: &str| check_coded(s, &names(), &codes, Some(&allowed)).map(|c| c.ty);
+        assert_eq!(
+            derived("grade > 2 ? 'high' : (grade > 0 ? 'low' : null)"),
+            Ok(Ty::String)
+        );
+        let e = derived("grade > 2 ? 'hihg' : 'low'")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("`hihg` is not a code of the item's code list"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_regular_expression_must_compile() {
+        assert_eq!(ty("outcome.matches('^[0-9]{8}$')"), Ok(Ty::Bool));
+        let e = err("outcome.matches('^[0-9]{8')");
+        assert!(e.contains("does not compile"), "{e}");
     }
 
     #[test]

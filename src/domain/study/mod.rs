@@ -338,6 +338,19 @@ hours = 48
     }
 
     #[test]
+    fn a_misspelt_code_in_an_expression_names_its_line() {
+        let (text, e) = broken(
+            "  label = \"Expected dose\"\n",
+            "  label = \"Expected dose\"\n  show_if = \"site != 'tigh'\"\n",
+        );
+        let line = line_of(&text, "'tigh'");
+        assert_eq!(
+            e,
+            vec![format!("demo.toml:{line}: show_if of `expected_mg`: in `site != 'tigh'`: `tigh` is not a code of `site` (its codes: abdomen, thigh)")]
+        );
+    }
+
+    #[test]
     fn a_missing_code_list_names_its_line() {
         let (text, e) = broken("codelist = \"sites\"", "codelist = \"injection_sites\"");
         let line = line_of(&text, "codelist = \"injection_sites\"");
