@@ -255,7 +255,7 @@ impl Builder<'_> {
         let consent = self.consent(raw.consent.as_ref());
         let eligibility = self.eligibility(&raw.eligibility);
         let treatments = self.treatments(&raw.treatments);
-        let rules = self.rules(&raw.rules, &mut forms, &treatments, &raw.forms);
+        let rules = self.rules(&raw.rules, &mut forms, &treatments);
         // escalation names a fever rule, known only now
         for (t, rt) in treatments.iter().zip(&raw.treatments) {
             if let (
@@ -1222,9 +1222,7 @@ impl Builder<'_> {
         raw: &[raw::Rule],
         forms: &mut [Form],
         treatments: &[Treatment],
-        raw_forms: &[raw::Form],
     ) -> Vec<Rule> {
-        let _ = raw_forms;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         // fever_endpoints names a fever rule, which may come after it
