@@ -67,7 +67,19 @@ pub fn parse(file: &str, text: &str) -> Result<Definition, Vec<DefinitionError>>
         Ok(r) => r,
         Err(e) => {
             let line = e.span().map(|s| b.line(s.start));
-            let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+            let mut message = one_line(e.message());
+            if message.is_empty() {
+                // toml has no words for some characters (a vertical tab in a comment)
+                let column = e
+                    .span()
+                    .and_then(|s| {
+                        let before = text.get(..s.start)?;
+                        Some(s.start - before.rfind('\n').map_or(0, |n| n + 1) + 1)
+                    })
+                    .unwrap_or(1);
+                message = format!("not valid TOML at column {column} (a control character?)");
+            }
             return Err(vec![DefinitionError {
                 file: file.to_owned(),
                 line,
@@ -161,10 +173,12 @@ impl Builder<'_> {
 
     fn err(&mut self, span: Span<usize>, message: impl Into<String>) {
         let line = Some(self.line(span.start));
+        // one error, one line: an expression written over several lines is quoted on one
+        let message: String = message.into();
         self.errors.push(DefinitionError {
             file: self.file.clone(),
             line,
-            message: message.into(),
+            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
         });
     }
 

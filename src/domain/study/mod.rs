@@ -455,6 +455,19 @@ hours = 48
         assert_eq!(lines, sorted);
     }
 
+    /// Found by tests/properties.rs: toml gives no message for some control characters.
+    #[test]
+    fn a_control_character_is_an_error_with_words() {
+        let e = errors(&format!("{BASE}\n#\u{b} a comment\n"));
+        let line = BASE.lines().count() + 2;
+        assert_eq!(
+            e,
+            vec![format!(
+                "demo.toml:{line}: not valid TOML at column 2 (a control character?)"
+            )]
+        );
+    }
+
     #[test]
     fn a_toml_error_names_its_line() {
         let (text, e) = broken("repeat = \"any\"", "repeat = any");
