@@ -7,6 +7,7 @@ mod build;
 pub mod expr;
 pub mod model;
 mod raw;
+pub mod values;
 pub mod view;
 
 pub use build::{parse, DefinitionError};
