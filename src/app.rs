@@ -17,6 +17,7 @@ use crate::db::group_commit::{group_commit, GroupCommit};
 use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
 use crate::db::{self, Pool, PoolGone};
 use crate::domain::protocol::Protocol;
+use crate::domain::study::Definition;
 use crate::telemetry::{self, Metrics};
 
 /// Everything a handler needs; shared by all workers.
@@ -33,6 +34,8 @@ pub struct AppState {
     /// Says when the pool's last connection is closed (see [`AppState::close`]).
     pool_gone: PoolGone,
     pub protocol: Arc<Protocol>,
+    /// The running study definition (GET /study/definition).
+    pub study: Arc<Definition>,
     pub metrics: Arc<Metrics>,
     /// New temperatures are written in batches, one commit for many requests.
     pub temperatures: GroupCommit,
@@ -45,6 +48,16 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: Settings) -> Result<Self, String> {
         let protocol = Protocol::load(&settings.protocol)?;
+        let study = crate::services::study::load(&settings.study)?;
+        if study.study.id != protocol.file.study.id {
+            // today's three forms still run from the protocol file (the form engine of issue
+            // 17 replaces it): two different studies is a setting to look at, not an error
+            tracing::warn!(
+                study = %study.study.id,
+                protocol = %protocol.file.study.id,
+                "CASEBOOK_STUDY and CASEBOOK_PROTOCOL name different studies"
+            );
+        }
         let hasher = Hasher::new(&settings.password)?;
         let tokens = Tokens::new(&settings.jwt);
         let instance = db::instance_name();
@@ -74,6 +87,7 @@ impl AppState {
             instance,
             pool_gone,
             protocol: Arc::new(protocol),
+            study: Arc::new(study),
             metrics: Arc::new(Metrics::default()),
             temperatures,
             temperature_contexts,

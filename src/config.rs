@@ -1,7 +1,7 @@
 //! Layered settings: `config/default.toml`, then `config/{env}.toml`, then the environment.
 //!
 //! Environment names: `DATABASE_URL`, `CASEBOOK_LISTEN`, `CASEBOOK_ENV`,
-//! `CASEBOOK_JWT_SECRET`, `CASEBOOK_PROTOCOL`, `CASEBOOK_SAE_WEBHOOK_URL`,
+//! `CASEBOOK_JWT_SECRET`, `CASEBOOK_PROTOCOL`, `CASEBOOK_STUDY`, `CASEBOOK_SAE_WEBHOOK_URL`,
 //! `CASEBOOK_SAE_WEBHOOK_SECRET`, and
 //! `CASEBOOK__SECTION__KEY` for any other key. `CASEBOOK_CONFIG_DIR` says where the files are.
 //! Everything is checked here, before the port is bound; an error names the setting.
@@ -122,6 +122,8 @@ pub struct Settings {
     pub env: Environment,
     pub listen: SocketAddr,
     pub protocol: PathBuf,
+    /// The study definition the server runs (config/studies/*.toml); checked at start.
+    pub study: PathBuf,
     pub shutdown_timeout_secs: u64,
     pub body_limit_bytes: usize,
     pub client_request_timeout_ms: u64,
@@ -169,6 +171,7 @@ impl Settings {
                 "CASEBOOK_LISTEN" => vec!["listen".into()],
                 "CASEBOOK_JWT_SECRET" => vec!["jwt".into(), "secret".into()],
                 "CASEBOOK_PROTOCOL" => vec!["protocol".into()],
+                "CASEBOOK_STUDY" => vec!["study".into()],
                 "CASEBOOK_SAE_WEBHOOK_URL" => vec!["sae".into(), "webhook_url".into()],
                 "CASEBOOK_SAE_WEBHOOK_SECRET" => vec!["sae".into(), "webhook_secret".into()],
                 k if k.starts_with("CASEBOOK__") => k["CASEBOOK__".len()..]

@@ -45,6 +45,11 @@ enum Command {
     SeedDemo,
     /// Recompute the audit hash chain; exit 1 naming the first bad row.
     VerifyAudit,
+    /// Study definitions (config/studies/*.toml).
+    Study {
+        #[command(subcommand)]
+        command: StudyCommand,
+    },
     /// Export the study to files, as the API does (all sites, names not pseudonymised);
     /// every file is audited as `system:cli`.
     Export {
@@ -64,6 +69,13 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum StudyCommand {
+    /// Check a definition file without a database: print each error as FILE:LINE: message
+    /// and exit 1, or print a summary and exit 0.
+    Check { file: PathBuf },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ExportFormat {
     Csv,
@@ -79,6 +91,13 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // needs neither the settings nor a database: it runs wherever the file is
+    if let Command::Study {
+        command: StudyCommand::Check { file },
+    } = &cli.command
+    {
+        return study_check(file);
+    }
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => return fail(format!("configuration error: {e}")),
@@ -96,12 +115,36 @@ fn main() -> ExitCode {
         Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name),
         Command::SeedDemo => seed_demo(&settings),
         Command::VerifyAudit => verify_audit(&settings),
+        Command::Study {
+            command: StudyCommand::Check { file },
+        } => study_check(&file),
         Command::Export {
             format,
             out,
             site,
             include_deleted,
         } => export(&settings, format, &out, site, include_deleted),
+    }
+}
+
+fn study_check(file: &Path) -> ExitCode {
+    use std::io::Write;
+    // written, not println!'d: a closed pipe (`| head`) is not a panic
+    let mut out = std::io::stdout().lock();
+    match casebook::services::study::check_file(file) {
+        Ok(d) => {
+            let _ = writeln!(out, "{}: ok", file.display());
+            let _ = writeln!(out, "{}", casebook::domain::study::summary(&d));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                let _ = writeln!(out, "{e}");
+            }
+            let _ = out.flush();
+            eprintln!("casebook: {} error(s) in {}", errors.len(), file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

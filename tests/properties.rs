@@ -666,3 +666,89 @@ fn eligibility_checklists_never_panic() {
         )
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Study definitions (config/studies): the loader never panics; an error is one line at a line
+// of the file.
+
+const STUDIES: [(&str, &str); 5] = [
+    (
+        "kawasaki.toml",
+        include_str!("../config/studies/kawasaki.toml"),
+    ),
+    ("thera.toml", include_str!("../config/studies/thera.toml")),
+    ("mkd.toml", include_str!("../config/studies/mkd.toml")),
+    ("nlrp12.toml", include_str!("../config/studies/nlrp12.toml")),
+    (
+        "ssc-calcinosis.toml",
+        include_str!("../config/studies/ssc-calcinosis.toml"),
+    ),
+];
+
+fn check_study(text: &str) -> Result<(), TestCaseError> {
+    match casebook::domain::study::parse("s.toml", text) {
+        Ok(d) => prop_assert_eq!(d.sha256.len(), 64),
+        Err(errors) => {
+            prop_assert!(!errors.is_empty());
+            let lines = text.lines().count() + 1;
+            for e in errors {
+                let shown = e.to_string();
+                prop_assert!(shown.starts_with("s.toml:"), "{}", shown);
+                prop_assert!(!e.message.trim().is_empty(), "an empty error");
+                prop_assert!(!shown.contains('\n'), "a multi-line error: {:?}", shown);
+                if let Some(line) = e.line {
+                    prop_assert!((1..=lines).contains(&line), "line {} of {}", line, lines);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn study_parse_never_panics_on_mutated_shipped_definitions(
+        which in 0..STUDIES.len(),
+        mutations in prop::collection::vec(mutation(), 1..5),
+    ) {
+        let text = apply(STUDIES[which].1, &mutations);
+        check_study(&text)?;
+    }
+
+    /// Expressions are where a typo is likeliest: garble one and the loader still answers.
+    #[test]
+    fn study_parse_never_panics_on_garbled_expressions(
+        which in 0..STUDIES.len(),
+        pick in any::<Index>(),
+        cut in any::<Index>(),
+        insert in "[a-z_ ()\\[\\]'.,!?:<>=&|+*/%-]{0,6}",
+    ) {
+        let text = STUDIES[which].1;
+        let spots: Vec<(usize, usize)> = text
+            .match_indices("expr = \"")
+            .chain(text.match_indices("show_if = \""))
+            .chain(text.match_indices("derive = \""))
+            .map(|(at, key)| {
+                let start = at + key.len();
+                let end = start + text[start..].find('"').unwrap_or(0);
+                (start, end)
+            })
+            .collect();
+        prop_assume!(!spots.is_empty());
+        let (start, end) = spots[pick.index(spots.len())];
+        let body = &text[start..end];
+        let at = start + body.char_indices().map(|(i, _)| i).nth(cut.index(body.chars().count().max(1))).unwrap_or(0);
+        let garbled = format!("{}{}{}", &text[..at], insert.replace('"', ""), &text[at..]);
+        check_study(&garbled)?;
+    }
+}
+
+#[test]
+fn shipped_studies_parse() {
+    for (name, text) in STUDIES {
+        let d = casebook::domain::study::parse(name, text);
+        assert!(d.is_ok(), "{name}: {:?}", d.err());
+    }
+}

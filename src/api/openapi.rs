@@ -165,7 +165,7 @@ impl Modify for ProblemResponses {
         health::live, health::ready, health::metrics,
         auth::login, auth::refresh, auth::logout,
         me::me, me::change_password,
-        study::study,
+        study::study, study::definition,
         sites::list, sites::create, sites::get, sites::update,
         users::list, users::create, users::get, users::update,
         audit::list, audit::verify,

@@ -5,6 +5,7 @@ pub mod email;
 pub mod endpoints;
 pub mod partial_date;
 pub mod protocol;
+pub mod study;
 pub mod text;
 pub mod time;
 pub mod values;

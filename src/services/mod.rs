@@ -4,4 +4,5 @@
 pub mod guard;
 pub mod idempotency;
 pub mod sae;
+pub mod study;
 pub mod users;

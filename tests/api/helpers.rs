@@ -165,6 +165,13 @@ pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
                 .to_string_lossy()
                 .into_owned(),
         ),
+        (
+            "CASEBOOK_STUDY".to_owned(),
+            manifest()
+                .join("config/studies/kawasaki.toml")
+                .to_string_lossy()
+                .into_owned(),
+        ),
     ];
     for (k, v) in extra {
         vars.retain(|(key, _)| key != k);

@@ -78,6 +78,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/v1/study/definition",
+        own: "/api/v1/study/definition",
+        other: "/api/v1/study/definition",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200; 4],
+    },
+    Route {
+        method: "GET",
         path: "/api/v1/sites",
         own: "/api/v1/sites",
         other: "/api/v1/sites",

@@ -14,3 +14,4 @@ mod hardening_auth;
 mod hardening_data;
 mod identity;
 mod monitoring;
+mod study_definition;
