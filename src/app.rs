@@ -13,7 +13,6 @@ use crate::auth::hashing::{HashingPool, Lowered};
 use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
-use crate::db::group_commit::{group_commit, GroupCommit};
 use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
 use crate::db::{self, Pool};
 use crate::domain::protocol::Protocol;
@@ -32,9 +31,7 @@ pub struct AppState {
     instance: String,
     pub protocol: Arc<Protocol>,
     pub metrics: Arc<Metrics>,
-    /// New temperatures are written in batches, one commit for many requests.
-    pub temperatures: GroupCommit,
-    /// and the lookups before them are made in batches too
+    /// The lookups before new temperatures are made in batches
     pub temperature_contexts: ContextBatcher,
     /// Most new temperatures are checked and written in one statement, also in batches.
     pub temperature_entries: TemperatureEntries,
@@ -48,7 +45,6 @@ impl AppState {
         let instance = db::instance_name();
         let pool = db::build_pool(&settings.database, &instance);
         let db = &settings.database;
-        let temperatures = group_commit(db.batch_max_size, db.batch_write_leaders);
         let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
         let temperature_entries = temperature_entries(
             db.batch_max_size,
@@ -72,7 +68,6 @@ impl AppState {
             instance,
             protocol: Arc::new(protocol),
             metrics: Arc::new(Metrics::default()),
-            temperatures,
             temperature_contexts,
             temperature_entries,
             settings: Arc::new(settings),

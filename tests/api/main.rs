@@ -10,5 +10,6 @@ mod clinical;
 mod entry_statement;
 mod exports;
 mod foundation;
+mod hardening_clinical;
 mod identity;
 mod monitoring;

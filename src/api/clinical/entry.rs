@@ -46,8 +46,6 @@ pub struct EntryContextRow {
     withdrawn_on: Option<NaiveDate>,
     #[diesel(sql_type = Nullable<Bool>)]
     locked: Option<bool>,
-    #[diesel(sql_type = Nullable<Bool>)]
-    signed: Option<bool>,
     #[diesel(sql_type = Nullable<BigInt>)]
     new_id: Option<i64>,
     #[diesel(sql_type = Timestamptz)]
@@ -64,8 +62,6 @@ pub struct EntryContext {
 pub struct Target {
     pub subject: SubjectRef,
     pub window: ConsentWindow,
-    /// a valid signature the new record invalidates
-    pub signed: bool,
     locked: bool,
     /// the id the new record gets (drawn from its table's sequence)
     pub new_id: i64,
@@ -160,7 +156,7 @@ impl QueryFragment<Pg> for EntryContextsQuery<'_> {
                ARRAY(SELECT st.code FROM user_sites us JOIN sites st ON st.id = us.site_id \
                      WHERE us.user_id = u.id ORDER BY st.code) AS site_codes, \
                w.id, w.site_id, w.subject_code, w.weight_kg, w.time_zone, w.first_signed, \
-               w.withdrawn_on, w.locked, w.signed, \
+               w.withdrawn_on, w.locked, \
                CASE WHEN w.id IS NULL THEN NULL ELSE nextval(",
         );
         out.push_bind_param::<Text, _>(&self.sequence)?;
@@ -183,9 +179,7 @@ impl QueryFragment<Pg> for EntryContextsQuery<'_> {
                    WHERE c.subject_id = sj.id AND c.deleted_at IS NULL) AS withdrawn_on, \
                  EXISTS (SELECT 1 FROM locks l WHERE l.unlocked_at IS NULL \
                    AND (l.scope = 'study' OR (l.scope = 'site' AND l.site_id = sj.site_id) \
-                        OR (l.scope = 'subject' AND l.subject_id = sj.id))) AS locked, \
-                 EXISTS (SELECT 1 FROM signatures g \
-                   WHERE g.subject_id = sj.id AND g.invalidated_at IS NULL) AS signed \
+                        OR (l.scope = 'subject' AND l.subject_id = sj.id))) AS locked \
                FROM subjects sj JOIN sites st ON st.id = sj.site_id \
                WHERE sj.subject_code = r.code AND sj.deleted_at IS NULL AND (",
         );
@@ -289,7 +283,6 @@ pub fn context(
                 first_signed: r.first_signed,
                 withdrawn_on: r.withdrawn_on,
             },
-            signed: r.signed.unwrap_or(false),
             locked: r.locked.unwrap_or(false),
             new_id: r.new_id?,
             now: r.now,
