@@ -98,3 +98,165 @@ async fn a_signature_never_stays_valid_over_a_temperature_it_does_not_cover() {
         }
     }
 }
+
+/// The last audit row of `table` for `record`: (old values, new values).
+fn last_audit(app: &TestApp, table: &str, record: i64) -> (Value, Value) {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Jsonb>)]
+        old_values: Option<Value>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Jsonb>)]
+        new_values: Option<Value>,
+    }
+    let row: Row = diesel::sql_query(format!(
+        "SELECT old_values, new_values FROM audit_log WHERE entity_table = '{table}' \
+         AND record_id = {record} ORDER BY id DESC LIMIT 1"
+    ))
+    .get_result(&mut app.conn())
+    .unwrap();
+    (
+        row.old_values.unwrap_or(Value::Null),
+        row.new_values.unwrap_or(Value::Null),
+    )
+}
+
+async fn subject(app: &TestApp, token: &str, code: &str) -> Value {
+    let r = app.get(&format!("/api/v1/subjects/{code}"), token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+#[actix_web::test]
+async fn a_withdrawal_before_live_data_is_refused_and_a_withdrawal_can_be_corrected() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let base = format!("/api/v1/subjects/{code}");
+    // 00:30 in Paris (UTC+2): a Paris date of 2026-10-06, a UTC date of 2026-10-05
+    let r = app
+        .post(
+            &format!("{base}/temperatures"),
+            &inv,
+            &json!({"measured_at": "2026-10-05T22:30:00Z", "celsius": 38.0, "method": "oral"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let temp = r.body["id"].as_i64().unwrap();
+    let consent = app.get(&format!("{base}/consents"), &inv).await.body[0].clone();
+    let id = consent["id"].as_i64().unwrap();
+    let audits = "SELECT count(*) AS n FROM audit_log";
+    let before = app.count(audits);
+
+    let withdraw = format!("{base}/consents/{id}/withdraw");
+    let r = app
+        .post(
+            &withdraw,
+            &inv,
+            &json!({"withdrawn_on": "2026-10-05", "scope": "all", "reason": "parents withdrew"}),
+        )
+        .await;
+    r.assert_problem(422, Some("withdrawn_on"));
+    assert!(
+        r.text.contains(&format!("temperature {temp}")),
+        "names the data: {}",
+        r.text
+    );
+    assert_eq!(app.count(audits), before, "nothing written");
+    assert_eq!(
+        subject(&app, &inv, &code).await["status"],
+        json!("enrolled")
+    );
+
+    let r = app
+        .post(
+            &withdraw,
+            &inv,
+            &json!({"withdrawn_on": "2026-10-06", "scope": "treatment", "reason": "parents withdrew"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // the withdrawal is corrected like any field: If-Match, a reason, the same rules
+    let path = format!("{base}/consents/{id}");
+    let r = app
+        .patch(
+            &path,
+            &inv,
+            2,
+            &json!({"withdrawn_on": "2026-10-05", "reason": "date misread"}),
+        )
+        .await;
+    r.assert_problem(422, Some("withdrawn_on"));
+    let r = app
+        .patch(
+            &path,
+            &inv,
+            2,
+            &json!({"withdrawn_on": "2026-10-07", "withdrawal_scope": "all", "reason": "date misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["withdrawn_on"], json!("2026-10-07"));
+    assert_eq!(r.body["withdrawal_scope"], json!("all"));
+    let (old, new) = last_audit(&app, "consents", id);
+    assert_eq!(old["withdrawn_on"], json!("2026-10-06"), "{old}");
+    assert_eq!(new["withdrawal_scope"], json!("all"), "{new}");
+
+    // the subject's status follows a withdrawal of everything, audited with its old value
+    let s = subject(&app, &inv, &code).await;
+    assert_eq!(s["status"], json!("withdrawn"));
+    let sid = s["id"].as_i64().unwrap();
+    let (old, new) = last_audit(&app, "subjects", sid);
+    assert_eq!(old, json!({"status": "enrolled"}));
+    assert_eq!(new, json!({"status": "withdrawn"}));
+    // and cannot be set back while the consent says so
+    let version = s["version"].as_i64().unwrap();
+    let r = app
+        .patch(
+            &base,
+            &inv,
+            version,
+            &json!({"status": "enrolled", "reason": "back in"}),
+        )
+        .await;
+    r.assert_problem(422, Some("status"));
+
+    // a withdrawal of treatment only leaves the subject enrolled again
+    let r = app
+        .patch(
+            &path,
+            &inv,
+            3,
+            &json!({"withdrawal_scope": "treatment", "reason": "scope misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        subject(&app, &inv, &code).await["status"],
+        json!("enrolled")
+    );
+    let (old, new) = last_audit(&app, "subjects", sid);
+    assert_eq!(old, json!({"status": "withdrawn"}));
+    assert_eq!(new, json!({"status": "enrolled"}));
+
+    // the withdrawal of a consent that is not withdrawn is not a correction
+    let r = app
+        .post(
+            &format!("{base}/consents"),
+            &inv,
+            &json!({"form_version": "2.0", "signed_on": "2026-10-02", "signer": "participant"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other = r.body["id"].as_i64().unwrap();
+    app.patch(
+        &format!("{base}/consents/{other}"),
+        &inv,
+        1,
+        &json!({"withdrawn_on": "2026-10-07", "reason": "x"}),
+    )
+    .await
+    .assert_problem(422, Some("withdrawn_on"));
+}

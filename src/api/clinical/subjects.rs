@@ -389,6 +389,15 @@ pub async fn update(
         if old.version != expected {
             return Err(AppError::PreconditionFailed);
         }
+        if b.status.as_deref().is_some_and(|st| st != "withdrawn")
+            && super::consents::withdrawn_from_all(conn, old.id)?
+        {
+            return Err(AppError::invalid(
+                "status",
+                "the subject's consent is withdrawn from everything: correct that withdrawal \
+                 first",
+            ));
+        }
         let before = load(conn, old.id)?;
         diesel::update(s::table.find(old.id))
             .set((
