@@ -260,3 +260,47 @@ async fn a_withdrawal_before_live_data_is_refused_and_a_withdrawal_can_be_correc
     .await
     .assert_problem(422, Some("withdrawn_on"));
 }
+
+#[actix_web::test]
+async fn a_consent_correction_meets_the_rules_of_its_creation() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let path = format!("/api/v1/subjects/{code}/consents/1");
+    let long = "m".repeat(250_000);
+    for bad in [long.as_str(), "", "   "] {
+        let body = json!({"representative_relationship": bad, "reason": "typo"});
+        app.patch(&path, &inv, 1, &body)
+            .await
+            .assert_problem(422, Some("representative_relationship"));
+        app.post(
+            &format!("/api/v1/subjects/{code}/consents"),
+            &inv,
+            &json!({"form_version": "2.0", "signed_on": "2026-10-01",
+                    "signer": "legal_representative", "representative_relationship": bad}),
+        )
+        .await
+        .assert_problem(422, Some("representative_relationship"));
+    }
+    let consents = app
+        .get(&format!("/api/v1/subjects/{code}/consents"), &inv)
+        .await;
+    assert_eq!(consents.body.as_array().unwrap().len(), 1);
+    assert_eq!(consents.body[0]["version"], json!(1), "nothing written");
+    assert_eq!(
+        consents.body[0]["representative_relationship"],
+        json!("mother")
+    );
+    // stored as checked, as on creation
+    let r = app
+        .patch(
+            &path,
+            &inv,
+            1,
+            &json!({"representative_relationship": "  father ", "reason": "typo"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["representative_relationship"], json!("father"));
+}

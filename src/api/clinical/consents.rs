@@ -12,8 +12,9 @@ use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
+use crate::domain::consent::{self, ConsentForm};
 use crate::domain::time::{end_of_local_day, local_date};
-use crate::domain::values::{bounded_text, Reason};
+use crate::domain::values::Reason;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{
     adverse_events as ae, consents as c, injections as i, subjects as s, temperatures as t,
@@ -144,44 +145,19 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::EnterClinical)?;
     let b = body.value;
-    let mut errors = Vec::new();
-    if !state
-        .protocol
-        .file
-        .consent_versions
-        .contains(&b.form_version)
-    {
-        errors.push(FieldError::new(
-            "form_version",
-            format!(
-                "not a version in force: {}",
-                state.protocol.file.consent_versions.join(", ")
-            ),
-        ));
-    }
-    let relationship = match (b.signer, b.representative_relationship.as_deref()) {
-        (Signer::LegalRepresentative, None) => {
-            errors.push(FieldError::new(
-                "representative_relationship",
-                "required when a legal representative signs",
-            ));
-            None
-        }
-        (_, Some(r)) => bounded_text("representative_relationship", r, 100)
-            .map_err(|e| errors.push(e))
-            .ok(),
-        (Signer::Participant, None) => None,
-    };
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
+    let versions = state.protocol.file.consent_versions.clone();
     let code = code.into_inner();
     let cl = caller.clone();
     idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
         let subject = super::find_subject_for_write(conn, &scope, &code)?;
-        if b.signed_on > local_date(Utc::now(), subject.tz) {
-            return Err(AppError::invalid("signed_on", "must not be in the future"));
-        }
+        let form = ConsentForm {
+            form_version: &b.form_version,
+            signed_on: b.signed_on,
+            legal_representative: b.signer == Signer::LegalRepresentative,
+            representative_relationship: b.representative_relationship.as_deref(),
+        };
+        let relationship = consent::check(&form, &versions, local_date(Utc::now(), subject.tz))
+            .map_err(AppError::Validation)?;
         let signer = match b.signer {
             Signer::Participant => "participant",
             Signer::LegalRepresentative => "legal_representative",
@@ -521,7 +497,17 @@ pub async fn update(
             .withdrawal_scope
             .map(|w| w.as_str().to_owned())
             .or(old.withdrawal_scope.clone());
-        let mut errors = Vec::new();
+        let form = ConsentForm {
+            form_version: &form_version,
+            signed_on,
+            legal_representative: signer == "legal_representative",
+            representative_relationship: relationship.as_deref(),
+        };
+        let (relationship, mut errors) =
+            match consent::check(&form, &versions, local_date(Utc::now(), subject.tz)) {
+                Ok(r) => (r, Vec::new()),
+                Err(e) => (None, e),
+            };
         match (old.withdrawn_on, b.withdrawn_on) {
             (None, _) if b.withdrawn_on.is_some() || b.withdrawal_scope.is_some() => {
                 errors.push(FieldError::new(
@@ -533,21 +519,6 @@ pub async fn update(
                 errors.append(&mut withdrawal_errors(conn, &subject, signed_on, w)?);
             }
             _ => {}
-        }
-        if !versions.contains(&form_version) {
-            errors.push(FieldError::new(
-                "form_version",
-                format!("not a version in force: {}", versions.join(", ")),
-            ));
-        }
-        if signer == "legal_representative" && relationship.is_none() {
-            errors.push(FieldError::new(
-                "representative_relationship",
-                "required when a legal representative signs",
-            ));
-        }
-        if signed_on > local_date(Utc::now(), subject.tz) {
-            errors.push(FieldError::new("signed_on", "must not be in the future"));
         }
         if withdrawn_on.is_some_and(|w| w < signed_on) {
             errors.push(FieldError::new(
