@@ -1,7 +1,9 @@
 -- Hardening of clinical data (issue 16).
 
--- 6. A signature covers every record committed before it or is invalidated: the
--- one-statement temperature entry holds its subjects as every other write does.
+-- The one-statement temperature entry keeps to the rules of the step-by-step path:
+-- 6. a signature covers every record committed before it or is invalidated: the entry
+--    holds its subjects as every other write does;
+-- 20. an inactive site takes no data.
 CREATE OR REPLACE FUNCTION casebook_enter_temperatures(
     p_user bigint[], p_session uuid[], p_token_version integer[], p_code text[],
     p_measured_at timestamptz[], p_celsius numeric[], p_method text[], p_fever boolean[],
@@ -42,6 +44,8 @@ BEGIN
                      WHERE c.subject_id = sj.id AND c.deleted_at IS NULL) AS withdrawn_on
             FROM subjects sj JOIN sites st ON st.id = sj.site_id
             WHERE sj.subject_code = r.code AND sj.deleted_at IS NULL
+              -- 20. an inactive site takes no data (423 on the step-by-step path)
+              AND st.active
               AND sj.site_id IN (SELECT us.site_id FROM user_sites us WHERE us.user_id = u.id)
               AND NOT EXISTS (SELECT 1 FROM locks l WHERE l.unlocked_at IS NULL
                     AND (l.scope = 'study' OR (l.scope = 'site' AND l.site_id = sj.site_id)

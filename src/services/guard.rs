@@ -13,11 +13,12 @@ use serde_json::json;
 use crate::audit::{self, AuditEvent, RequestMeta};
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
-use crate::schema::{locks as l, signatures as sg, subjects as s, verifications as v};
+use crate::schema::{locks as l, signatures as sg, sites, subjects as s, verifications as v};
 
-/// Refuses the write with 423 when the study, the site or the subject is locked. Holds the
-/// subject against a signature until the caller's transaction ends (call it inside one,
-/// before anything that decides whether a signature is invalidated).
+/// Refuses the write with 423 when the study, the site or the subject is locked, or the
+/// site inactive (a site that may not enrol may not enter data either). Holds the subject
+/// against a signature until the caller's transaction ends (call it inside one, before
+/// anything that decides whether a signature is invalidated).
 pub fn ensure_unlocked(
     conn: &mut PgConnection,
     site_id: i64,
@@ -30,6 +31,15 @@ pub fn ensure_unlocked(
             .for_key_share()
             .first::<i64>(conn)
             .optional()?;
+    }
+    let active: bool = sites::table
+        .find(site_id)
+        .select(sites::active)
+        .first(conn)?;
+    if !active {
+        return Err(AppError::Locked(
+            "The site is inactive; an administrator must reactivate it to change data.".into(),
+        ));
     }
     let lock: Option<(i64, String, String)> = l::table
         .filter(l::unlocked_at.is_null())

@@ -304,3 +304,79 @@ async fn a_consent_correction_meets_the_rules_of_its_creation() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["representative_relationship"], json!("father"));
 }
+
+#[actix_web::test]
+async fn an_inactive_site_takes_no_data() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let admin = app.token(Role::Admin, &[]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let base = format!("/api/v1/subjects/{code}");
+    let r = app
+        .post(&format!("{base}/temperatures"), &inv, &reading(60))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = app
+        .request(
+            reqwest::Method::PATCH,
+            "/api/v1/sites/FR01",
+            Some(&admin),
+            Some(&json!({"active": false})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let audits = app.count("SELECT count(*) AS n FROM audit_log");
+    let records = "SELECT (SELECT count(*) FROM temperatures) + (SELECT count(*) FROM injections) \
+                   + (SELECT count(*) FROM adverse_events) + (SELECT count(*) FROM consents) AS n";
+    let before = app.count(records);
+
+    // every form, new and corrected, with and without an Idempotency-Key
+    for (path, body) in [
+        (format!("{base}/temperatures"), reading(61)),
+        (
+            format!("{base}/injections"),
+            crate::clinical::injection(1, "2026-10-05T06:00:00Z", 40.0),
+        ),
+        (
+            format!("{base}/adverse-events"),
+            crate::adverse_events::mild_event(),
+        ),
+        (
+            format!("{base}/consents"),
+            json!({"form_version": "2.0", "signed_on": "2026-10-02", "signer": "participant"}),
+        ),
+    ] {
+        let r = app.post(&path, &inv, &body).await;
+        r.assert_problem(423, None);
+        assert!(r.text.contains("inactive"), "{}", r.text);
+        app.request(
+            reqwest::Method::POST,
+            &path,
+            Some(&inv),
+            Some(&body),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await
+        .assert_problem(423, None);
+    }
+    app.patch(
+        &format!("{base}/temperatures/1"),
+        &inv,
+        1,
+        &json!({"celsius": 38.0, "reason": "misread"}),
+    )
+    .await
+    .assert_problem(423, None);
+    app.patch(
+        &base,
+        &inv,
+        1,
+        &json!({"weight_kg": 21.0, "reason": "weighed again"}),
+    )
+    .await
+    .assert_problem(423, None);
+    assert_eq!(app.count(records), before, "nothing written");
+    assert_eq!(app.count("SELECT count(*) AS n FROM audit_log"), audits);
+}
