@@ -380,3 +380,45 @@ async fn an_inactive_site_takes_no_data() {
     assert_eq!(app.count(records), before, "nothing written");
     assert_eq!(app.count("SELECT count(*) AS n FROM audit_log"), audits);
 }
+
+#[actix_web::test]
+async fn a_site_with_subjects_keeps_its_time_zone() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    app.site("FR02", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let admin = app.token(Role::Admin, &[]).await;
+    enrolled(&app, &inv, "FR01").await;
+    let patch = |site: &'static str, body: Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            app.request(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/sites/{site}"),
+                Some(&admin),
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+    };
+    let audits = app.count("SELECT count(*) AS n FROM audit_log");
+    let r = patch("FR01", json!({"time_zone": "Asia/Tokyo"})).await;
+    r.assert_problem(422, Some("time_zone"));
+    assert!(r.text.contains("(1 so far)"), "{}", r.text);
+    assert_eq!(app.count("SELECT count(*) AS n FROM audit_log"), audits);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM sites WHERE time_zone = 'Europe/Paris'"),
+        2
+    );
+    // the same zone, other fields, and a site without subjects: as before
+    let r = patch(
+        "FR01",
+        json!({"time_zone": "Europe/Paris", "name": "Paris"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = patch("FR02", json!({"time_zone": "Asia/Tokyo"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["time_zone"], json!("Asia/Tokyo"));
+}
