@@ -422,3 +422,102 @@ async fn a_site_with_subjects_keeps_its_time_zone() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["time_zone"], json!("Asia/Tokyo"));
 }
+
+#[actix_web::test]
+async fn a_replay_is_only_for_a_caller_who_can_still_see_the_record() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    app.site("FR02", "Europe/Paris");
+    let email = app.user(Role::Investigator, &["FR01"]);
+    let inv = app.login(&email).await;
+    let admin = app.token(Role::Admin, &[]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let forms = [
+        (format!("/api/v1/subjects/{code}/temperatures"), reading(90)),
+        (
+            format!("/api/v1/subjects/{code}/consents"),
+            json!({"form_version": "2.0", "signed_on": "2026-10-02", "signer": "participant"}),
+        ),
+        (
+            "/api/v1/subjects".to_owned(),
+            crate::clinical::new_subject("FR01"),
+        ),
+    ];
+    let keys = ["retry-1", "retry-2", "retry-3"];
+    for ((path, body), key) in forms.iter().zip(keys) {
+        let r = app
+            .request(
+                reqwest::Method::POST,
+                path,
+                Some(&inv),
+                Some(body),
+                &[("Idempotency-Key", key)],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // moved to another site: FR01's records are out of sight, retries included
+    let id = app.count(&format!(
+        "SELECT id AS n FROM users WHERE email = '{email}'"
+    ));
+    let r = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&admin),
+            Some(&json!({"site_codes": ["FR02"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let inv = app.login(&email).await;
+    for ((path, body), key) in forms.iter().zip(keys) {
+        let r = app
+            .request(
+                reqwest::Method::POST,
+                path,
+                Some(&inv),
+                Some(body),
+                &[("Idempotency-Key", key)],
+            )
+            .await;
+        r.assert_problem(404, None);
+        assert!(!r.text.contains(&code), "{}", r.text);
+    }
+}
+
+#[actix_web::test]
+async fn an_idempotency_key_that_is_not_visible_ascii_is_refused() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let records =
+        "SELECT (SELECT count(*) FROM temperatures) + (SELECT count(*) FROM consents) AS n";
+    let before = app.count(records);
+    for key in [&b"cl\xc3\xa9"[..], b"a b", b""] {
+        for (path, body) in [
+            (format!("/api/v1/subjects/{code}/temperatures"), reading(30)),
+            (
+                format!("/api/v1/subjects/{code}/consents"),
+                json!({"form_version": "2.0", "signed_on": "2026-10-02", "signer": "participant"}),
+            ),
+        ] {
+            let resp = app
+                .client
+                .post(app.url(&path))
+                .bearer_auth(&inv)
+                .header(
+                    "Idempotency-Key",
+                    reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+                )
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let r = crate::helpers::Resp::read(resp).await;
+            r.assert_problem(422, Some("Idempotency-Key"));
+        }
+    }
+    assert_eq!(app.count(records), before, "nothing written");
+}

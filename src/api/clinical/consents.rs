@@ -148,54 +148,61 @@ pub async fn create(
     let versions = state.protocol.file.consent_versions.clone();
     let code = code.into_inner();
     let cl = caller.clone();
-    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = super::find_subject_for_write(conn, &scope, &code)?;
-        let form = ConsentForm {
-            form_version: &b.form_version,
-            signed_on: b.signed_on,
-            legal_representative: b.signer == Signer::LegalRepresentative,
-            representative_relationship: b.representative_relationship.as_deref(),
-        };
-        let relationship = consent::check(&form, &versions, local_date(Utc::now(), subject.tz))
-            .map_err(AppError::Validation)?;
-        let signer = match b.signer {
-            Signer::Participant => "participant",
-            Signer::LegalRepresentative => "legal_representative",
-        };
-        let consent: Consent = diesel::insert_into(c::table)
-            .values((
-                c::site_id.eq(subject.site_id),
-                c::subject_id.eq(subject.id),
-                c::form_version.eq(&b.form_version),
-                c::signed_on.eq(b.signed_on),
-                c::signer.eq(signer),
-                c::representative_relationship.eq(relationship),
-                c::assent.eq(b.assent),
-                c::obtained_by.eq(cl.user_id),
-                c::created_by.eq(cl.user_id),
-                c::updated_by.eq(cl.user_id),
-            ))
-            .returning(Consent::as_returning())
-            .get_result(conn)?;
-        let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
-                .record(consent.id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .new_values(body.clone()),
-        )?;
-        crate::services::guard::after_change(
-            conn,
-            &cl,
-            "consents",
-            None,
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(body)
-    })
+    idempotent_post(
+        &state,
+        &caller,
+        &req,
+        &body.raw,
+        move |conn| find_subject(conn, &scope, &code),
+        move |conn, subject| {
+            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+            let form = ConsentForm {
+                form_version: &b.form_version,
+                signed_on: b.signed_on,
+                legal_representative: b.signer == Signer::LegalRepresentative,
+                representative_relationship: b.representative_relationship.as_deref(),
+            };
+            let relationship = consent::check(&form, &versions, local_date(Utc::now(), subject.tz))
+                .map_err(AppError::Validation)?;
+            let signer = match b.signer {
+                Signer::Participant => "participant",
+                Signer::LegalRepresentative => "legal_representative",
+            };
+            let consent: Consent = diesel::insert_into(c::table)
+                .values((
+                    c::site_id.eq(subject.site_id),
+                    c::subject_id.eq(subject.id),
+                    c::form_version.eq(&b.form_version),
+                    c::signed_on.eq(b.signed_on),
+                    c::signer.eq(signer),
+                    c::representative_relationship.eq(relationship),
+                    c::assent.eq(b.assent),
+                    c::obtained_by.eq(cl.user_id),
+                    c::created_by.eq(cl.user_id),
+                    c::updated_by.eq(cl.user_id),
+                ))
+                .returning(Consent::as_returning())
+                .get_result(conn)?;
+            let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
+                    .record(consent.id)
+                    .site(Some(subject.site_id))
+                    .subject(Some(subject.id))
+                    .new_values(body.clone()),
+            )?;
+            crate::services::guard::after_change(
+                conn,
+                &cl,
+                "consents",
+                None,
+                subject.site_id,
+                subject.id,
+            )?;
+            Ok(body)
+        },
+    )
     .await
 }
 

@@ -292,6 +292,11 @@ pub fn context(
 }
 
 impl EntryContext {
+    /// 404 when the subject is outside the caller's scope.
+    pub fn found(&self) -> AppResult<()> {
+        self.target.as_ref().map(|_| ()).ok_or(AppError::NotFound)
+    }
+
     /// The subject: 404 when outside the caller's scope, 423 (naming the lock) when locked.
     pub fn target(self, conn: &mut PgConnection) -> AppResult<(Caller, Target)> {
         let target = self.target.ok_or(AppError::NotFound)?;

@@ -294,28 +294,33 @@ pub fn optional_if_match(req: &HttpRequest) -> AppResult<Option<i32>> {
 }
 
 /// Runs a POST's unit of work in one transaction, honouring `Idempotency-Key`: a retry
-/// with the same key and body returns the first answer and writes nothing.
-pub async fn idempotent_post<F>(
+/// with the same key and body returns the first answer and writes nothing. `find` looks
+/// up what the record belongs to within the caller's scope (404) before any replay, so
+/// that a caller who can no longer see it is not shown the record; `work` gets its answer.
+pub async fn idempotent_post<T, L, F>(
     state: &web::Data<AppState>,
     caller: &Caller,
     req: &HttpRequest,
     raw: &[u8],
+    find: L,
     work: F,
 ) -> AppResult<HttpResponse>
 where
-    F: FnOnce(&mut PgConnection) -> AppResult<Value> + Send + 'static,
+    L: FnOnce(&mut PgConnection) -> AppResult<T> + Send + 'static,
+    F: FnOnce(&mut PgConnection, T) -> AppResult<Value> + Send + 'static,
 {
-    let key = super::idempotency_key(req);
+    let key = super::idempotency_key(req)?;
     let fingerprint = idempotency::fingerprint("POST", req.path(), raw);
     let user = caller.user_id;
     let (status, body) = db::transaction(&state.pool, move |conn| {
+        let found = find(conn)?;
         if let Some(k) = &key {
             if let Claim::Replay { status, body } = idempotency::claim(conn, user, k, &fingerprint)?
             {
                 return Ok((status, body));
             }
         }
-        let body = work(conn)?;
+        let body = work(conn, found)?;
         if let Some(k) = &key {
             idempotency::store(conn, user, k, 201, &body)?;
         }

@@ -251,54 +251,61 @@ pub async fn create(
         return Err(AppError::Validation(errors));
     };
     let c = caller.clone();
-    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let mut q = sites::table
-            .filter(sites::code.eq(&b.site_code))
-            .into_boxed();
+    let site_code = b.site_code.clone();
+    let find = move |conn: &mut PgConnection| -> AppResult<(i64, bool)> {
+        let mut q = sites::table.filter(sites::code.eq(&site_code)).into_boxed();
         if let Some(ids) = scope.site_ids() {
             q = q.filter(sites::id.eq_any(ids.to_vec()));
         }
-        let (site_id, active): (i64, bool) = q
-            .select((sites::id, sites::active))
+        q.select((sites::id, sites::active))
             .first(conn)
             .optional()?
-            .ok_or(AppError::NotFound)?;
-        if !active {
-            return Err(AppError::invalid("site_code", "the site is not active"));
-        }
-        crate::services::guard::ensure_unlocked(conn, site_id, None)?;
-        // The row lock on the site serialises enrolments there: numbers without gaps.
-        let seq: i32 = diesel::update(sites::table.find(site_id))
-            .set(sites::subject_seq.eq(sites::subject_seq + 1))
-            .returning(sites::subject_seq)
-            .get_result(conn)?;
-        let code = subject_code(&b.site_code, seq);
-        let id: i64 = diesel::insert_into(s::table)
-            .values((
-                s::site_id.eq(site_id),
-                s::subject_code.eq(&code),
-                s::status.eq("enrolled"),
-                s::sex.eq(b.sex.as_str()),
-                s::birth_year_month.eq(birth.as_str()),
-                s::weight_kg.eq(decimal(weight.value(), 2)),
-                s::eligibility.eq(json!(b.eligibility)),
-                s::created_by.eq(c.user_id),
-                s::updated_by.eq(c.user_id),
-            ))
-            .returning(s::id)
-            .get_result(conn)?;
-        let subject = load(conn, id)?;
-        let body = serde_json::to_value(&subject).map_err(AppError::internal)?;
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&c.actor), "create", "subjects", &c.meta)
-                .record(id)
-                .site(Some(site_id))
-                .subject(Some(id))
-                .new_values(body.clone()),
-        )?;
-        Ok(body)
-    })
+            .ok_or(AppError::NotFound)
+    };
+    idempotent_post(
+        &state,
+        &caller,
+        &req,
+        &body.raw,
+        find,
+        move |conn, (site_id, active)| {
+            if !active {
+                return Err(AppError::invalid("site_code", "the site is not active"));
+            }
+            crate::services::guard::ensure_unlocked(conn, site_id, None)?;
+            // The row lock on the site serialises enrolments there: numbers without gaps.
+            let seq: i32 = diesel::update(sites::table.find(site_id))
+                .set(sites::subject_seq.eq(sites::subject_seq + 1))
+                .returning(sites::subject_seq)
+                .get_result(conn)?;
+            let code = subject_code(&b.site_code, seq);
+            let id: i64 = diesel::insert_into(s::table)
+                .values((
+                    s::site_id.eq(site_id),
+                    s::subject_code.eq(&code),
+                    s::status.eq("enrolled"),
+                    s::sex.eq(b.sex.as_str()),
+                    s::birth_year_month.eq(birth.as_str()),
+                    s::weight_kg.eq(decimal(weight.value(), 2)),
+                    s::eligibility.eq(json!(b.eligibility)),
+                    s::created_by.eq(c.user_id),
+                    s::updated_by.eq(c.user_id),
+                ))
+                .returning(s::id)
+                .get_result(conn)?;
+            let subject = load(conn, id)?;
+            let body = serde_json::to_value(&subject).map_err(AppError::internal)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&c.actor), "create", "subjects", &c.meta)
+                    .record(id)
+                    .site(Some(site_id))
+                    .subject(Some(id))
+                    .new_values(body.clone()),
+            )?;
+            Ok(body)
+        },
+    )
     .await
 }
 

@@ -229,7 +229,7 @@ pub async fn create(
     body: Json<NewTemperature>,
 ) -> AppResult<HttpResponse> {
     let code = code.into_inner();
-    let key = crate::api::idempotency_key(&req);
+    let key = crate::api::idempotency_key(&req)?;
     let fingerprint = idempotency::fingerprint("POST", req.path(), &body.raw);
     let new = body.value;
     if key.is_none() {
@@ -256,6 +256,8 @@ pub async fn create(
             conn.transaction(|conn| entry.write(conn))?;
             return Ok((201, entry.record.new_values));
         }
+        // a replay only to a caller who can still see the subject
+        ctx.found()?;
         entry::idempotent_create(conn, user, key, fingerprint, move |conn| {
             let entry = prepare(conn, &st.protocol, ctx, &new)?;
             entry.write(conn)?;
