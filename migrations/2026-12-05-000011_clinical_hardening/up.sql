@@ -3,6 +3,7 @@
 -- The one-statement temperature entry keeps to the rules of the step-by-step path:
 -- 6. a signature covers every record committed before it or is invalidated: the entry
 --    holds its subjects as every other write does;
+-- 9. no reading before the subject's birth month nor 1900;
 -- 20. an inactive site takes no data.
 CREATE OR REPLACE FUNCTION casebook_enter_temperatures(
     p_user bigint[], p_session uuid[], p_token_version integer[], p_code text[],
@@ -38,6 +39,8 @@ BEGIN
         JOIN LATERAL (
             SELECT sj.id AS subject_id, sj.site_id,
                    (r.measured_at AT TIME ZONE st.time_zone)::date AS local_date,
+                   -- 9. the date floor (src/domain/time.rs DateFloor)
+                   greatest(date '1900-01-01', (sj.birth_year_month || '-01')::date) AS floor,
                    (SELECT min(c.signed_on) FROM consents c
                      WHERE c.subject_id = sj.id AND c.deleted_at IS NULL) AS first_signed,
                    (SELECT min(c.withdrawn_on) FROM consents c
@@ -53,6 +56,7 @@ BEGIN
               AND NOT EXISTS (SELECT 1 FROM signatures g
                     WHERE g.subject_id = sj.id AND g.invalidated_at IS NULL)
         ) w ON w.first_signed IS NOT NULL AND w.local_date >= w.first_signed
+               AND w.local_date >= w.floor
                AND (w.withdrawn_on IS NULL OR w.local_date <= w.withdrawn_on)
     ),
     written AS (

@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 
+use super::time::DateFloor;
 use super::values::bounded_text;
 use crate::error::FieldError;
 
@@ -14,6 +15,8 @@ pub struct ConsentForm<'a> {
     pub signed_on: NaiveDate,
     pub legal_representative: bool,
     pub representative_relationship: Option<&'a str>,
+    /// the subject's date floor (birth month, 1900)
+    pub floor: DateFloor,
 }
 
 /// Checks `form` against the form versions in force and the site's `today`; answers the
@@ -32,6 +35,9 @@ pub fn check(
     }
     if form.signed_on > today {
         errors.push(FieldError::new("signed_on", "must not be in the future"));
+    }
+    if let Err(e) = form.floor.check("signed_on", form.signed_on) {
+        errors.push(e);
     }
     let relationship = match form.representative_relationship {
         None if form.legal_representative => {
@@ -63,6 +69,7 @@ mod tests {
             signed_on: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap_or_default(),
             legal_representative: true,
             representative_relationship: relationship,
+            floor: DateFloor::of_birth("2023-04"),
         }
     }
 

@@ -521,3 +521,81 @@ async fn an_idempotency_key_that_is_not_visible_ascii_is_refused() {
     }
     assert_eq!(app.count(records), before, "nothing written");
 }
+
+#[actix_web::test]
+async fn no_clinical_date_before_the_subjects_birth_month_nor_1900() {
+    use diesel::connection::SimpleConnection;
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    // born 2023-04, consented 2026-10-01
+    let code = enrolled(&app, &inv, "FR01").await;
+    let base = format!("/api/v1/subjects/{code}");
+    let consent = |signed_on: &str| json!({"form_version": "2.0", "signed_on": signed_on, "signer": "participant"});
+    for day in ["0001-01-01", "1899-12-31", "2023-03-31"] {
+        app.post(&format!("{base}/consents"), &inv, &consent(day))
+            .await
+            .assert_problem(422, Some("signed_on"));
+        app.patch(
+            &format!("{base}/consents/1"),
+            &inv,
+            1,
+            &json!({"signed_on": day, "reason": "misread"}),
+        )
+        .await
+        .assert_problem(422, Some("signed_on"));
+    }
+    let r = app
+        .post(&format!("{base}/consents"), &inv, &consent("2023-04-01"))
+        .await;
+    assert_eq!(r.status, 201, "the birth month itself: {}", r.text);
+
+    // a consent of year 1 left from before the rule: the data still have their floor
+    app.conn()
+        .batch_execute(
+            "INSERT INTO consents (site_id, subject_id, form_version, signed_on, signer, \
+               obtained_by, created_by, updated_by) \
+             SELECT site_id, id, '2.0', '0001-01-01', 'participant', 1, 1, 1 FROM subjects",
+        )
+        .unwrap();
+    let records = "SELECT (SELECT count(*) FROM temperatures) + (SELECT count(*) FROM injections) \
+                   + (SELECT count(*) FROM adverse_events) AS n";
+    for (form, field, body) in [
+        (
+            "temperatures",
+            "measured_at",
+            json!({"measured_at": "0001-06-01T12:00:00Z", "celsius": 37.0, "method": "oral"}),
+        ),
+        (
+            "temperatures",
+            "measured_at",
+            json!({"measured_at": "2023-03-31T12:00:00Z", "celsius": 37.0, "method": "oral"}),
+        ),
+        (
+            "injections",
+            "administered_at",
+            crate::clinical::injection(1, "0001-06-01T12:00:00Z", 40.0),
+        ),
+        ("adverse-events", "onset_date", {
+            let mut e = crate::adverse_events::mild_event();
+            e["onset_date"] = json!("2023-03");
+            e
+        }),
+    ] {
+        app.post(&format!("{base}/{form}"), &inv, &body)
+            .await
+            .assert_problem(422, Some(field));
+    }
+    assert_eq!(app.count(records), 0, "nothing written");
+
+    // nor may the birth month move after the data
+    let s = app.get(&base, &inv).await.body;
+    app.patch(
+        &base,
+        &inv,
+        s["version"].as_i64().unwrap(),
+        &json!({"birth_year_month": "2026-11", "reason": "misread"}),
+    )
+    .await
+    .assert_problem(422, Some("birth_year_month"));
+}

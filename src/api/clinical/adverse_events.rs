@@ -336,11 +336,22 @@ fn validate(
     }
 }
 
+/// The event's dates against the subject: not before its date floor (birth month, 1900),
+/// the onset not before the first consent.
 fn check_consent(
     conn: &mut PgConnection,
     subject: &SubjectRef,
     onset: PartialDate,
+    awareness: NaiveDate,
 ) -> AppResult<()> {
+    let floor = [
+        subject.floor.check_partial("onset_date", &onset),
+        subject.floor.check("awareness_date", awareness),
+    ];
+    let errors: Vec<FieldError> = floor.into_iter().filter_map(Result::err).collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
     let window = consent_window(conn, subject.id)?;
     match window.first_signed {
         None => Err(AppError::invalid(
@@ -476,7 +487,7 @@ pub async fn create(
         move |conn, subject| {
             crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
             let (onset, _) = validate(&b, local_date(Utc::now(), subject.tz))?;
-            check_consent(conn, &subject, onset)?;
+            check_consent(conn, &subject, onset, b.awareness_date)?;
             let row: AdverseEventRow = diesel::insert_into(ae::table)
                 .values((
                     ae::site_id.eq(subject.site_id),
@@ -615,7 +626,7 @@ pub async fn update(
             awareness_date: b.awareness_date.unwrap_or(old.awareness_date),
         };
         let (onset, _) = validate(&merged, local_date(Utc::now(), subject.tz))?;
-        check_consent(conn, &subject, onset)?;
+        check_consent(conn, &subject, onset, merged.awareness_date)?;
         let new: AdverseEventRow = diesel::update(ae::table.find(id))
             .set((
                 ae::term.eq(merged.term.trim()),

@@ -161,6 +161,7 @@ pub async fn create(
                 signed_on: b.signed_on,
                 legal_representative: b.signer == Signer::LegalRepresentative,
                 representative_relationship: b.representative_relationship.as_deref(),
+                floor: subject.floor,
             };
             let relationship = consent::check(&form, &versions, local_date(Utc::now(), subject.tz))
                 .map_err(AppError::Validation)?;
@@ -414,7 +415,7 @@ fn set_status(
 }
 
 /// The earliest site-local date of the subject's clinical data, if any.
-fn earliest_data(
+pub(super) fn earliest_data(
     conn: &mut PgConnection,
     subject: &super::SubjectRef,
 ) -> AppResult<Option<NaiveDate>> {
@@ -509,6 +510,7 @@ pub async fn update(
             signed_on,
             legal_representative: signer == "legal_representative",
             representative_relationship: relationship.as_deref(),
+            floor: subject.floor,
         };
         let (relationship, mut errors) =
             match consent::check(&form, &versions, local_date(Utc::now(), subject.tz)) {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::auth::caller::CallerRecord;
 use crate::auth::{authorize, Bearer, Caller, Permission, Scope};
 use crate::db::batch::Batcher;
-use crate::domain::time::parse_zone;
+use crate::domain::time::{parse_zone, DateFloor};
 use crate::error::{AppError, AppResult};
 use crate::services::idempotency::{self, Claim};
 
@@ -40,6 +40,8 @@ pub struct EntryContextRow {
     weight_kg: Option<f64>,
     #[diesel(sql_type = Nullable<Text>)]
     time_zone: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    birth_year_month: Option<String>,
     #[diesel(sql_type = Nullable<Date>)]
     first_signed: Option<NaiveDate>,
     #[diesel(sql_type = Nullable<Date>)]
@@ -155,7 +157,8 @@ impl QueryFragment<Pg> for EntryContextsQuery<'_> {
                      ORDER BY us.site_id) AS site_ids, \
                ARRAY(SELECT st.code FROM user_sites us JOIN sites st ON st.id = us.site_id \
                      WHERE us.user_id = u.id ORDER BY st.code) AS site_codes, \
-               w.id, w.site_id, w.subject_code, w.weight_kg, w.time_zone, w.first_signed, \
+               w.id, w.site_id, w.subject_code, w.weight_kg, w.time_zone, w.birth_year_month, \
+               w.first_signed, \
                w.withdrawn_on, w.locked, \
                CASE WHEN w.id IS NULL THEN NULL ELSE nextval(",
         );
@@ -172,7 +175,7 @@ impl QueryFragment<Pg> for EntryContextsQuery<'_> {
              JOIN sessions s ON s.id = r.sess AND s.user_id = u.id AND s.revoked_at IS NULL \
              LEFT JOIN LATERAL ( \
                SELECT sj.id, sj.site_id, sj.subject_code, sj.weight_kg::float8 AS weight_kg, \
-                 st.time_zone, \
+                 st.time_zone, sj.birth_year_month, \
                  (SELECT min(c.signed_on) FROM consents c \
                    WHERE c.subject_id = sj.id AND c.deleted_at IS NULL) AS first_signed, \
                  (SELECT min(c.withdrawn_on) FROM consents c \
@@ -278,6 +281,7 @@ pub fn context(
                     .as_deref()
                     .and_then(parse_zone)
                     .unwrap_or(Tz::UTC),
+                floor: DateFloor::of_birth(r.birth_year_month.as_deref()?),
             },
             window: ConsentWindow {
                 first_signed: r.first_signed,

@@ -237,6 +237,10 @@ fn check(
     this: Option<i64>,
 ) -> AppResult<DoseCheck> {
     let date = local_date(e.administered_at, subject.tz);
+    subject
+        .floor
+        .check("administered_at", date)
+        .map_err(|e| AppError::Validation(vec![e]))?;
     consent_window(conn, subject.id)?.check("administered_at", date)?;
     let others: Vec<(i32, DateTime<Utc>)> = i::table
         .filter(i::subject_id.eq(subject.id))

@@ -16,9 +16,10 @@ use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
 use crate::domain::protocol::{CriterionKind, Protocol};
+use crate::domain::time::DateFloor;
 use crate::domain::values::{subject_code, BirthYearMonth, Reason, Sex, WeightKg};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::schema::{sites, subjects as s};
+use crate::schema::{consents as c, sites, subjects as s};
 
 use super::{audit_view, decimal, find_subject, idempotent_post, to_f64};
 
@@ -404,6 +405,24 @@ pub async fn update(
                 "the subject's consent is withdrawn from everything: correct that withdrawal \
                  first",
             ));
+        }
+        if let Some(birth) = &birth {
+            let floor = DateFloor::of_birth(birth.as_str());
+            let subject = find_subject(conn, &scope, &code)?;
+            let consented: Option<chrono::NaiveDate> = c::table
+                .filter(c::subject_id.eq(old.id))
+                .filter(c::deleted_at.is_null())
+                .select(diesel::dsl::min(c::signed_on))
+                .first(conn)?;
+            let data = super::consents::earliest_data(conn, &subject)?;
+            if let Some(first) = consented.into_iter().chain(data).min() {
+                floor.check("birth_year_month", first).map_err(|_| {
+                    AppError::invalid(
+                        "birth_year_month",
+                        format!("is after the subject's clinical data, which begin on {first}"),
+                    )
+                })?;
+            }
         }
         let before = load(conn, old.id)?;
         diesel::update(s::table.find(old.id))

@@ -155,6 +155,10 @@ fn parse(protocol: &Protocol, b: &NewTemperature) -> AppResult<Entry> {
 
 fn check(conn: &mut PgConnection, subject: &SubjectRef, e: &Entry) -> AppResult<()> {
     let date = local_date(e.measured_at, subject.tz);
+    subject
+        .floor
+        .check("measured_at", date)
+        .map_err(|e| AppError::Validation(vec![e]))?;
     consent_window(conn, subject.id)?.check("measured_at", date)
 }
 
@@ -352,9 +356,12 @@ fn prepare(
     let e = parse(protocol, new)?;
     let (caller, target) = ctx.target(conn)?;
     let subject = &target.subject;
-    target
-        .window
-        .check("measured_at", local_date(e.measured_at, subject.tz))?;
+    let date = local_date(e.measured_at, subject.tz);
+    subject
+        .floor
+        .check("measured_at", date)
+        .map_err(|e| AppError::Validation(vec![e]))?;
+    target.window.check("measured_at", date)?;
     let fever = e.celsius.value() > protocol.fever_threshold();
     let row = TemperatureRow {
         id: target.new_id,
