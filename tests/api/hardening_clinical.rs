@@ -599,3 +599,39 @@ async fn no_clinical_date_before_the_subjects_birth_month_nor_1900() {
     .await
     .assert_problem(422, Some("birth_year_month"));
 }
+
+#[actix_web::test]
+async fn concurrent_corrections_of_a_subject_wait_for_each_other_without_deadlock() {
+    // every write holds its subject (FOR KEY SHARE): a correction of the subject's own row
+    // must then take a lock that those holds do not block, or two would deadlock
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let code = enrolled(&app, &inv, "FR01").await;
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (url, client, inv) = (
+                app.url(&format!("/api/v1/subjects/{code}")),
+                app.client.clone(),
+                inv.clone(),
+            );
+            actix_web::rt::spawn(async move {
+                let r = client
+                    .patch(url)
+                    .bearer_auth(inv)
+                    .header("If-Match", "\"1\"")
+                    .json(&json!({"weight_kg": 20.0 + f64::from(i), "reason": "weighed again"}))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 412, 412, 412, 412, 412]);
+}

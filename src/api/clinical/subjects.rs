@@ -333,10 +333,12 @@ pub async fn get(
 fn locked_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<SubjectRow> {
     let subject = find_subject(conn, scope, code)?;
     crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    // NO KEY UPDATE: serialises corrections of the subject and waits for a signature, but
+    // not for the other writes' holds (FOR KEY SHARE), with which FOR UPDATE would deadlock
     Ok(s::table
         .find(subject.id)
         .select(SubjectRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)?)
 }
 
