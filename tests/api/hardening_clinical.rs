@@ -72,8 +72,55 @@ async fn a_signature_never_stays_valid_over_a_temperature_it_does_not_cover() {
                 r.unwrap().status().as_u16()
             }));
         }
+        // and adverse events, whose path is a transaction of its own (not the one-statement
+        // entry of temperatures)
+        for k in 0..2u64 {
+            let mut event = crate::adverse_events::mild_event();
+            event["term"] = json!(format!("Rash {round}-{k}"));
+            let (url, client, inv) = (
+                app.url(&format!("/api/v1/subjects/{code}/adverse-events")),
+                app.client.clone(),
+                inv.clone(),
+            );
+            writes.push(actix_web::rt::spawn(async move {
+                actix_web::rt::time::sleep(Duration::from_millis(2 + k * 7)).await;
+                let r = client.post(url).bearer_auth(inv).json(&event).send().await;
+                r.unwrap().status().as_u16()
+            }));
+        }
+        // and corrections of earlier readings, which take no foreign-key lock on the subject
+        let earlier = app.get(&path, &inv).await.body;
+        let unchanged = earlier
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["version"] == json!(1))
+            .take(3)
+            .map(|t| t["id"].as_i64().unwrap());
+        let mut corrections = Vec::new();
+        for (k, id) in (0..3u64).zip(unchanged) {
+            let (url, client, inv) = (
+                app.url(&format!("{path}/{id}")),
+                app.client.clone(),
+                inv.clone(),
+            );
+            corrections.push(actix_web::rt::spawn(async move {
+                actix_web::rt::time::sleep(Duration::from_millis(1 + k * 5)).await;
+                let r = client
+                    .patch(url)
+                    .bearer_auth(inv)
+                    .header("If-Match", "\"1\"")
+                    .json(&json!({"celsius": 38.5, "reason": "misread"}))
+                    .send()
+                    .await;
+                r.unwrap().status().as_u16()
+            }));
+        }
         for w in writes {
             assert_eq!(w.await.unwrap(), 201);
+        }
+        for c in corrections {
+            assert_eq!(c.await.unwrap(), 200);
         }
         let signed = signing.await.unwrap();
         let id = signed["id"].as_i64().expect("signed");
