@@ -453,8 +453,9 @@ pub(super) fn earliest_data(
     Ok(dates.into_iter().min())
 }
 
-/// Correct a consent record (If-Match with its version, and a reason). Clinical data may
-/// not end up dated before the first consent.
+/// Correct a consent record (If-Match with its version, and a reason), its withdrawal
+/// included (`withdrawn_on`, `withdrawal_scope`), under the rules of its creation. Clinical
+/// data may not end up outside the consent: before the first, or after a withdrawal.
 #[utoipa::path(patch, path = "/api/v1/subjects/{subject_code}/consents/{id}", tag = "consents",
     params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = String, Header)),
     request_body = ConsentChange,
