@@ -13,7 +13,6 @@ use crate::auth::hashing::{HashingPool, Lowered};
 use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
-use crate::db::group_commit::{group_commit, GroupCommit};
 use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
 use crate::db::{self, Pool, PoolGone};
 use crate::domain::protocol::Protocol;
@@ -37,9 +36,7 @@ pub struct AppState {
     /// The running study definition (GET /study/definition).
     pub study: Arc<Definition>,
     pub metrics: Arc<Metrics>,
-    /// New temperatures are written in batches, one commit for many requests.
-    pub temperatures: GroupCommit,
-    /// and the lookups before them are made in batches too
+    /// The lookups before new temperatures are made in batches
     pub temperature_contexts: ContextBatcher,
     /// Most new temperatures are checked and written in one statement, also in batches.
     pub temperature_entries: TemperatureEntries,
@@ -63,7 +60,6 @@ impl AppState {
         let instance = db::instance_name();
         let (pool, pool_gone) = db::build_pool(&settings.database, &instance);
         let db = &settings.database;
-        let temperatures = group_commit(db.batch_max_size, db.batch_write_leaders);
         let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
         let temperature_entries = temperature_entries(
             db.batch_max_size,
@@ -89,7 +85,6 @@ impl AppState {
             protocol: Arc::new(protocol),
             study: Arc::new(study),
             metrics: Arc::new(Metrics::default()),
-            temperatures,
             temperature_contexts,
             temperature_entries,
             settings: Arc::new(settings),

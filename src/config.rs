@@ -56,7 +56,7 @@ pub struct DatabaseSettings {
     pub batch_max_size: usize,
     /// batched entry-context lookups running at a time
     pub batch_lookup_leaders: usize,
-    /// batched writes (one-statement entries, group commits) running at a time, each
+    /// batched one-statement temperature entries running at a time, each
     pub batch_write_leaders: usize,
     /// microseconds a one-statement entry leader waits for its batch to fill (0: never)
     pub batch_gather_us: u64,

@@ -194,12 +194,12 @@ pub fn if_match(req: &HttpRequest) -> AppResult<i32> {
         .map_err(|_| AppError::invalid("If-Match", "must be the record's version, e.g. \"3\""))
 }
 
-/// The `Idempotency-Key` header, if sent.
-pub fn idempotency_key(req: &HttpRequest) -> Option<String> {
+/// The `Idempotency-Key` header, if sent (422 when it is not a valid key).
+pub fn idempotency_key(req: &HttpRequest) -> crate::error::AppResult<Option<String>> {
     req.headers()
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| crate::services::idempotency::parse_key(v.as_bytes()))
+        .transpose()
 }
 
 /// A JSON response with the record's version as its ETag.

@@ -13,7 +13,7 @@ use crate::db;
 use crate::domain::time::parse_zone;
 use crate::domain::values::bounded_text;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::schema::sites;
+use crate::schema::{sites, subjects};
 
 use super::{resource, Json, Page, PageParams};
 
@@ -223,6 +223,25 @@ pub async fn update(
             .select(Site::as_select())
             .for_update()
             .first(conn)?;
+        // Local dates (study days, consent windows, SDTM dates) are read in the site's
+        // zone: once it has subjects, a new zone would silently re-date their data. The
+        // row lock above also holds off enrolments (they update the site's row).
+        let rezoned = b.time_zone.as_deref().is_some_and(|z| z != old.time_zone);
+        if rezoned {
+            let enrolled: i64 = subjects::table
+                .filter(subjects::site_id.eq(old.id))
+                .count()
+                .get_result(conn)?;
+            if enrolled > 0 {
+                return Err(AppError::invalid(
+                    "time_zone",
+                    format!(
+                        "cannot change once subjects are enrolled at the site ({enrolled} so far): \
+                         their local dates, study days and consent windows would change"
+                    ),
+                ));
+            }
+        }
         let new: Site = diesel::update(sites::table.find(old.id))
             .set((
                 sites::name.eq(b.name.as_deref().map(str::trim).unwrap_or(&old.name)),

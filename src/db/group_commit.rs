@@ -7,13 +7,17 @@
 //! that one bad entry cannot fail the others and every request gets the answer its own
 //! write would have had; unless the batch was cancelled or lost its connection, which
 //! every entry then reports.
+//!
+//! The server no longer batches here: a temperature that misses the one-statement entry
+//! (db::temperature_entry) is written alone (`write_one`), in a transaction that holds its
+//! subject against a signature (services::guard); the batched writer stays for the tests
+//! that measure and check it.
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::batch::Batcher;
 use crate::error::{AppError, AppResult};
 
 /// One new temperature and what its audit row says, as `casebook_create_temperatures`
@@ -37,9 +41,6 @@ pub struct NewTemperature {
     pub client_addr: Option<String>,
 }
 
-/// New temperatures and their audit rows, written in batches.
-pub type GroupCommit = Batcher<NewTemperature, Shared>;
-
 /// What a shared write answers one of its entries.
 #[derive(Debug)]
 pub enum Shared {
@@ -53,31 +54,6 @@ pub enum Shared {
 
 /// How long a shared write waits for a row lock before its entries are written alone.
 pub const BATCH_LOCK_TIMEOUT: &str = "50ms";
-
-/// Batches of at most `max_batch` entries, at most `max_writers` batches at a time.
-pub fn group_commit(max_batch: usize, max_writers: usize) -> GroupCommit {
-    Batcher::new(write_together, panicked, max_batch, max_writers)
-}
-
-fn panicked() -> Shared {
-    Shared::Failed(AppError::Internal("group commit panicked".into()))
-}
-
-/// Writes `record` and its audit row with the other entries waiting (`conn`: the request's
-/// own connection, outside a transaction). When the shared write fails, the entry is
-/// written alone on `conn`, so that the request gets the answer of its own write and waits
-/// only for its own subject's locks.
-pub fn write(
-    commit: &GroupCommit,
-    conn: &mut PgConnection,
-    record: &NewTemperature,
-) -> AppResult<()> {
-    match commit.run(conn, record.clone()) {
-        Shared::Written => Ok(()),
-        Shared::Alone => write_one(conn, record),
-        Shared::Failed(e) => Err(e),
-    }
-}
 
 /// Writes one record and its audit row on `conn`, e.g. inside a caller's transaction.
 pub fn write_one(conn: &mut PgConnection, record: &NewTemperature) -> AppResult<()> {

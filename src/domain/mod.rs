@@ -1,5 +1,6 @@
 //! Typed values and the trial's rules. No I/O here: no database, no HTTP.
 
+pub mod consent;
 pub mod dosing;
 pub mod email;
 pub mod endpoints;

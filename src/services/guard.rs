@@ -1,5 +1,11 @@
 //! What every write to clinical data goes through: locks first (423), then, after the
 //! change, source data verification and signatures that no longer hold are cleared.
+//!
+//! A signature must cover every record committed before it, or be invalidated by it
+//! (21 CFR 11.70). So a write to a subject holds the subject's row (FOR KEY SHARE, the lock
+//! its foreign keys take anyway, so writes do not wait for each other) from before it looks
+//! for a signature until it commits, and signing takes the row FOR UPDATE before it reads
+//! the casebook: whichever comes second sees what the first committed.
 
 use diesel::prelude::*;
 use serde_json::json;
@@ -7,14 +13,34 @@ use serde_json::json;
 use crate::audit::{self, AuditEvent, RequestMeta};
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
-use crate::schema::{locks as l, signatures as sg, verifications as v};
+use crate::schema::{locks as l, signatures as sg, sites, subjects as s, verifications as v};
 
-/// Refuses the write with 423 when the study, the site or the subject is locked.
+/// Refuses the write with 423 when the study, the site or the subject is locked, or the
+/// site inactive (a site that may not enrol may not enter data either). Holds the subject
+/// against a signature until the caller's transaction ends (call it inside one, before
+/// anything that decides whether a signature is invalidated).
 pub fn ensure_unlocked(
     conn: &mut PgConnection,
     site_id: i64,
     subject_id: Option<i64>,
 ) -> AppResult<()> {
+    if let Some(id) = subject_id {
+        s::table
+            .find(id)
+            .select(s::id)
+            .for_key_share()
+            .first::<i64>(conn)
+            .optional()?;
+    }
+    let active: bool = sites::table
+        .find(site_id)
+        .select(sites::active)
+        .first(conn)?;
+    if !active {
+        return Err(AppError::Locked(
+            "The site is inactive; an administrator must reactivate it to change data.".into(),
+        ));
+    }
     let lock: Option<(i64, String, String)> = l::table
         .filter(l::unlocked_at.is_null())
         .filter(
@@ -35,6 +61,18 @@ pub fn ensure_unlocked(
         ))),
         None => Ok(()),
     }
+}
+
+/// Signing: waits for the writes to the subject in flight and keeps new ones out until the
+/// signature commits, so the casebook read afterwards is the one signed.
+pub fn hold_for_signing(conn: &mut PgConnection, subject_id: i64) -> AppResult<()> {
+    s::table
+        .find(subject_id)
+        .select(s::id)
+        .for_update()
+        .first::<i64>(conn)
+        .optional()?;
+    Ok(())
 }
 
 /// After a record of a subject changed: its verification (if any) no longer holds, and any

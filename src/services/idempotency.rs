@@ -26,20 +26,29 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// Claims `key` inside the open transaction. A concurrent request with the same key waits
-/// on the row until the first commits, then sees its answer.
+/// A key as sent: 1 to 255 visible ASCII characters. Anything else is refused rather than
+/// ignored, which would write a retry twice.
+pub fn parse_key(raw: &[u8]) -> AppResult<String> {
+    let valid = (1..=255).contains(&raw.len()) && raw.iter().all(u8::is_ascii_graphic);
+    match std::str::from_utf8(raw) {
+        Ok(key) if valid => Ok(key.to_owned()),
+        _ => Err(AppError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// Claims `key` (from [`parse_key`]) inside the open transaction. A concurrent request
+/// with the same key waits on the row until the first commits, then sees its answer. The
+/// caller has checked that the record's subject or site is still in its scope: a replay
+/// answers only what the caller could see now.
 pub fn claim(
     conn: &mut PgConnection,
     user_id: i64,
     key: &str,
     request_hash: &[u8],
 ) -> AppResult<Claim> {
-    if key.is_empty() || key.len() > 255 {
-        return Err(AppError::invalid(
-            "Idempotency-Key",
-            "must be 1 to 255 characters",
-        ));
-    }
     // Keys older than 24 h are forgotten.
     diesel::delete(
         k::table

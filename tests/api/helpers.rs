@@ -424,7 +424,7 @@ pub struct Resp {
 }
 
 impl Resp {
-    async fn read(resp: reqwest::Response) -> Self {
+    pub async fn read(resp: reqwest::Response) -> Self {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();

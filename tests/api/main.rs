@@ -11,6 +11,7 @@ mod entry_statement;
 mod exports;
 mod foundation;
 mod hardening_auth;
+mod hardening_clinical;
 mod hardening_data;
 mod identity;
 mod monitoring;

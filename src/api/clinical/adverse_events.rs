@@ -349,11 +349,22 @@ fn validate(b: &NewAdverseEvent, today: NaiveDate) -> AppResult<Checked> {
     }
 }
 
+/// The event's dates against the subject: not before its date floor (birth month, 1900),
+/// the onset not before the first consent.
 fn check_consent(
     conn: &mut PgConnection,
     subject: &SubjectRef,
     onset: PartialDate,
+    awareness: NaiveDate,
 ) -> AppResult<()> {
+    let floor = [
+        subject.floor.check_partial("onset_date", &onset),
+        subject.floor.check("awareness_date", awareness),
+    ];
+    let errors: Vec<FieldError> = floor.into_iter().filter_map(Result::err).collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
     let window = consent_window(conn, subject.id)?;
     match window.first_signed {
         None => Err(AppError::invalid(
@@ -480,56 +491,63 @@ pub async fn create(
     let code = code.into_inner();
     let protocol = state.protocol.clone();
     let c = caller.clone();
-    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = super::find_subject_for_write(conn, &scope, &code)?;
-        let checked = validate(&b, local_date(Utc::now(), subject.tz))?;
-        check_consent(conn, &subject, checked.onset)?;
-        let row: AdverseEventRow = diesel::insert_into(ae::table)
-            .values((
-                ae::site_id.eq(subject.site_id),
-                ae::subject_id.eq(subject.id),
-                ae::term.eq(&checked.term),
-                ae::meddra_code.eq(&b.meddra_code),
-                ae::meddra_term.eq(&checked.meddra_term),
-                ae::onset_date.eq(&b.onset_date),
-                ae::end_date.eq(&b.end_date),
-                ae::grade.eq(b.grade),
-                ae::serious.eq(b.serious),
-                ae::seriousness_criteria.eq(criteria_names(&b.seriousness_criteria)),
-                ae::relationship.eq(name(&b.relationship)),
-                ae::action_taken.eq(name(&b.action_taken)),
-                ae::outcome.eq(name(&b.outcome)),
-                ae::awareness_date.eq(b.awareness_date),
-                ae::created_by.eq(c.user_id),
-                ae::updated_by.eq(c.user_id),
-            ))
-            .returning(AdverseEventRow::as_returning())
-            .get_result(conn)?;
-        let event = AdverseEvent::from_row(row, &subject.code);
-        let body = to_json(&event)?;
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&c.actor), "create", "adverse_events", &c.meta)
-                .record(event.id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .new_values(body.clone()),
-        )?;
-        if event.serious {
-            let site = site_code(conn, subject.site_id)?;
-            let payload = alert_payload(&protocol, &site, &subject, &event, &c);
-            sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
-        }
-        crate::services::guard::after_change(
-            conn,
-            &c,
-            "adverse_events",
-            None,
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(body)
-    })
+    idempotent_post(
+        &state,
+        &caller,
+        &req,
+        &body.raw,
+        move |conn| find_subject(conn, &scope, &code),
+        move |conn, subject| {
+            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+            let checked = validate(&b, local_date(Utc::now(), subject.tz))?;
+            check_consent(conn, &subject, checked.onset, b.awareness_date)?;
+            let row: AdverseEventRow = diesel::insert_into(ae::table)
+                .values((
+                    ae::site_id.eq(subject.site_id),
+                    ae::subject_id.eq(subject.id),
+                    ae::term.eq(&checked.term),
+                    ae::meddra_code.eq(&b.meddra_code),
+                    ae::meddra_term.eq(&checked.meddra_term),
+                    ae::onset_date.eq(&b.onset_date),
+                    ae::end_date.eq(&b.end_date),
+                    ae::grade.eq(b.grade),
+                    ae::serious.eq(b.serious),
+                    ae::seriousness_criteria.eq(criteria_names(&b.seriousness_criteria)),
+                    ae::relationship.eq(name(&b.relationship)),
+                    ae::action_taken.eq(name(&b.action_taken)),
+                    ae::outcome.eq(name(&b.outcome)),
+                    ae::awareness_date.eq(b.awareness_date),
+                    ae::created_by.eq(c.user_id),
+                    ae::updated_by.eq(c.user_id),
+                ))
+                .returning(AdverseEventRow::as_returning())
+                .get_result(conn)?;
+            let event = AdverseEvent::from_row(row, &subject.code);
+            let body = to_json(&event)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&c.actor), "create", "adverse_events", &c.meta)
+                    .record(event.id)
+                    .site(Some(subject.site_id))
+                    .subject(Some(subject.id))
+                    .new_values(body.clone()),
+            )?;
+            if event.serious {
+                let site = site_code(conn, subject.site_id)?;
+                let payload = alert_payload(&protocol, &site, &subject, &event, &c);
+                sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
+            }
+            crate::services::guard::after_change(
+                conn,
+                &c,
+                "adverse_events",
+                None,
+                subject.site_id,
+                subject.id,
+            )?;
+            Ok(body)
+        },
+    )
     .await
 }
 
@@ -621,7 +639,7 @@ pub async fn update(
             awareness_date: b.awareness_date.unwrap_or(old.awareness_date),
         };
         let checked = validate(&merged, local_date(Utc::now(), subject.tz))?;
-        check_consent(conn, &subject, checked.onset)?;
+        check_consent(conn, &subject, checked.onset, merged.awareness_date)?;
         let new: AdverseEventRow = diesel::update(ae::table.find(id))
             .set((
                 ae::term.eq(&checked.term),

@@ -12,8 +12,9 @@ use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
-use crate::domain::time::local_date;
-use crate::domain::values::{bounded_text, Reason};
+use crate::domain::consent::{self, ConsentForm};
+use crate::domain::time::{end_of_local_day, local_date};
+use crate::domain::values::Reason;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{
     adverse_events as ae, consents as c, injections as i, subjects as s, temperatures as t,
@@ -144,82 +145,65 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::EnterClinical)?;
     let b = body.value;
-    let mut errors = Vec::new();
-    if !state
-        .protocol
-        .file
-        .consent_versions
-        .contains(&b.form_version)
-    {
-        errors.push(FieldError::new(
-            "form_version",
-            format!(
-                "not a version in force: {}",
-                state.protocol.file.consent_versions.join(", ")
-            ),
-        ));
-    }
-    let relationship = match (b.signer, b.representative_relationship.as_deref()) {
-        (Signer::LegalRepresentative, None) => {
-            errors.push(FieldError::new(
-                "representative_relationship",
-                "required when a legal representative signs",
-            ));
-            None
-        }
-        (_, Some(r)) => bounded_text("representative_relationship", r, 100)
-            .map_err(|e| errors.push(e))
-            .ok(),
-        (Signer::Participant, None) => None,
-    };
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
+    let versions = state.protocol.file.consent_versions.clone();
     let code = code.into_inner();
     let cl = caller.clone();
-    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let subject = super::find_subject_for_write(conn, &scope, &code)?;
-        if b.signed_on > local_date(Utc::now(), subject.tz) {
-            return Err(AppError::invalid("signed_on", "must not be in the future"));
-        }
-        let signer = match b.signer {
-            Signer::Participant => "participant",
-            Signer::LegalRepresentative => "legal_representative",
-        };
-        let consent: Consent = diesel::insert_into(c::table)
-            .values((
-                c::site_id.eq(subject.site_id),
-                c::subject_id.eq(subject.id),
-                c::form_version.eq(&b.form_version),
-                c::signed_on.eq(b.signed_on),
-                c::signer.eq(signer),
-                c::representative_relationship.eq(relationship),
-                c::assent.eq(b.assent),
-                c::obtained_by.eq(cl.user_id),
-                c::created_by.eq(cl.user_id),
-                c::updated_by.eq(cl.user_id),
-            ))
-            .returning(Consent::as_returning())
-            .get_result(conn)?;
-        let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
-                .record(consent.id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .new_values(body.clone()),
-        )?;
-        crate::services::guard::after_change(
-            conn,
-            &cl,
-            "consents",
-            None,
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(body)
-    })
+    idempotent_post(
+        &state,
+        &caller,
+        &req,
+        &body.raw,
+        move |conn| find_subject(conn, &scope, &code),
+        move |conn, subject| {
+            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+            let form = ConsentForm {
+                form_version: &b.form_version,
+                signed_on: b.signed_on,
+                legal_representative: b.signer == Signer::LegalRepresentative,
+                representative_relationship: b.representative_relationship.as_deref(),
+                floor: subject.floor,
+            };
+            let relationship = consent::check(&form, &versions, local_date(Utc::now(), subject.tz))
+                .map_err(AppError::Validation)?;
+            let signer = match b.signer {
+                Signer::Participant => "participant",
+                Signer::LegalRepresentative => "legal_representative",
+            };
+            let consent: Consent = diesel::insert_into(c::table)
+                .values((
+                    c::site_id.eq(subject.site_id),
+                    c::subject_id.eq(subject.id),
+                    c::form_version.eq(&b.form_version),
+                    c::signed_on.eq(b.signed_on),
+                    c::signer.eq(signer),
+                    c::representative_relationship.eq(relationship),
+                    c::assent.eq(b.assent),
+                    c::obtained_by.eq(cl.user_id),
+                    c::created_by.eq(cl.user_id),
+                    c::updated_by.eq(cl.user_id),
+                ))
+                .returning(Consent::as_returning())
+                .get_result(conn)?;
+            let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
+                    .record(consent.id)
+                    .site(Some(subject.site_id))
+                    .subject(Some(subject.id))
+                    .new_values(body.clone()),
+            )?;
+            crate::services::guard::after_change(
+                conn,
+                &cl,
+                "consents",
+                None,
+                subject.site_id,
+                subject.id,
+            )?;
+            Ok(body)
+        },
+    )
     .await
 }
 
@@ -251,13 +235,13 @@ pub async fn withdraw(
             .for_update()
             .first(conn)?;
         if old.withdrawn_on.is_some() {
-            return Err(AppError::Conflict("This consent is already withdrawn.".into()));
+            return Err(AppError::Conflict(
+                "This consent is already withdrawn; correct the withdrawal with PATCH.".into(),
+            ));
         }
-        if b.withdrawn_on < old.signed_on {
-            return Err(AppError::invalid("withdrawn_on", "is before the consent was signed"));
-        }
-        if b.withdrawn_on > local_date(Utc::now(), subject.tz) {
-            return Err(AppError::invalid("withdrawn_on", "must not be in the future"));
+        let errors = withdrawal_errors(conn, &subject, old.signed_on, b.withdrawn_on)?;
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
         }
         let new: Consent = diesel::update(c::table.find(id))
             .set((
@@ -271,18 +255,7 @@ pub async fn withdraw(
             .returning(Consent::as_returning())
             .get_result(conn)?;
         if b.scope == WithdrawalScope::All {
-            diesel::update(s::table.find(subject.id))
-                .set((s::status.eq("withdrawn"), s::version.eq(s::version + 1), s::updated_by.eq(caller.user_id), s::updated_at.eq(diesel::dsl::now)))
-                .execute(conn)?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&caller.actor), "update", "subjects", &caller.meta)
-                    .record(subject.id)
-                    .site(Some(subject.site_id))
-                    .subject(Some(subject.id))
-                    .new_values(serde_json::json!({"status": "withdrawn"}))
-                    .reason(Some(reason.as_str())),
-            )?;
+            set_status(conn, &caller, &subject, "withdrawn", &reason)?;
         }
         audit::record(
             conn,
@@ -309,12 +282,140 @@ pub struct ConsentChange {
     pub signer: Option<Signer>,
     pub representative_relationship: Option<String>,
     pub assent: Option<bool>,
+    /// corrects the date of a withdrawal (only of a consent already withdrawn)
+    pub withdrawn_on: Option<NaiveDate>,
+    /// corrects the scope of a withdrawal (only of a consent already withdrawn)
+    pub withdrawal_scope: Option<WithdrawalScope>,
     /// why the record is changed (required)
     pub reason: Option<String>,
 }
 
+/// What a withdrawal date must respect, when recorded and when corrected: not before the
+/// consent, not in the future, and no live clinical data dated after it (they could no
+/// longer be corrected: the consent window ends there).
+fn withdrawal_errors(
+    conn: &mut PgConnection,
+    subject: &super::SubjectRef,
+    signed_on: NaiveDate,
+    withdrawn_on: NaiveDate,
+) -> AppResult<Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if withdrawn_on < signed_on {
+        errors.push(FieldError::new(
+            "withdrawn_on",
+            "is before the consent was signed",
+        ));
+    }
+    if withdrawn_on > local_date(Utc::now(), subject.tz) {
+        errors.push(FieldError::new("withdrawn_on", "must not be in the future"));
+    }
+    let after = data_after(conn, subject, withdrawn_on)?;
+    if !after.is_empty() {
+        errors.push(FieldError::new(
+            "withdrawn_on",
+            format!(
+                "clinical data are dated after it: {}; correct them or mark them entered in \
+                 error first",
+                after.join(", ")
+            ),
+        ));
+    }
+    Ok(errors)
+}
+
+/// The live injections and temperatures dated (site local) after `date`, as named in an
+/// answer: "injection 3 on 2026-10-06", at most ten, then how many more.
+fn data_after(
+    conn: &mut PgConnection,
+    subject: &super::SubjectRef,
+    date: NaiveDate,
+) -> AppResult<Vec<String>> {
+    const SHOWN: usize = 10;
+    let Some(from) = end_of_local_day(date, subject.tz) else {
+        return Ok(Vec::new());
+    };
+    let injections: Vec<(i64, DateTime<Utc>)> = i::table
+        .filter(i::subject_id.eq(subject.id))
+        .filter(i::deleted_at.is_null())
+        .filter(i::administered_at.ge(from))
+        .order(i::administered_at)
+        .select((i::id, i::administered_at))
+        .load(conn)?;
+    let temperatures: Vec<(i64, DateTime<Utc>)> = t::table
+        .filter(t::subject_id.eq(subject.id))
+        .filter(t::deleted_at.is_null())
+        .filter(t::measured_at.ge(from))
+        .order(t::measured_at)
+        .select((t::id, t::measured_at))
+        .load(conn)?;
+    let named = |noun: &str, (id, at): (i64, DateTime<Utc>)| {
+        format!("{noun} {id} on {}", local_date(at, subject.tz))
+    };
+    let mut all: Vec<String> = injections
+        .into_iter()
+        .map(|r| named("injection", r))
+        .chain(temperatures.into_iter().map(|r| named("temperature", r)))
+        .collect();
+    if all.len() > SHOWN {
+        let more = all.len() - SHOWN;
+        all.truncate(SHOWN);
+        all.push(format!("and {more} more"));
+    }
+    Ok(all)
+}
+
+/// Whether a live consent of the subject is withdrawn from everything: the subject's
+/// status is then "withdrawn" and nothing else.
+pub fn withdrawn_from_all(conn: &mut PgConnection, subject_id: i64) -> AppResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        c::table
+            .filter(c::subject_id.eq(subject_id))
+            .filter(c::deleted_at.is_null())
+            .filter(c::withdrawal_scope.eq(WithdrawalScope::All.as_str())),
+    ))
+    .get_result(conn)?)
+}
+
+/// Sets the subject's status as a withdrawal (or its correction) implies, audited with the
+/// old value; nothing when it already is.
+fn set_status(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    subject: &super::SubjectRef,
+    status: &str,
+    reason: &Reason,
+) -> AppResult<()> {
+    let old: String = s::table
+        .find(subject.id)
+        .select(s::status)
+        .for_no_key_update()
+        .first(conn)?;
+    if old == status {
+        return Ok(());
+    }
+    diesel::update(s::table.find(subject.id))
+        .set((
+            s::status.eq(status),
+            s::version.eq(s::version + 1),
+            s::updated_by.eq(caller.user_id),
+            s::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)?;
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&caller.actor), "update", "subjects", &caller.meta)
+            .record(subject.id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .old(serde_json::json!({ "status": old }))
+            .new_values(serde_json::json!({ "status": status }))
+            .reason(Some(reason.as_str())),
+    )?;
+    Ok(())
+}
+
 /// The earliest site-local date of the subject's clinical data, if any.
-fn earliest_data(
+pub(super) fn earliest_data(
     conn: &mut PgConnection,
     subject: &super::SubjectRef,
 ) -> AppResult<Option<NaiveDate>> {
@@ -352,8 +453,9 @@ fn earliest_data(
     Ok(dates.into_iter().min())
 }
 
-/// Correct a consent record (If-Match with its version, and a reason). Clinical data may
-/// not end up dated before the first consent.
+/// Correct a consent record (If-Match with its version, and a reason), its withdrawal
+/// included (`withdrawn_on`, `withdrawal_scope`), under the rules of its creation. Clinical
+/// data may not end up outside the consent: before the first, or after a withdrawal.
 #[utoipa::path(patch, path = "/api/v1/subjects/{subject_code}/consents/{id}", tag = "consents",
     params(("subject_code" = String, Path), ("id" = i64, Path), ("If-Match" = String, Header)),
     request_body = ConsentChange,
@@ -399,23 +501,36 @@ pub async fn update(
             .representative_relationship
             .clone()
             .or(old.representative_relationship.clone());
-        let mut errors = Vec::new();
-        if !versions.contains(&form_version) {
-            errors.push(FieldError::new(
-                "form_version",
-                format!("not a version in force: {}", versions.join(", ")),
-            ));
+        let withdrawn_on = b.withdrawn_on.or(old.withdrawn_on);
+        let withdrawal_scope = b
+            .withdrawal_scope
+            .map(|w| w.as_str().to_owned())
+            .or(old.withdrawal_scope.clone());
+        let form = ConsentForm {
+            form_version: &form_version,
+            signed_on,
+            legal_representative: signer == "legal_representative",
+            representative_relationship: relationship.as_deref(),
+            floor: subject.floor,
+        };
+        let (relationship, mut errors) =
+            match consent::check(&form, &versions, local_date(Utc::now(), subject.tz)) {
+                Ok(r) => (r, Vec::new()),
+                Err(e) => (None, e),
+            };
+        match (old.withdrawn_on, b.withdrawn_on) {
+            (None, _) if b.withdrawn_on.is_some() || b.withdrawal_scope.is_some() => {
+                errors.push(FieldError::new(
+                    "withdrawn_on",
+                    "this consent is not withdrawn: withdraw it with POST .../withdraw",
+                ));
+            }
+            (Some(_), Some(w)) => {
+                errors.append(&mut withdrawal_errors(conn, &subject, signed_on, w)?);
+            }
+            _ => {}
         }
-        if signer == "legal_representative" && relationship.is_none() {
-            errors.push(FieldError::new(
-                "representative_relationship",
-                "required when a legal representative signs",
-            ));
-        }
-        if signed_on > local_date(Utc::now(), subject.tz) {
-            errors.push(FieldError::new("signed_on", "must not be in the future"));
-        }
-        if old.withdrawn_on.is_some_and(|w| w < signed_on) {
+        if withdrawn_on.is_some_and(|w| w < signed_on) {
             errors.push(FieldError::new(
                 "signed_on",
                 "must not be after the withdrawal",
@@ -446,6 +561,8 @@ pub async fn update(
                 c::signer.eq(&signer),
                 c::representative_relationship.eq(&relationship),
                 c::assent.eq(b.assent.or(old.assent)),
+                c::withdrawn_on.eq(withdrawn_on),
+                c::withdrawal_scope.eq(&withdrawal_scope),
                 c::version.eq(c::version + 1),
                 c::updated_at.eq(diesel::dsl::now),
                 c::updated_by.eq(caller.user_id),
@@ -464,6 +581,14 @@ pub async fn update(
                 .new_values(n)
                 .reason(Some(reason.as_str())),
         )?;
+        let all = WithdrawalScope::All.as_str();
+        let was_all = old.withdrawal_scope.as_deref() == Some(all);
+        if withdrawal_scope.as_deref() == Some(all) && !was_all {
+            set_status(conn, &caller, &subject, "withdrawn", &reason)?;
+        } else if was_all && !withdrawn_from_all(conn, subject.id)? {
+            // the status followed the withdrawal: it follows its correction back
+            set_status(conn, &caller, &subject, "enrolled", &reason)?;
+        }
         crate::services::guard::after_change(
             conn,
             &caller,

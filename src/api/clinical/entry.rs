@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::auth::caller::CallerRecord;
 use crate::auth::{authorize, Bearer, Caller, Permission, Scope};
 use crate::db::batch::Batcher;
-use crate::domain::time::parse_zone;
+use crate::domain::time::{parse_zone, DateFloor};
 use crate::error::{AppError, AppResult};
 use crate::services::idempotency::{self, Claim};
 
@@ -40,14 +40,14 @@ pub struct EntryContextRow {
     weight_kg: Option<f64>,
     #[diesel(sql_type = Nullable<Text>)]
     time_zone: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    birth_year_month: Option<String>,
     #[diesel(sql_type = Nullable<Date>)]
     first_signed: Option<NaiveDate>,
     #[diesel(sql_type = Nullable<Date>)]
     withdrawn_on: Option<NaiveDate>,
     #[diesel(sql_type = Nullable<Bool>)]
     locked: Option<bool>,
-    #[diesel(sql_type = Nullable<Bool>)]
-    signed: Option<bool>,
     #[diesel(sql_type = Nullable<BigInt>)]
     new_id: Option<i64>,
     #[diesel(sql_type = Timestamptz)]
@@ -64,8 +64,6 @@ pub struct EntryContext {
 pub struct Target {
     pub subject: SubjectRef,
     pub window: ConsentWindow,
-    /// a valid signature the new record invalidates
-    pub signed: bool,
     locked: bool,
     /// the id the new record gets (drawn from its table's sequence)
     pub new_id: i64,
@@ -159,8 +157,9 @@ impl QueryFragment<Pg> for EntryContextsQuery<'_> {
                      ORDER BY us.site_id) AS site_ids, \
                ARRAY(SELECT st.code FROM user_sites us JOIN sites st ON st.id = us.site_id \
                      WHERE us.user_id = u.id ORDER BY st.code) AS site_codes, \
-               w.id, w.site_id, w.subject_code, w.weight_kg, w.time_zone, w.first_signed, \
-               w.withdrawn_on, w.locked, w.signed, \
+               w.id, w.site_id, w.subject_code, w.weight_kg, w.time_zone, w.birth_year_month, \
+               w.first_signed, \
+               w.withdrawn_on, w.locked, \
                CASE WHEN w.id IS NULL THEN NULL ELSE nextval(",
         );
         out.push_bind_param::<Text, _>(&self.sequence)?;
@@ -176,16 +175,14 @@ impl QueryFragment<Pg> for EntryContextsQuery<'_> {
              JOIN sessions s ON s.id = r.sess AND s.user_id = u.id AND s.revoked_at IS NULL \
              LEFT JOIN LATERAL ( \
                SELECT sj.id, sj.site_id, sj.subject_code, sj.weight_kg::float8 AS weight_kg, \
-                 st.time_zone, \
+                 st.time_zone, sj.birth_year_month, \
                  (SELECT min(c.signed_on) FROM consents c \
                    WHERE c.subject_id = sj.id AND c.deleted_at IS NULL) AS first_signed, \
                  (SELECT min(c.withdrawn_on) FROM consents c \
                    WHERE c.subject_id = sj.id AND c.deleted_at IS NULL) AS withdrawn_on, \
                  EXISTS (SELECT 1 FROM locks l WHERE l.unlocked_at IS NULL \
                    AND (l.scope = 'study' OR (l.scope = 'site' AND l.site_id = sj.site_id) \
-                        OR (l.scope = 'subject' AND l.subject_id = sj.id))) AS locked, \
-                 EXISTS (SELECT 1 FROM signatures g \
-                   WHERE g.subject_id = sj.id AND g.invalidated_at IS NULL) AS signed \
+                        OR (l.scope = 'subject' AND l.subject_id = sj.id))) AS locked \
                FROM subjects sj JOIN sites st ON st.id = sj.site_id \
                WHERE sj.subject_code = r.code AND sj.deleted_at IS NULL AND (",
         );
@@ -284,12 +281,12 @@ pub fn context(
                     .as_deref()
                     .and_then(parse_zone)
                     .unwrap_or(Tz::UTC),
+                floor: DateFloor::of_birth(r.birth_year_month.as_deref()?),
             },
             window: ConsentWindow {
                 first_signed: r.first_signed,
                 withdrawn_on: r.withdrawn_on,
             },
-            signed: r.signed.unwrap_or(false),
             locked: r.locked.unwrap_or(false),
             new_id: r.new_id?,
             now: r.now,
@@ -299,6 +296,11 @@ pub fn context(
 }
 
 impl EntryContext {
+    /// 404 when the subject is outside the caller's scope.
+    pub fn found(&self) -> AppResult<()> {
+        self.target.as_ref().map(|_| ()).ok_or(AppError::NotFound)
+    }
+
     /// The subject: 404 when outside the caller's scope, 423 (naming the lock) when locked.
     pub fn target(self, conn: &mut PgConnection) -> AppResult<(Caller, Target)> {
         let target = self.target.ok_or(AppError::NotFound)?;

@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::auth::{Caller, Scope};
 use crate::db;
-use crate::domain::time::parse_zone;
+use crate::domain::time::{parse_zone, DateFloor};
 use crate::error::{AppError, AppResult};
 use crate::schema::{consents as c, sites, subjects as s};
 use crate::services::idempotency::{self, Claim};
@@ -46,6 +46,8 @@ pub struct SubjectRef {
     pub code: String,
     pub weight_kg: f64,
     pub tz: Tz,
+    /// no clinical date of the subject's before this
+    pub floor: DateFloor,
 }
 
 /// Finds a subject within `scope`; anything else is 404.
@@ -58,13 +60,14 @@ pub fn find_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppRe
     if let Some(ids) = scope.site_ids() {
         q = q.filter(s::site_id.eq_any(ids.to_vec()));
     }
-    let (id, site_id, code, weight, zone): (i64, i64, String, BigDecimal, String) = q
-        .select((
+    let (id, site_id, code, weight, zone, birth): (i64, i64, String, BigDecimal, String, String) =
+        q.select((
             s::id,
             s::site_id,
             s::subject_code,
             s::weight_kg,
             sites::time_zone,
+            s::birth_year_month,
         ))
         .first(conn)
         .optional()?
@@ -75,6 +78,7 @@ pub fn find_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppRe
         code,
         weight_kg: to_f64(&weight),
         tz: parse_zone(&zone).unwrap_or(Tz::UTC),
+        floor: DateFloor::of_birth(&birth),
     })
 }
 
@@ -87,77 +91,6 @@ pub fn find_subject_for_write(
     let subject = find_subject(conn, scope, code)?;
     crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
     Ok(subject)
-}
-
-#[derive(QueryableByName)]
-struct WriteContextRow {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    id: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    site_id: i64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    subject_code: String,
-    #[diesel(sql_type = diesel::sql_types::Double)]
-    weight_kg: f64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    time_zone: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Date>)]
-    first_signed: Option<NaiveDate>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Date>)]
-    withdrawn_on: Option<NaiveDate>,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    locked: bool,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    signed: bool,
-}
-
-/// What a new record of a subject needs to know, read in one round trip: the subject
-/// (within scope, else 404), its consent window, whether it is locked (423), and whether a
-/// valid signature must be invalidated by the new record.
-pub struct WriteContext {
-    pub subject: SubjectRef,
-    pub window: ConsentWindow,
-    pub signed: bool,
-}
-
-pub fn write_context(
-    conn: &mut PgConnection,
-    scope: &Scope,
-    code: &str,
-) -> AppResult<WriteContext> {
-    let (all_sites, ids) = match scope.site_ids() {
-        None => (true, Vec::new()),
-        Some(ids) => (false, ids.to_vec()),
-    };
-    let row: WriteContextRow = diesel::sql_query(
-        // a PL/pgSQL function (migrations/*_lookup_functions): its plan is prepared once per
-        // connection, where this SQL sent as is was planned on every request
-        "SELECT * FROM casebook_write_context($1, $2, $3)",
-    )
-    .bind::<diesel::sql_types::Text, _>(code)
-    .bind::<diesel::sql_types::Bool, _>(all_sites)
-    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(ids)
-    .get_result(conn)
-    .optional()?
-    .ok_or(AppError::NotFound)?;
-    if row.locked {
-        // names the lock in the 423
-        crate::services::guard::ensure_unlocked(conn, row.site_id, Some(row.id))?;
-    }
-    Ok(WriteContext {
-        subject: SubjectRef {
-            id: row.id,
-            site_id: row.site_id,
-            code: row.subject_code,
-            weight_kg: row.weight_kg,
-            tz: parse_zone(&row.time_zone).unwrap_or(Tz::UTC),
-        },
-        window: ConsentWindow {
-            first_signed: row.first_signed,
-            withdrawn_on: row.withdrawn_on,
-        },
-        signed: row.signed,
-    })
 }
 
 /// The dates between which clinical data may lie: the first consent signed, and the
@@ -294,28 +227,33 @@ pub fn optional_if_match(req: &HttpRequest) -> AppResult<Option<i32>> {
 }
 
 /// Runs a POST's unit of work in one transaction, honouring `Idempotency-Key`: a retry
-/// with the same key and body returns the first answer and writes nothing.
-pub async fn idempotent_post<F>(
+/// with the same key and body returns the first answer and writes nothing. `find` looks
+/// up what the record belongs to within the caller's scope (404) before any replay, so
+/// that a caller who can no longer see it is not shown the record; `work` gets its answer.
+pub async fn idempotent_post<T, L, F>(
     state: &web::Data<AppState>,
     caller: &Caller,
     req: &HttpRequest,
     raw: &[u8],
+    find: L,
     work: F,
 ) -> AppResult<HttpResponse>
 where
-    F: FnOnce(&mut PgConnection) -> AppResult<Value> + Send + 'static,
+    L: FnOnce(&mut PgConnection) -> AppResult<T> + Send + 'static,
+    F: FnOnce(&mut PgConnection, T) -> AppResult<Value> + Send + 'static,
 {
-    let key = super::idempotency_key(req);
+    let key = super::idempotency_key(req)?;
     let fingerprint = idempotency::fingerprint("POST", req.path(), raw);
     let user = caller.user_id;
     let (status, body) = db::transaction(&state.pool, move |conn| {
+        let found = find(conn)?;
         if let Some(k) = &key {
             if let Claim::Replay { status, body } = idempotency::claim(conn, user, k, &fingerprint)?
             {
                 return Ok((status, body));
             }
         }
-        let body = work(conn)?;
+        let body = work(conn, found)?;
         if let Some(k) = &key {
             idempotency::store(conn, user, k, 201, &body)?;
         }

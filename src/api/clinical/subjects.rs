@@ -16,9 +16,10 @@ use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
 use crate::domain::protocol::{CriterionKind, Protocol};
+use crate::domain::time::DateFloor;
 use crate::domain::values::{subject_code, BirthYearMonth, Reason, Sex, WeightKg};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::schema::{sites, subjects as s};
+use crate::schema::{consents as c, sites, subjects as s};
 
 use super::{audit_view, decimal, find_subject, idempotent_post, to_f64};
 
@@ -251,54 +252,61 @@ pub async fn create(
         return Err(AppError::Validation(errors));
     };
     let c = caller.clone();
-    idempotent_post(&state, &caller, &req, &body.raw, move |conn| {
-        let mut q = sites::table
-            .filter(sites::code.eq(&b.site_code))
-            .into_boxed();
+    let site_code = b.site_code.clone();
+    let find = move |conn: &mut PgConnection| -> AppResult<(i64, bool)> {
+        let mut q = sites::table.filter(sites::code.eq(&site_code)).into_boxed();
         if let Some(ids) = scope.site_ids() {
             q = q.filter(sites::id.eq_any(ids.to_vec()));
         }
-        let (site_id, active): (i64, bool) = q
-            .select((sites::id, sites::active))
+        q.select((sites::id, sites::active))
             .first(conn)
             .optional()?
-            .ok_or(AppError::NotFound)?;
-        if !active {
-            return Err(AppError::invalid("site_code", "the site is not active"));
-        }
-        crate::services::guard::ensure_unlocked(conn, site_id, None)?;
-        // The row lock on the site serialises enrolments there: numbers without gaps.
-        let seq: i32 = diesel::update(sites::table.find(site_id))
-            .set(sites::subject_seq.eq(sites::subject_seq + 1))
-            .returning(sites::subject_seq)
-            .get_result(conn)?;
-        let code = subject_code(&b.site_code, seq);
-        let id: i64 = diesel::insert_into(s::table)
-            .values((
-                s::site_id.eq(site_id),
-                s::subject_code.eq(&code),
-                s::status.eq("enrolled"),
-                s::sex.eq(b.sex.as_str()),
-                s::birth_year_month.eq(birth.as_str()),
-                s::weight_kg.eq(decimal(weight.value(), 2)),
-                s::eligibility.eq(json!(b.eligibility)),
-                s::created_by.eq(c.user_id),
-                s::updated_by.eq(c.user_id),
-            ))
-            .returning(s::id)
-            .get_result(conn)?;
-        let subject = load(conn, id)?;
-        let body = serde_json::to_value(&subject).map_err(AppError::internal)?;
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&c.actor), "create", "subjects", &c.meta)
-                .record(id)
-                .site(Some(site_id))
-                .subject(Some(id))
-                .new_values(body.clone()),
-        )?;
-        Ok(body)
-    })
+            .ok_or(AppError::NotFound)
+    };
+    idempotent_post(
+        &state,
+        &caller,
+        &req,
+        &body.raw,
+        find,
+        move |conn, (site_id, active)| {
+            if !active {
+                return Err(AppError::invalid("site_code", "the site is not active"));
+            }
+            crate::services::guard::ensure_unlocked(conn, site_id, None)?;
+            // The row lock on the site serialises enrolments there: numbers without gaps.
+            let seq: i32 = diesel::update(sites::table.find(site_id))
+                .set(sites::subject_seq.eq(sites::subject_seq + 1))
+                .returning(sites::subject_seq)
+                .get_result(conn)?;
+            let code = subject_code(&b.site_code, seq);
+            let id: i64 = diesel::insert_into(s::table)
+                .values((
+                    s::site_id.eq(site_id),
+                    s::subject_code.eq(&code),
+                    s::status.eq("enrolled"),
+                    s::sex.eq(b.sex.as_str()),
+                    s::birth_year_month.eq(birth.as_str()),
+                    s::weight_kg.eq(decimal(weight.value(), 2)),
+                    s::eligibility.eq(json!(b.eligibility)),
+                    s::created_by.eq(c.user_id),
+                    s::updated_by.eq(c.user_id),
+                ))
+                .returning(s::id)
+                .get_result(conn)?;
+            let subject = load(conn, id)?;
+            let body = serde_json::to_value(&subject).map_err(AppError::internal)?;
+            audit::record(
+                conn,
+                &AuditEvent::new(Some(&c.actor), "create", "subjects", &c.meta)
+                    .record(id)
+                    .site(Some(site_id))
+                    .subject(Some(id))
+                    .new_values(body.clone()),
+            )?;
+            Ok(body)
+        },
+    )
     .await
 }
 
@@ -325,10 +333,12 @@ pub async fn get(
 fn locked_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<SubjectRow> {
     let subject = find_subject(conn, scope, code)?;
     crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    // NO KEY UPDATE: serialises corrections of the subject and waits for a signature, but
+    // not for the other writes' holds (FOR KEY SHARE), with which FOR UPDATE would deadlock
     Ok(s::table
         .find(subject.id)
         .select(SubjectRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)?)
 }
 
@@ -388,6 +398,33 @@ pub async fn update(
         let expected = expected?;
         if old.version != expected {
             return Err(AppError::PreconditionFailed);
+        }
+        if b.status.as_deref().is_some_and(|st| st != "withdrawn")
+            && super::consents::withdrawn_from_all(conn, old.id)?
+        {
+            return Err(AppError::invalid(
+                "status",
+                "the subject's consent is withdrawn from everything: correct that withdrawal \
+                 first",
+            ));
+        }
+        if let Some(birth) = &birth {
+            let floor = DateFloor::of_birth(birth.as_str());
+            let subject = find_subject(conn, &scope, &code)?;
+            let consented: Option<chrono::NaiveDate> = c::table
+                .filter(c::subject_id.eq(old.id))
+                .filter(c::deleted_at.is_null())
+                .select(diesel::dsl::min(c::signed_on))
+                .first(conn)?;
+            let data = super::consents::earliest_data(conn, &subject)?;
+            if let Some(first) = consented.into_iter().chain(data).min() {
+                floor.check("birth_year_month", first).map_err(|_| {
+                    AppError::invalid(
+                        "birth_year_month",
+                        format!("is after the subject's clinical data, which begin on {first}"),
+                    )
+                })?;
+            }
         }
         let before = load(conn, old.id)?;
         diesel::update(s::table.find(old.id))

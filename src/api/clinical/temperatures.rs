@@ -155,6 +155,10 @@ fn parse(protocol: &Protocol, b: &NewTemperature) -> AppResult<Entry> {
 
 fn check(conn: &mut PgConnection, subject: &SubjectRef, e: &Entry) -> AppResult<()> {
     let date = local_date(e.measured_at, subject.tz);
+    subject
+        .floor
+        .check("measured_at", date)
+        .map_err(|e| AppError::Validation(vec![e]))?;
     consent_window(conn, subject.id)?.check("measured_at", date)
 }
 
@@ -229,7 +233,7 @@ pub async fn create(
     body: Json<NewTemperature>,
 ) -> AppResult<HttpResponse> {
     let code = code.into_inner();
-    let key = crate::api::idempotency_key(&req);
+    let key = crate::api::idempotency_key(&req)?;
     let fingerprint = idempotency::fingerprint("POST", req.path(), &body.raw);
     let new = body.value;
     if key.is_none() {
@@ -239,9 +243,8 @@ pub async fn create(
     }
     let st = state.clone();
     // The step-by-step path: one pool checkout; one round trip for the checks (entry.rs),
-    // then the plain entry is written by the group commit, with whatever other entries
-    // arrive meanwhile. With an Idempotency-Key, or a signature to invalidate, it is written
-    // alone, in a transaction with the key's answer or the signature's end.
+    // then the entry is written in a transaction that holds the subject against a signature
+    // (services::guard), with the key's answer when there is one.
     let (status, body) = db::run(&state.pool, move |conn| {
         let ctx = entry::context(
             conn,
@@ -254,13 +257,11 @@ pub async fn create(
         let user = ctx.caller.user_id;
         if key.is_none() {
             let entry = prepare(conn, &st.protocol, ctx, &new)?;
-            if entry.signed {
-                conn.transaction(|conn| entry.write(conn))?;
-            } else {
-                group_commit::write(&st.temperatures, conn, &entry.record)?;
-            }
+            conn.transaction(|conn| entry.write(conn))?;
             return Ok((201, entry.record.new_values));
         }
+        // a replay only to a caller who can still see the subject
+        ctx.found()?;
         entry::idempotent_create(conn, user, key, fingerprint, move |conn| {
             let entry = prepare(conn, &st.protocol, ctx, &new)?;
             entry.write(conn)?;
@@ -342,8 +343,6 @@ async fn enter_at_once(
 struct Prepared {
     record: NewTemperatureRecord,
     caller: Caller,
-    /// a valid signature of the subject's casebook that this record invalidates
-    signed: bool,
 }
 
 /// Parses and checks a new temperature against the protocol, the subject's lock and its
@@ -357,9 +356,12 @@ fn prepare(
     let e = parse(protocol, new)?;
     let (caller, target) = ctx.target(conn)?;
     let subject = &target.subject;
-    target
-        .window
-        .check("measured_at", local_date(e.measured_at, subject.tz))?;
+    let date = local_date(e.measured_at, subject.tz);
+    subject
+        .floor
+        .check("measured_at", date)
+        .map_err(|e| AppError::Validation(vec![e]))?;
+    target.window.check("measured_at", date)?;
     let fever = e.celsius.value() > protocol.fever_threshold();
     let row = TemperatureRow {
         id: target.new_id,
@@ -394,29 +396,25 @@ fn prepare(
         request_id: caller.meta.request_id.clone(),
         client_addr: caller.meta.client_addr.clone(),
     };
-    Ok(Prepared {
-        record,
-        caller,
-        signed: target.signed,
-    })
+    Ok(Prepared { record, caller })
 }
 
 impl Prepared {
     /// Writes the record and its audit row on `conn`, ending the subject's signature if
-    /// there is one (the caller runs this in a transaction).
+    /// there is one (the caller runs this in a transaction). The entry context was read
+    /// before: the subject is held, and its locks and signature looked at, again here.
     fn write(&self, conn: &mut PgConnection) -> AppResult<()> {
+        let (site, subject) = (self.record.site_id, self.record.subject_id);
+        crate::services::guard::ensure_unlocked(conn, site, Some(subject))?;
         group_commit::write_one(conn, &self.record)?;
-        if self.signed {
-            crate::services::guard::after_change(
-                conn,
-                &self.caller,
-                "temperatures",
-                None,
-                self.record.site_id,
-                self.record.subject_id,
-            )?;
-        }
-        Ok(())
+        crate::services::guard::after_change(
+            conn,
+            &self.caller,
+            "temperatures",
+            None,
+            site,
+            subject,
+        )
     }
 }
 

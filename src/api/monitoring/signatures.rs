@@ -122,6 +122,7 @@ pub async fn sign(
     let threshold = state.protocol.fever_threshold();
     let signature = db::transaction(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
+        crate::services::guard::hold_for_signing(conn, s.id)?;
         let open: i64 = q::table
             .filter(q::subject_id.eq(s.id))
             .filter(q::status.ne("closed"))
