@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// The batch the server's background sealer uses (src/app.rs).
+/// The batch the server's background sealer uses (src/startup.rs).
 const SEAL_BATCH: i64 = 5_000;
 /// Variant A: the sealer runs this often, as `audit.seal_interval_ms` in config/default.toml.
 const SEAL_INTERVAL: Duration = Duration::from_millis(100);
@@ -951,7 +951,7 @@ fn writer(
 
 fn sealer(mut conn: PgConnection, stop: Arc<AtomicBool>, sealed: Arc<AtomicU64>) -> Res<()> {
     while !stop.load(Ordering::Relaxed) {
-        // as src/app.rs: a full batch means more is waiting, so go again at once
+        // as src/startup.rs: a full batch means more is waiting, so go again at once
         loop {
             let n = audit::seal_pending(&mut conn, SEAL_BATCH)?;
             sealed.fetch_add(n as u64, Ordering::Relaxed);

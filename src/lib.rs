@@ -5,7 +5,6 @@
 //! (`db`, `audit`) together.
 
 pub mod api;
-pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -15,4 +14,6 @@ pub mod error;
 pub mod export;
 pub mod schema;
 pub mod services;
+pub mod startup;
+pub mod state;
 pub mod telemetry;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel::Connection;
 
-use casebook::app::Application;
 use casebook::audit::{Actor, RequestMeta};
 use casebook::auth::password::{check_policy, Hasher};
 use casebook::auth::{Role, Scope};
 use casebook::config::{Environment, Settings};
 use casebook::db;
 use casebook::services::users::{create_user, ensure_site, NewUser};
+use casebook::startup::Application;
 
 #[derive(Parser)]
 #[command(

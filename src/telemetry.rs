@@ -11,8 +11,6 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use tracing::Instrument;
 
-use crate::app::AppState;
-
 /// The id of the request being served; echoed in `X-Request-Id` and on every log line.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -162,9 +160,7 @@ pub async fn middleware(
     let method_label = method_label(req.method());
     let path = req.path().to_owned();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();

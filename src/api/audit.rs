@@ -6,12 +6,12 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::audit::{self, ChainReport};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::schema::{audit_log, sites, subjects};
+use crate::state::AppState;
 
 use super::{resource, Page};
 

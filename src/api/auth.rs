@@ -9,7 +9,6 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, RequestMeta};
 use crate::auth::attempts::{check_password, Checked, MAX_PASSWORD_BYTES};
 use crate::auth::caller::request_meta;
@@ -19,6 +18,7 @@ use crate::db;
 use crate::domain::email;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{refresh_tokens, sessions, users};
+use crate::state::AppState;
 
 use super::{resource, Json};
 

@@ -9,8 +9,8 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
 use crate::error::{AppError, FieldError};
+use crate::state::AppState;
 
 /// A parsed JSON body, plus its raw bytes (for idempotency fingerprints).
 pub struct Json<T> {

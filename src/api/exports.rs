@@ -8,11 +8,11 @@ use diesel::prelude::*;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::export::{self, sink, Domain, Filters, Form, Job, Kind, Slot, Table};
 use crate::schema::sites;
+use crate::state::AppState;
 
 use super::resource;
 

@@ -4,9 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 
 use super::resource;
 

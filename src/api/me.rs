@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::attempts::{confirm_password, MAX_PASSWORD_BYTES};
 use crate::auth::password::check_policy;
@@ -14,6 +13,7 @@ use crate::auth::{Caller, Role};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::schema::{sessions, users};
+use crate::state::AppState;
 
 use super::{resource, Json};
 

@@ -6,11 +6,11 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::schema::sae_alerts as a;
+use crate::state::AppState;
 
 use super::{resource, Page};
 

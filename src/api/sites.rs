@@ -6,7 +6,6 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
@@ -14,6 +13,7 @@ use crate::domain::time::parse_zone;
 use crate::domain::values::bounded_text;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{sites, subjects};
+use crate::state::AppState;
 
 use super::{resource, Json, Page, PageParams};
 

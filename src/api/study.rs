@@ -2,10 +2,10 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::app::AppState;
 use crate::auth::{authorize, Caller, Permission};
 use crate::domain::study::view::DefinitionView;
 use crate::error::AppResult;
+use crate::state::AppState;
 
 use super::resource;
 

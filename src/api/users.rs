@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::password::check_policy;
 use crate::auth::policy::check_access_change;
@@ -19,6 +18,7 @@ use crate::domain::values::bounded_text;
 use crate::error::{AppError, AppResult};
 use crate::schema::{sessions, user_sites, users};
 use crate::services::users::{create_user, site_codes, site_ids_for_codes, NewUser};
+use crate::state::AppState;
 
 use super::{resource, Json, Page, PageParams};
 

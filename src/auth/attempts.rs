@@ -18,12 +18,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::password::Verdict;
 use crate::auth::Caller;
 use crate::db;
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 
 /// Failures within this window count toward a lock.
 pub const FAILURE_WINDOW_MINUTES: i32 = 15;

@@ -6,49 +6,17 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use diesel::pg::Pg;
-use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::PgConnection;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{Actor, RequestMeta};
 use crate::db;
+use crate::db::caller::CallerRecord;
 use crate::error::AppError;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
+use crate::state::AppState;
 
 use super::token::Claims;
 use super::Role;
-
-/// `SELECT * FROM casebook_caller($1, $2)` as a statement diesel prepares once per
-/// connection: `diesel::sql_query` is never cached, so PostgreSQL parsed and planned it on
-/// every request (the function's own plan is cached either way).
-struct CallerQuery {
-    user_id: i64,
-    session: Uuid,
-}
-
-impl QueryId for CallerQuery {
-    type QueryId = CallerQuery;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for CallerQuery {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl QueryFragment<Pg> for CallerQuery {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("SELECT * FROM casebook_caller(");
-        out.push_bind_param::<BigInt, _>(&self.user_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.session)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<PgConnection> for CallerQuery {}
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -130,35 +98,11 @@ impl FromRequest for Bearer {
     }
 }
 
-/// The caller's row as `casebook_caller` (and `casebook_entry_context`) return it.
-#[derive(Debug, Clone, QueryableByName)]
-pub struct CallerRecord {
-    #[diesel(sql_type = Text)]
-    pub email: String,
-    #[diesel(sql_type = Text)]
-    pub name: String,
-    #[diesel(sql_type = Text)]
-    pub role: String,
-    #[diesel(sql_type = Bool)]
-    pub active: bool,
-    #[diesel(sql_type = Integer)]
-    pub token_version: i32,
-    #[diesel(sql_type = Array<BigInt>)]
-    pub site_ids: Vec<i64>,
-    #[diesel(sql_type = Array<Text>)]
-    pub site_codes: Vec<String>,
-}
-
 impl Caller {
     /// Confirms the token's caller against the database on `conn`: one round trip (the user,
     /// the live session and the site assignments, migrations/*_lookup_functions).
     pub fn load(conn: &mut PgConnection, bearer: Bearer) -> Result<Self, AppError> {
-        let found: Option<CallerRecord> = CallerQuery {
-            user_id: bearer.user_id,
-            session: bearer.claims.sid,
-        }
-        .get_result(conn)
-        .optional()?;
+        let found = db::caller::find(conn, bearer.user_id, bearer.claims.sid)?;
         Caller::confirm(bearer, found)
     }
 

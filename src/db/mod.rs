@@ -2,6 +2,8 @@
 
 pub mod async_batch;
 pub mod batch;
+pub mod caller;
+pub mod entry_context;
 pub mod group_commit;
 pub mod temperature_entry;
 

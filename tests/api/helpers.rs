@@ -6,11 +6,11 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use casebook::app::Application;
 use casebook::audit::RequestMeta;
 use casebook::auth::password::Hasher;
 use casebook::auth::Role;
 use casebook::config::Settings;
+use casebook::startup::Application;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};

@@ -197,7 +197,7 @@ async fn the_server_refuses_to_start_on_a_broken_definition() {
         "postgres://postgres@127.0.0.1:5432/unused",
         &[("CASEBOOK_STUDY", file.to_str().unwrap())],
     );
-    let err = match casebook::app::AppState::new(settings) {
+    let err = match casebook::state::AppState::new(settings) {
         Ok(_) => panic!("started on a broken definition"),
         Err(e) => e,
     };

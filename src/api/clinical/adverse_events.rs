@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
@@ -20,6 +19,7 @@ use crate::domain::values::{bounded_text, Reason};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{adverse_events as ae, sites};
 use crate::services::sae;
+use crate::state::AppState;
 
 use super::{
     audit_view, consent_window, find_subject, idempotent_post, optional_if_match, DeleteRequest,

@@ -5,7 +5,6 @@ use diesel::prelude::*;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::policy::shown_name;
 use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
@@ -15,6 +14,7 @@ use crate::schema::{
     adverse_events as ae, consents as c, injections as i, queries as q, signatures as sg,
     temperatures as t, verifications as v,
 };
+use crate::state::AppState;
 use diesel::pg::PgConnection;
 
 use super::adverse_events::{AdverseEvent, AdverseEventRow};

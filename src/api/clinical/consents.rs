@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
@@ -19,6 +18,7 @@ use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{
     adverse_events as ae, consents as c, injections as i, subjects as s, temperatures as t,
 };
+use crate::state::AppState;
 
 use super::{audit_view, find_subject, idempotent_post};
 

@@ -10,7 +10,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
@@ -20,6 +19,7 @@ use crate::domain::time::{end_of_local_day, local_date, study_day};
 use crate::domain::values::{bounded_text, long_text, not_in_future, DoseMg, Reason, WeightKg};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{injections as i, temperatures as t};
+use crate::state::AppState;
 
 use super::{
     audit_view, consent_window, decimal, find_subject, idempotent_post, optional_if_match, to_f64,

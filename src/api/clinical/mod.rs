@@ -21,13 +21,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::{Caller, Scope};
 use crate::db;
 use crate::domain::time::{parse_zone, DateFloor};
 use crate::error::{AppError, AppResult};
 use crate::schema::{consents as c, sites, subjects as s};
 use crate::services::idempotency::{self, Claim};
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     subjects::routes(cfg);

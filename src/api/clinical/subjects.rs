@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{if_match, resource, with_etag, Json, Page};
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
@@ -20,6 +19,7 @@ use crate::domain::time::DateFloor;
 use crate::domain::values::{subject_code, BirthYearMonth, Reason, Sex, WeightKg};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::{consents as c, sites, subjects as s};
+use crate::state::AppState;
 
 use super::{audit_view, decimal, find_subject, idempotent_post, to_f64};
 

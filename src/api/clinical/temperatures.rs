@@ -10,7 +10,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
-use crate::app::AppState;
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, roles_with_own_sites, Bearer, Caller, Permission, Scope};
 use crate::db;
@@ -22,6 +21,7 @@ use crate::domain::values::{not_in_future, Celsius, Reason};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::schema::temperatures as t;
 use crate::services::idempotency;
+use crate::state::AppState;
 
 use super::{
     audit_view, consent_window, created, decimal, entry, find_subject, optional_if_match, to_f64,

@@ -9,13 +9,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::{resource, Json};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::values::Reason;
 use crate::error::{conflict_on_unique, AppError, AppResult};
 use crate::schema::{locks as l, sites, subjects};
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -10,13 +10,13 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{resource, Json, Page};
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, RequestMeta};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::values::long_text;
 use crate::error::{AppError, AppResult};
 use crate::schema::{queries as q, query_messages as m, sites, subjects};
+use crate::state::AppState;
 
 use super::{known_field, record_owner, RECORD_TYPES};
 

@@ -12,13 +12,13 @@ use utoipa::ToSchema;
 use crate::api::clinical::casebook::{build, Signature};
 use crate::api::clinical::find_subject;
 use crate::api::{resource, Json};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::attempts::{confirm_password, MAX_PASSWORD_BYTES};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::schema::{queries as q, signatures as sg};
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 
 use crate::api::clinical::find_subject;
 use crate::api::resource;
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::error::{conflict_on_unique, AppError, AppResult};
 use crate::schema::verifications as v;
+use crate::state::AppState;
 
 use super::{record_owner, RECORD_TYPES};
 
