@@ -16,7 +16,8 @@ use crate::auth::token::{hash_refresh_token, new_refresh_token};
 use crate::auth::Caller;
 use crate::db;
 use crate::domain::email;
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::schema::{refresh_tokens, sessions, users};
 use crate::state::AppState;
 

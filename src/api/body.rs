@@ -9,7 +9,8 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::error::{AppError, FieldError};
+use crate::domain::FieldError;
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// A parsed JSON body, plus its raw bytes (for idempotency fingerprints).

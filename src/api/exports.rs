@@ -9,7 +9,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::{authorize, Caller, Permission, Scope};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::export::{self, sink, Domain, Filters, Form, Job, Kind, Slot, Table};
 use crate::schema::sites;
 use crate::state::AppState;

@@ -19,7 +19,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 
 pub use body::Json;
 

@@ -187,7 +187,7 @@ impl Modify for ProblemResponses {
         monitoring::locks::unlock,
         exports::form_csv, exports::odm, exports::sdtm_csv, exports::sdtm_xpt,
     ),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(crate::error::Problem, crate::domain::FieldError)),
     modifiers(&BearerAuth, &ProblemResponses),
 )]
 pub struct ApiDoc;

@@ -11,7 +11,8 @@ use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::time::parse_zone;
 use crate::domain::values::bounded_text;
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::schema::{sites, subjects};
 use crate::state::AppState;
 

@@ -4,7 +4,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier,
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::config::PasswordSettings;
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 /// Stored hashes asking for more than this are refused unread: a tampered hash must not
 /// make the server compute a gigabyte-sized argon2.

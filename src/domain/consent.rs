@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 
 use super::time::DateFloor;
 use super::values::bounded_text;
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 pub const MAX_RELATIONSHIP_CHARS: usize = 100;
 

@@ -1,6 +1,6 @@
 //! E-mail addresses: the one bound, for accounts created and e-mails typed at login.
 
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 /// RFC 5321 caps a forward path at 256 octets, brackets included: 254 for the address.
 pub const MAX_BYTES: usize = 254;

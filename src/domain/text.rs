@@ -10,7 +10,7 @@
 //!
 //! The value checked is the trimmed one, and it is the one to store.
 
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 /// Whether a text may hold line breaks (LF, or CRLF) and tabs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

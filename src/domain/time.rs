@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::partial_date::PartialDate;
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 pub fn parse_zone(name: &str) -> Option<Tz> {
     name.parse::<Tz>().ok()

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::text::{free_text, Lines};
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 type Parsed<T> = Result<T, FieldError>;
 

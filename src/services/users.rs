@@ -5,7 +5,8 @@ use serde_json::json;
 
 use crate::audit::{self, Actor, AuditEvent, RequestMeta};
 use crate::auth::Role;
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::schema::{sites, user_sites, users};
 
 pub struct NewUser<'a> {

@@ -14,7 +14,8 @@ use crate::db;
 use crate::domain::consent::{self, ConsentForm};
 use crate::domain::time::{end_of_local_day, local_date};
 use crate::domain::values::Reason;
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::schema::{
     adverse_events as ae, consents as c, injections as i, subjects as s, temperatures as t,
 };

@@ -17,7 +17,8 @@ use crate::domain::dosing::{check_dose, escalation_day, DoseCheck};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::{end_of_local_day, local_date, study_day};
 use crate::domain::values::{bounded_text, long_text, not_in_future, DoseMg, Reason, WeightKg};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::schema::{injections as i, temperatures as t};
 use crate::state::AppState;
 

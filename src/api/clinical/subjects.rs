@@ -17,7 +17,8 @@ use crate::db;
 use crate::domain::protocol::{CriterionKind, Protocol};
 use crate::domain::time::DateFloor;
 use crate::domain::values::{subject_code, BirthYearMonth, Reason, Sex, WeightKg};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::domain::FieldError;
+use crate::error::{AppError, AppResult};
 use crate::schema::{consents as c, sites, subjects as s};
 use crate::state::AppState;
 

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use super::model::*;
 use crate::domain::partial_date::PartialDate;
 use crate::domain::values::bounded_text;
-use crate::error::FieldError;
+use crate::domain::FieldError;
 
 /// A checked value of an item.
 #[derive(Debug, Clone, PartialEq)]
