@@ -1,24 +1,18 @@
-//! Group commit of new temperatures: the entries that arrive while one is being written
-//! are written together, each with its audit row, in one statement and so one commit
-//! (a [`Batcher`]: the first request to arrive leads, the others wait for its answer).
+//! A new temperature and its audit row written by one statement (`casebook_create_temperatures`,
+//! migration 000007), for a temperature that misses the one-statement entry
+//! (db::temperature_entry): it is written alone (`write_one`), in a transaction that holds
+//! its subject against a signature (services::guard). The statement takes arrays, from the
+//! time it wrote batches; the server writes one record a call.
 //!
-//! Each record still commits with its own audit row (one statement). When a batch fails,
-//! each of its entries is written again alone by its own request, on its own connection, so
-//! that one bad entry cannot fail the others and every request gets the answer its own
-//! write would have had; unless the batch was cancelled or lost its connection, which
-//! every entry then reports.
-//!
-//! The server no longer batches here: a temperature that misses the one-statement entry
-//! (db::temperature_entry) is written alone (`write_one`), in a transaction that holds its
-//! subject against a signature (services::guard); the batched writer stays for the tests
-//! that measure and check it.
+//! Also what the one-statement entry shares with it: how long a batch waits for a row lock,
+//! and which failures must not be retried.
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 
 /// One new temperature and what its audit row says, as `casebook_create_temperatures`
 /// takes them.
@@ -41,41 +35,12 @@ pub struct NewTemperature {
     pub client_addr: Option<String>,
 }
 
-/// What a shared write answers one of its entries.
-#[derive(Debug)]
-pub enum Shared {
-    Written,
-    /// the batch failed for a reason that is not this entry's alone (a constraint of one
-    /// entry, a parent row locked for longer than [`BATCH_LOCK_TIMEOUT`]): write it alone
-    Alone,
-    /// the statement was cancelled, timed out or lost its connection: no retry
-    Failed(AppError),
-}
-
 /// How long a shared write waits for a row lock before its entries are written alone.
 pub const BATCH_LOCK_TIMEOUT: &str = "50ms";
 
 /// Writes one record and its audit row on `conn`, e.g. inside a caller's transaction.
 pub fn write_one(conn: &mut PgConnection, record: &NewTemperature) -> AppResult<()> {
-    Ok(write_batch(conn, std::slice::from_ref(record), None)?)
-}
-
-/// Writes `records` in one statement, waiting at most [`BATCH_LOCK_TIMEOUT`] for a lock
-/// (also for a batch of one: a leader waiting on a lock would hold up the batches behind
-/// it). The statement is atomic, so a failed batch wrote nothing; the ids were drawn
-/// before, so a retry can never write a record twice.
-pub fn write_together(conn: &mut PgConnection, records: &[NewTemperature]) -> Vec<Shared> {
-    match write_batch(conn, records, Some(BATCH_LOCK_TIMEOUT)) {
-        Ok(()) => records.iter().map(|_| Shared::Written).collect(),
-        Err(e) if given_up(&e) => {
-            let message = e.to_string();
-            records
-                .iter()
-                .map(|_| Shared::Failed(AppError::Unavailable(message.clone())))
-                .collect()
-        }
-        Err(_) => records.iter().map(|_| Shared::Alone).collect(),
-    }
+    Ok(write_records(conn, std::slice::from_ref(record))?)
 }
 
 /// A statement cancelled (shutdown, statement timeout) or a connection lost: writing the
@@ -94,11 +59,7 @@ pub(crate) fn given_up(e: &diesel::result::Error) -> bool {
     }
 }
 
-fn write_batch(
-    conn: &mut PgConnection,
-    records: &[NewTemperature],
-    lock_timeout: Option<&str>,
-) -> QueryResult<()> {
+fn write_records(conn: &mut PgConnection, records: &[NewTemperature]) -> QueryResult<()> {
     fn column<T>(records: &[NewTemperature], f: impl Fn(&NewTemperature) -> T) -> Vec<T> {
         records.iter().map(f).collect()
     }
@@ -116,16 +77,13 @@ fn write_batch(
         column(records, |r| r.new_values.clone()),
         column(records, |r| r.request_id.clone()),
         column(records, |r| r.client_addr.clone()),
-        lock_timeout,
+        // no lock timeout: a record written alone waits for its subject like any write
+        None::<&str>,
     ))
     .get_result(conn)?;
     if usize::try_from(written).ok() != Some(records.len()) {
         return Err(diesel::result::Error::QueryBuilderError(
-            format!(
-                "group commit wrote {written} of {} temperatures",
-                records.len()
-            )
-            .into(),
+            format!("wrote {written} of {} temperatures", records.len()).into(),
         ));
     }
     Ok(())
