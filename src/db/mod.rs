@@ -3,6 +3,7 @@
 pub mod async_batch;
 pub mod batch;
 pub mod group_commit;
+pub mod study_versions;
 pub mod temperature_entry;
 
 use std::sync::{Arc, Weak};

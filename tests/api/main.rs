@@ -16,3 +16,4 @@ mod hardening_data;
 mod identity;
 mod monitoring;
 mod study_definition;
+mod study_versions;
