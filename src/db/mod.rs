@@ -2,6 +2,7 @@
 
 pub mod async_batch;
 pub mod batch;
+pub mod form_records;
 pub mod group_commit;
 pub mod study_versions;
 pub mod temperature_entry;

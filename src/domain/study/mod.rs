@@ -8,6 +8,7 @@ pub mod compat;
 pub mod expr;
 pub mod model;
 mod raw;
+pub mod records;
 pub mod values;
 pub mod view;
 
