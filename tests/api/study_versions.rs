@@ -179,3 +179,31 @@ async fn a_change_that_would_lose_collected_data_stops_the_start() {
     assert_eq!(versions(&app), 3);
     assert_eq!(publications(&app, &sha256(&rounded)), 1);
 }
+
+#[actix_web::test]
+async fn an_item_holding_form_records_cannot_be_rounded_away() {
+    let app = TestApp::spawn().await;
+    let rounded = kawasaki_with(
+        "  decimals = 1\n  unit = \"mg/L\"",
+        "  decimals = 0\n  unit = \"mg/L\"",
+    );
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/forms/disease_activity"),
+            &inv,
+            &json!({"visit": "V1", "values": {"assessed_on": "2026-10-05", "crp_mg_l": "120.5", "wbc": "14.2",
+                    "conjunctivitis": true, "oral_changes": true, "rash": false,
+                    "extremity_changes": false, "lymphadenopathy": false}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let err = refused_start(&app, &rounded);
+    assert!(
+        err.contains("disease_activity.crp_mg_l: the item holds data: fewer digits after the point (1 to 0) would round it"),
+        "{err}"
+    );
+    assert_eq!(versions(&app), 1);
+}
