@@ -327,6 +327,42 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    study_versions (id) {
+        id -> Int8,
+        study_id -> Text,
+        version -> Int4,
+        declared_version -> Text,
+        sha256 -> Text,
+        definition -> Jsonb,
+        published_at -> Timestamptz,
+        published_by -> Text,
+    }
+}
+
+diesel::table! {
+    form_records (id) {
+        id -> Int8,
+        site_id -> Int8,
+        subject_id -> Int8,
+        form_id -> Text,
+        visit_id -> Nullable<Text>,
+        repeat_key -> Nullable<Text>,
+        study_version_id -> Int8,
+        values -> Jsonb,
+        flags -> Jsonb,
+        version -> Int4,
+        created_at -> Timestamptz,
+        created_by -> Int8,
+        updated_at -> Timestamptz,
+        updated_by -> Int8,
+        change_reason -> Nullable<Text>,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by -> Nullable<Int8>,
+        deleted_reason -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(user_sites -> users (user_id));
 diesel::joinable!(user_sites -> sites (site_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -343,6 +379,8 @@ diesel::joinable!(sae_alert_attempts -> sae_alerts (alert_id));
 diesel::joinable!(queries -> subjects (subject_id));
 diesel::joinable!(query_messages -> queries (query_id));
 diesel::joinable!(signatures -> subjects (subject_id));
+diesel::joinable!(form_records -> subjects (subject_id));
+diesel::joinable!(form_records -> study_versions (study_version_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     sites,
@@ -366,4 +404,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     verifications,
     signatures,
     locks,
+    study_versions,
+    form_records,
 );

@@ -56,6 +56,7 @@ impl AppState {
         let tokens = Tokens::new(&settings.jwt);
         let instance = db::instance_name();
         let (pool, pool_gone) = db::build_pool(&settings.database, &instance);
+        crate::services::study::publish(&pool, &study, &instance)?;
         let db = &settings.database;
         let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
         let temperature_entries = temperature_entries(

@@ -178,6 +178,8 @@ impl Modify for ProblemResponses {
         clinical::casebook::casebook,
         clinical::adverse_events::list, clinical::adverse_events::create, clinical::adverse_events::get,
         clinical::adverse_events::update, clinical::adverse_events::delete,
+        clinical::forms::list, clinical::forms::create, clinical::forms::get,
+        clinical::forms::update, clinical::forms::delete,
         sae_alerts::list,
         safety::list, safety::overdue,
         monitoring::queries::list, monitoring::queries::counts, monitoring::queries::create,

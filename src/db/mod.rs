@@ -4,7 +4,9 @@ pub mod async_batch;
 pub mod batch;
 pub mod caller;
 pub mod entry_context;
+pub mod form_records;
 pub mod group_commit;
+pub mod study_versions;
 pub mod temperature_entry;
 
 use std::sync::{Arc, Weak};

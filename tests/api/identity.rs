@@ -422,6 +422,54 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/v1/subjects/{subject_code}/forms/{form}",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects/{subject_code}/forms/{form}",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography",
+        body: |_| {
+            json!({"visit": "EOT", "values": {"performed_on": "2026-10-06", "lmca_z": "1.00", "lad_z": "1.00",
+                         "rca_z": "1.00", "dilatation": false, "aneurysm": false}})
+        },
+        expect_own: [403, 201, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "PATCH",
+        path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2",
+        body: |_| json!({"values": {"rca_z": "0.50"}, "reason": "remeasured"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2",
+        body: |_| json!({"reason": "wrong patient"}),
+        expect_own: [403, 200, 403, 403],
+        expect_other: [403, 404, 403, 403],
+    },
+    Route {
+        method: "GET",
         path: "/api/v1/adverse-events",
         own: "/api/v1/adverse-events?site=FRA",
         other: "/api/v1/adverse-events?site=FRB",
@@ -626,6 +674,7 @@ async fn authorization_matrix() {
     app.site("FRA", "Europe/Paris");
     app.site("FRB", "Europe/Paris");
     crate::clinical::matrix_fixture(&app).await;
+    crate::forms::matrix_records(&app).await;
     for route in ROUTES {
         for (side, path, expected) in [
             ("own", route.own, route.expect_own),

@@ -5,6 +5,7 @@ pub mod adverse_events;
 pub mod casebook;
 pub mod consents;
 pub mod entry;
+pub mod forms;
 pub mod injections;
 pub mod subjects;
 pub mod temperatures;
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     temperatures::routes(cfg);
     adverse_events::routes(cfg);
     casebook::routes(cfg);
+    forms::routes(cfg);
 }
 
 /// The subject a record belongs to, as the write paths need it.

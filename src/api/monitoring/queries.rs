@@ -146,8 +146,8 @@ fn load(conn: &mut PgConnection, ids: &[i64]) -> AppResult<Vec<Query>> {
         .collect())
 }
 
-/// Opens a query from an edit check, unless one from the same check is already open or
-/// answered on that record. Runs in the caller's transaction.
+/// Opens a query from an edit check, unless one from the same check on the same item is
+/// already open or answered on that record. Runs in the caller's transaction.
 #[allow(clippy::too_many_arguments)]
 pub fn open_automatic(
     conn: &mut PgConnection,
@@ -165,6 +165,7 @@ pub fn open_automatic(
         .filter(q::record_type.eq(record_type))
         .filter(q::record_id.eq(record_id))
         .filter(q::origin.eq(origin))
+        .filter(q::field.eq(field))
         .filter(q::status.ne("closed"))
         .count()
         .get_result(conn)?;

@@ -4,14 +4,25 @@
 //! docs/study-definitions.md.
 
 mod build;
+pub mod compat;
 pub mod expr;
 pub mod model;
 mod raw;
+pub mod records;
 pub mod values;
 pub mod view;
 
 pub use build::{parse, DefinitionError};
 pub use model::*;
+
+/// Today's three forms, still served by their own code at their own paths (form id, path
+/// under `/subjects/{code}/`) until the form engine takes them over; the generic routes
+/// refuse them.
+pub const LEGACY_FORMS: [(&str, &str); 3] = [
+    ("injection", "injections"),
+    ("temperature", "temperatures"),
+    ("adverse_event", "adverse-events"),
+];
 
 /// One line per form: what `casebook study check` prints for a clean file.
 pub fn summary(d: &Definition) -> String {

@@ -1,0 +1,182 @@
+//! SQL of form records. Every read names the subject, which the caller found within its
+//! scope (`find_subject`): a record of a subject outside it is never reached (404).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+
+use crate::schema::{form_records as r, study_versions as sv};
+
+/// A record as stored, with the number of the definition version it was entered under.
+#[derive(Debug, Clone, Queryable)]
+pub struct Row {
+    pub id: i64,
+    pub site_id: i64,
+    pub subject_id: i64,
+    pub form_id: String,
+    pub visit_id: Option<String>,
+    pub values: Value,
+    pub flags: Value,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+    pub change_reason: Option<String>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_reason: Option<String>,
+    pub definition_version: i32,
+}
+
+type Columns = (
+    r::id,
+    r::site_id,
+    r::subject_id,
+    r::form_id,
+    r::visit_id,
+    r::values,
+    r::flags,
+    r::version,
+    r::created_at,
+    r::created_by,
+    r::updated_at,
+    r::updated_by,
+    r::change_reason,
+    r::deleted_at,
+    r::deleted_reason,
+    sv::version,
+);
+
+const COLUMNS: Columns = (
+    r::id,
+    r::site_id,
+    r::subject_id,
+    r::form_id,
+    r::visit_id,
+    r::values,
+    r::flags,
+    r::version,
+    r::created_at,
+    r::created_by,
+    r::updated_at,
+    r::updated_by,
+    r::change_reason,
+    r::deleted_at,
+    r::deleted_reason,
+    sv::version,
+);
+
+/// A subject's records of a form (those entered in error included), oldest first.
+pub fn list(conn: &mut PgConnection, subject_id: i64, form: &str) -> QueryResult<Vec<Row>> {
+    r::table
+        .inner_join(sv::table)
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::form_id.eq(form))
+        .order(r::id)
+        .select(COLUMNS)
+        .load(conn)
+}
+
+/// One record of a subject's form; `lock` holds it until the transaction ends.
+pub fn find(
+    conn: &mut PgConnection,
+    subject_id: i64,
+    form: &str,
+    id: i64,
+    lock: bool,
+) -> QueryResult<Row> {
+    if lock {
+        r::table
+            .filter(r::id.eq(id))
+            .filter(r::subject_id.eq(subject_id))
+            .filter(r::form_id.eq(form))
+            .select(r::id)
+            .for_update()
+            .first::<i64>(conn)?;
+    }
+    r::table
+        .inner_join(sv::table)
+        .filter(r::id.eq(id))
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::form_id.eq(form))
+        .select(COLUMNS)
+        .first(conn)
+}
+
+pub struct NewRecord<'a> {
+    pub site_id: i64,
+    pub subject_id: i64,
+    pub form_id: &'a str,
+    pub visit_id: Option<&'a str>,
+    pub repeat_key: Option<&'a str>,
+    pub study_version_id: i64,
+    pub values: &'a Value,
+    pub flags: &'a Value,
+    pub user_id: i64,
+}
+
+/// Inserts a record; returns its id (a second record of a form entered once per visit is a
+/// unique violation, for the caller to name).
+pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<i64> {
+    diesel::insert_into(r::table)
+        .values((
+            r::site_id.eq(n.site_id),
+            r::subject_id.eq(n.subject_id),
+            r::form_id.eq(n.form_id),
+            r::visit_id.eq(n.visit_id),
+            r::repeat_key.eq(n.repeat_key),
+            r::study_version_id.eq(n.study_version_id),
+            r::values.eq(n.values),
+            r::flags.eq(n.flags),
+            r::created_by.eq(n.user_id),
+            r::updated_by.eq(n.user_id),
+        ))
+        .returning(r::id)
+        .get_result(conn)
+}
+
+/// A correction: new values and flags under the running version, the reason, version + 1.
+#[allow(clippy::too_many_arguments)]
+pub fn correct(
+    conn: &mut PgConnection,
+    id: i64,
+    study_version_id: i64,
+    values: &Value,
+    flags: &Value,
+    reason: &str,
+    user_id: i64,
+) -> QueryResult<()> {
+    diesel::update(r::table.find(id))
+        .set((
+            r::values.eq(values),
+            r::flags.eq(flags),
+            r::study_version_id.eq(study_version_id),
+            r::change_reason.eq(reason),
+            r::version.eq(r::version + 1),
+            r::updated_at.eq(diesel::dsl::now),
+            r::updated_by.eq(user_id),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Marks a record entered in error: nothing is removed.
+pub fn mark_deleted(
+    conn: &mut PgConnection,
+    id: i64,
+    reason: &str,
+    user_id: i64,
+) -> QueryResult<()> {
+    diesel::update(r::table.find(id))
+        .set((
+            r::deleted_at.eq(diesel::dsl::now),
+            r::deleted_by.eq(user_id),
+            r::deleted_reason.eq(reason),
+            r::change_reason.eq(reason),
+            r::version.eq(r::version + 1),
+            r::updated_at.eq(diesel::dsl::now),
+            r::updated_by.eq(user_id),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
