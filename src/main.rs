@@ -14,7 +14,7 @@ use casebook::auth::password::{check_policy, Hasher};
 use casebook::auth::{Role, Scope};
 use casebook::config::{Environment, Settings};
 use casebook::db;
-use casebook::services::users::{create_user, ensure_site, NewUser};
+use casebook::services::users::{create_user, NewUser};
 use casebook::startup::Application;
 
 #[derive(Parser)]
@@ -249,121 +249,63 @@ fn cli_meta(command: &str) -> RequestMeta {
     }
 }
 
-/// The demo trial. Passwords are fixed and printed: this is for trying Casebook out, and
-/// refuses to run in production.
+/// The demo trial (services::demo). Passwords are fixed and printed: this is for trying
+/// Casebook out, and refuses to run in production.
 fn seed_demo(settings: &Settings) -> ExitCode {
+    use casebook::services::demo;
     if settings.env == Environment::Production {
         return fail("seed-demo refuses to run when CASEBOOK_ENV=production");
     }
-    let hasher = match Hasher::new(&settings.password) {
+    let hash = match Hasher::new(&settings.password).and_then(|h| h.hash(demo::PASSWORD)) {
         Ok(h) => h,
         Err(e) => return fail(e),
     };
-    let mut conn = match connect(settings) {
+    let protocol = match casebook::domain::protocol::Protocol::load(&settings.protocol) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("protocol file: {e}")),
+    };
+    let study = match casebook::services::study::load(&settings.study) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    if let Err(code) = connect(settings) {
+        return code;
+    }
+    // records are entered under the running definition's published version, as the server
+    // publishes it at start
+    let (pool, _gone) = db::build_pool(&settings.database, "casebook seed-demo");
+    if let Err(e) = casebook::services::study::publish(&pool, &study, "casebook seed-demo") {
+        return fail(e);
+    }
+    let mut conn = match pool.get() {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => return fail(format!("database unreachable (DATABASE_URL): {e}")),
     };
     let meta = cli_meta("seed-demo");
-    let sites = [
-        ("FR01", "Hôpital Necker-Enfants malades, Paris"),
-        ("FR02", "Hôpital Robert-Debré, Paris"),
-        ("FR03", "CHU de Lyon"),
-        ("FR04", "CHU de Bordeaux"),
-    ];
-    let users: Vec<(String, &str, Role, Vec<&str>)> = vec![
-        (
-            "admin@casebook.test".into(),
-            "Ada Admin",
-            Role::Admin,
-            vec![],
-        ),
-        (
-            "investigator.fr01@casebook.test".into(),
-            "Irène Investigator (FR01)",
-            Role::Investigator,
-            vec!["FR01"],
-        ),
-        (
-            "investigator.fr02@casebook.test".into(),
-            "Ivan Investigator (FR02)",
-            Role::Investigator,
-            vec!["FR02"],
-        ),
-        (
-            "investigator.fr03@casebook.test".into(),
-            "Inès Investigator (FR03)",
-            Role::Investigator,
-            vec!["FR03"],
-        ),
-        (
-            "investigator.fr04@casebook.test".into(),
-            "Igor Investigator (FR04)",
-            Role::Investigator,
-            vec!["FR04"],
-        ),
-        (
-            "monitor@casebook.test".into(),
-            "Mona Monitor (FR01, FR02)",
-            Role::Monitor,
-            vec!["FR01", "FR02"],
-        ),
-        (
-            "sponsor@casebook.test".into(),
-            "Sam Sponsor",
-            Role::Sponsor,
-            vec![],
-        ),
-    ];
-    let password = "demo password for casebook";
-    let hash = match hasher.hash(password) {
-        Ok(h) => h,
-        Err(e) => return fail(e),
-    };
-    let result = conn.transaction(|conn| -> casebook::error::AppResult<Vec<String>> {
-        let mut ids = Vec::new();
-        for (code, name) in sites {
-            ids.push((
-                code,
-                ensure_site(conn, code, name, "FR", "Europe/Paris", &meta)?,
-            ));
-        }
-        let mut created = Vec::new();
-        for (email, name, role, codes) in &users {
-            use casebook::schema::users as u;
-            use diesel::prelude::*;
-            let exists: i64 = u::table
-                .filter(u::email.eq(email))
-                .count()
-                .get_result(conn)?;
-            if exists > 0 {
-                continue;
-            }
-            let site_ids: Vec<i64> = ids
-                .iter()
-                .filter(|(c, _)| codes.contains(c))
-                .map(|(_, id)| *id)
-                .collect();
-            create_user(
-                conn,
-                &NewUser {
-                    email,
-                    name,
-                    role: *role,
-                    password_hash: &hash,
-                    site_ids: &site_ids,
-                },
-                None,
-                &meta,
-            )?;
-            created.push(email.clone());
-        }
-        Ok(created)
-    });
+    let result = conn.transaction(|conn| demo::seed(conn, &hash, &protocol, &study, &meta));
     match result {
-        Ok(created) => {
-            println!("Demo trial ready ({} new accounts). Sites FR01-FR04. Accounts (password: `{password}`):", created.len());
-            for (email, _, role, codes) in &users {
-                println!("  {:<13} {email}  {}", role.as_str(), codes.join(","));
+        Ok(seeded) => {
+            println!(
+                "Demo trial ready: {} new accounts, {} new subjects ({} records) in study {}.",
+                seeded.accounts.len(),
+                seeded.subjects.len(),
+                seeded.records,
+                study.study.id
+            );
+            if !seeded.subjects.is_empty() {
+                println!("  subjects: {}", seeded.subjects.join(", "));
+            }
+            println!(
+                "Sites FR01-FR04. Accounts (password: `{}`):",
+                demo::PASSWORD
+            );
+            for a in &demo::ACCOUNTS {
+                println!(
+                    "  {:<13} {}  {}",
+                    a.role.as_str(),
+                    a.email,
+                    a.sites.join(",")
+                );
             }
             ExitCode::SUCCESS
         }

@@ -1,6 +1,8 @@
 //! Units of work shared by the HTTP API and the command line (each runs in the caller's
 //! transaction and records its audit row there).
 
+pub mod demo;
+pub mod form_records;
 pub mod guard;
 pub mod idempotency;
 pub mod sae;

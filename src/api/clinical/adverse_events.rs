@@ -498,56 +498,7 @@ pub async fn create(
         &req,
         &body.raw,
         move |conn| find_subject(conn, &scope, &code),
-        move |conn, subject| {
-            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-            let checked = validate(&b, local_date(Utc::now(), subject.tz))?;
-            check_consent(conn, &subject, checked.onset, b.awareness_date)?;
-            let row: AdverseEventRow = diesel::insert_into(ae::table)
-                .values((
-                    ae::site_id.eq(subject.site_id),
-                    ae::subject_id.eq(subject.id),
-                    ae::term.eq(&checked.term),
-                    ae::meddra_code.eq(&b.meddra_code),
-                    ae::meddra_term.eq(&checked.meddra_term),
-                    ae::onset_date.eq(&b.onset_date),
-                    ae::end_date.eq(&b.end_date),
-                    ae::grade.eq(b.grade),
-                    ae::serious.eq(b.serious),
-                    ae::seriousness_criteria.eq(criteria_names(&b.seriousness_criteria)),
-                    ae::relationship.eq(name(&b.relationship)),
-                    ae::action_taken.eq(name(&b.action_taken)),
-                    ae::outcome.eq(name(&b.outcome)),
-                    ae::awareness_date.eq(b.awareness_date),
-                    ae::created_by.eq(c.user_id),
-                    ae::updated_by.eq(c.user_id),
-                ))
-                .returning(AdverseEventRow::as_returning())
-                .get_result(conn)?;
-            let event = AdverseEvent::from_row(row, &subject.code);
-            let body = to_json(&event)?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&c.actor), "create", "adverse_events", &c.meta)
-                    .record(event.id)
-                    .site(Some(subject.site_id))
-                    .subject(Some(subject.id))
-                    .new_values(body.clone()),
-            )?;
-            if event.serious {
-                let site = site_code(conn, subject.site_id)?;
-                let payload = alert_payload(&protocol, &site, &subject, &event, &c);
-                sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
-            }
-            crate::services::guard::after_change(
-                conn,
-                &c,
-                "adverse_events",
-                None,
-                subject.site_id,
-                subject.id,
-            )?;
-            Ok(body)
-        },
+        move |conn, subject| enter(conn, &protocol, &c, &subject, &b),
     )
     .await
 }
@@ -757,4 +708,64 @@ pub async fn delete(
     })
     .await?;
     Ok(with_etag(StatusCode::OK, ev.version, &ev))
+}
+
+/// Records an adverse event for `subject` (found within the caller's scope) in the caller's
+/// transaction, audited, a serious one queued for its alert. Shared by the API and
+/// `casebook seed-demo`.
+pub fn enter(
+    conn: &mut PgConnection,
+    protocol: &Protocol,
+    c: &Caller,
+    subject: &SubjectRef,
+    b: &NewAdverseEvent,
+) -> AppResult<Value> {
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    let checked = validate(b, local_date(Utc::now(), subject.tz))?;
+    check_consent(conn, subject, checked.onset, b.awareness_date)?;
+    let row: AdverseEventRow = diesel::insert_into(ae::table)
+        .values((
+            ae::site_id.eq(subject.site_id),
+            ae::subject_id.eq(subject.id),
+            ae::term.eq(&checked.term),
+            ae::meddra_code.eq(&b.meddra_code),
+            ae::meddra_term.eq(&checked.meddra_term),
+            ae::onset_date.eq(&b.onset_date),
+            ae::end_date.eq(&b.end_date),
+            ae::grade.eq(b.grade),
+            ae::serious.eq(b.serious),
+            ae::seriousness_criteria.eq(criteria_names(&b.seriousness_criteria)),
+            ae::relationship.eq(name(&b.relationship)),
+            ae::action_taken.eq(name(&b.action_taken)),
+            ae::outcome.eq(name(&b.outcome)),
+            ae::awareness_date.eq(b.awareness_date),
+            ae::created_by.eq(c.user_id),
+            ae::updated_by.eq(c.user_id),
+        ))
+        .returning(AdverseEventRow::as_returning())
+        .get_result(conn)?;
+    let event = AdverseEvent::from_row(row, &subject.code);
+    let body = to_json(&event)?;
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&c.actor), "create", "adverse_events", &c.meta)
+            .record(event.id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .new_values(body.clone()),
+    )?;
+    if event.serious {
+        let site = site_code(conn, subject.site_id)?;
+        let payload = alert_payload(protocol, &site, subject, &event, c);
+        sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
+    }
+    crate::services::guard::after_change(
+        conn,
+        c,
+        "adverse_events",
+        None,
+        subject.site_id,
+        subject.id,
+    )?;
+    Ok(body)
 }

@@ -5,6 +5,7 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
@@ -21,7 +22,7 @@ use crate::schema::{
 };
 use crate::state::AppState;
 
-use super::{audit_view, find_subject, idempotent_post};
+use super::{audit_view, find_subject, idempotent_post, SubjectRef};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -155,55 +156,7 @@ pub async fn create(
         &req,
         &body.raw,
         move |conn| find_subject(conn, &scope, &code),
-        move |conn, subject| {
-            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-            let form = ConsentForm {
-                form_version: &b.form_version,
-                signed_on: b.signed_on,
-                legal_representative: b.signer == Signer::LegalRepresentative,
-                representative_relationship: b.representative_relationship.as_deref(),
-                floor: subject.floor,
-            };
-            let relationship = consent::check(&form, &versions, local_date(Utc::now(), subject.tz))
-                .map_err(AppError::Validation)?;
-            let signer = match b.signer {
-                Signer::Participant => "participant",
-                Signer::LegalRepresentative => "legal_representative",
-            };
-            let consent: Consent = diesel::insert_into(c::table)
-                .values((
-                    c::site_id.eq(subject.site_id),
-                    c::subject_id.eq(subject.id),
-                    c::form_version.eq(&b.form_version),
-                    c::signed_on.eq(b.signed_on),
-                    c::signer.eq(signer),
-                    c::representative_relationship.eq(relationship),
-                    c::assent.eq(b.assent),
-                    c::obtained_by.eq(cl.user_id),
-                    c::created_by.eq(cl.user_id),
-                    c::updated_by.eq(cl.user_id),
-                ))
-                .returning(Consent::as_returning())
-                .get_result(conn)?;
-            let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
-                    .record(consent.id)
-                    .site(Some(subject.site_id))
-                    .subject(Some(subject.id))
-                    .new_values(body.clone()),
-            )?;
-            crate::services::guard::after_change(
-                conn,
-                &cl,
-                "consents",
-                None,
-                subject.site_id,
-                subject.id,
-            )?;
-            Ok(body)
-        },
+        move |conn, subject| enter(conn, &versions, &cl, &subject, &b),
     )
     .await
 }
@@ -602,4 +555,55 @@ pub async fn update(
     })
     .await?;
     Ok(with_etag(StatusCode::OK, consent.version, &consent))
+}
+
+/// Records a consent for `subject` (found within the caller's scope) in the caller's
+/// transaction, audited. Shared by the API and `casebook seed-demo`.
+pub fn enter(
+    conn: &mut PgConnection,
+    versions: &[String],
+    cl: &Caller,
+    subject: &SubjectRef,
+    b: &NewConsent,
+) -> AppResult<Value> {
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    let form = ConsentForm {
+        form_version: &b.form_version,
+        signed_on: b.signed_on,
+        legal_representative: b.signer == Signer::LegalRepresentative,
+        representative_relationship: b.representative_relationship.as_deref(),
+        floor: subject.floor,
+    };
+    let relationship = consent::check(&form, versions, local_date(Utc::now(), subject.tz))
+        .map_err(AppError::Validation)?;
+    let signer = match b.signer {
+        Signer::Participant => "participant",
+        Signer::LegalRepresentative => "legal_representative",
+    };
+    let consent: Consent = diesel::insert_into(c::table)
+        .values((
+            c::site_id.eq(subject.site_id),
+            c::subject_id.eq(subject.id),
+            c::form_version.eq(&b.form_version),
+            c::signed_on.eq(b.signed_on),
+            c::signer.eq(signer),
+            c::representative_relationship.eq(relationship),
+            c::assent.eq(b.assent),
+            c::obtained_by.eq(cl.user_id),
+            c::created_by.eq(cl.user_id),
+            c::updated_by.eq(cl.user_id),
+        ))
+        .returning(Consent::as_returning())
+        .get_result(conn)?;
+    let body = serde_json::to_value(&consent).map_err(AppError::internal)?;
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&cl.actor), "create", "consents", &cl.meta)
+            .record(consent.id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .new_values(body.clone()),
+    )?;
+    crate::services::guard::after_change(conn, cl, "consents", None, subject.site_id, subject.id)?;
+    Ok(body)
 }

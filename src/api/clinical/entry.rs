@@ -99,6 +99,31 @@ pub fn context(
     Ok(EntryContext { caller, target })
 }
 
+impl Target {
+    /// The target of a write that does not come through the short path (`casebook
+    /// seed-demo`): the subject, found by the caller, read here step by step.
+    pub fn of(
+        conn: &mut PgConnection,
+        subject: SubjectRef,
+        sequence: &'static str,
+    ) -> AppResult<Self> {
+        let window = super::consent_window(conn, subject.id)?;
+        let (new_id, now): (i64, DateTime<Utc>) = diesel::select((
+            diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!("nextval('{sequence}')")),
+            diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>(),
+        ))
+        .get_result(conn)?;
+        Ok(Self {
+            subject,
+            window,
+            // `ensure_unlocked` runs again as the record is written
+            locked: false,
+            new_id,
+            now,
+        })
+    }
+}
+
 impl EntryContext {
     /// 404 when the subject is outside the caller's scope.
     pub fn found(&self) -> AppResult<()> {

@@ -8,30 +8,28 @@
 use std::sync::Arc;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
-use crate::db::{self, form_records as fr, study_versions};
-use crate::domain::study::records::{self, Placement, Values};
-use crate::domain::study::values::{self as checks, Checked};
+use crate::db::{self, form_records as fr};
+use crate::domain::study::records::{self, Values};
+use crate::domain::study::values as checks;
 use crate::domain::study::{Definition, Form, LEGACY_FORMS};
-use crate::domain::time::local_date;
 use crate::domain::values::Reason;
-use crate::error::{conflict_on_unique, AppError, AppResult};
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 use super::{
-    consent_window, find_subject, idempotent_post, optional_if_match, DeleteRequest, Deletion,
-    SubjectRef,
+    find_subject, idempotent_post, optional_if_match, DeleteRequest, Deletion, SubjectRef,
 };
 
-const ENTITY: &str = "form_records";
+pub use crate::services::form_records::FormRecord;
+use crate::services::form_records::{self, check_in_context, open_queries, ENTITY};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -45,55 +43,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     );
-}
-
-/// A record of a form.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FormRecord {
-    pub id: i64,
-    pub subject_code: String,
-    pub form: String,
-    /// the visit, for a form entered per visit
-    pub visit: Option<String>,
-    /// the published version of the definition it was last checked against
-    pub definition_version: i32,
-    /// item id -> value; decimals as text at the item's digits ("37.50")
-    #[schema(value_type = Object)]
-    pub values: Value,
-    /// soft findings: `[{"item", "message"}]`, each with an open query
-    #[schema(value_type = Vec<Object>)]
-    pub flags: Value,
-    pub version: i32,
-    pub created_at: DateTime<Utc>,
-    pub created_by: i64,
-    pub updated_at: DateTime<Utc>,
-    pub updated_by: i64,
-    /// why it was last changed
-    pub change_reason: Option<String>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub deleted_reason: Option<String>,
-}
-
-impl FormRecord {
-    fn of(r: fr::Row, code: &str) -> Self {
-        Self {
-            id: r.id,
-            subject_code: code.to_owned(),
-            form: r.form_id,
-            visit: r.visit_id,
-            definition_version: r.definition_version,
-            values: r.values,
-            flags: r.flags,
-            version: r.version,
-            created_at: r.created_at,
-            created_by: r.created_by,
-            updated_at: r.updated_at,
-            updated_by: r.updated_by,
-            change_reason: r.change_reason,
-            deleted_at: r.deleted_at,
-            deleted_reason: r.deleted_reason,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -129,65 +78,6 @@ fn engine_form(def: &Arc<Definition>, id: &str) -> AppResult<()> {
 
 fn form<'a>(def: &'a Definition, id: &str) -> AppResult<&'a Form> {
     def.form(id).ok_or(AppError::NotFound)
-}
-
-/// The checks that need the database: the record's date against the subject's date floor
-/// and consent window, and the version records are entered under.
-fn check_in_context(
-    conn: &mut PgConnection,
-    def: &Definition,
-    form: &Form,
-    subject: &SubjectRef,
-    checked: &Checked,
-) -> AppResult<i64> {
-    if let Some(date) = records::record_date(form, &checked.values, subject.tz) {
-        let window = consent_window(conn, subject.id)?;
-        let now = Utc::now();
-        records::check_date(
-            &format!("values.{}", form.dated_by),
-            date,
-            subject.floor,
-            window.first_signed,
-            window.withdrawn_on,
-            now,
-            local_date(now, subject.tz),
-        )
-        .map_err(|e| AppError::Validation(vec![e]))?;
-    }
-    Ok(study_versions::running_id(
-        conn,
-        &def.study.id,
-        &def.sha256,
-    )?)
-}
-
-/// Each soft finding opens a query on its item (once while one is open).
-fn open_queries(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    subject: &SubjectRef,
-    id: i64,
-    checked: &Checked,
-) -> AppResult<()> {
-    for f in &checked.flags {
-        crate::api::monitoring::queries::open_automatic(
-            conn,
-            None,
-            &caller.meta,
-            subject.site_id,
-            subject.id,
-            ENTITY,
-            id,
-            &f.item,
-            "edit_check",
-            &f.message,
-        )?;
-    }
-    Ok(())
-}
-
-fn to_json(v: &impl Serialize) -> AppResult<Value> {
-    serde_json::to_value(v).map_err(AppError::internal)
 }
 
 fn values_of(v: &Value) -> Values {
@@ -248,57 +138,15 @@ pub async fn create(
         &body.raw,
         move |conn| find_subject(conn, &scope, &code),
         move |conn, subject| {
-            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-            let form = form(&def, &form_id)?;
-            let Placement { visit, repeat_key } =
-                records::placement(&def, form, b.visit.as_deref())
-                    .map_err(|e| AppError::Validation(vec![e]))?;
-            let checked = checks::check(&def, form, &b.values).map_err(AppError::Validation)?;
-            let version_id = check_in_context(conn, &def, form, &subject, &checked)?;
-            let values = Value::Object(records::stored(&checked.values));
-            let flags = records::flags_json(&checked.flags);
-            let id = fr::insert(
+            form_records::enter(
                 conn,
-                &fr::NewRecord {
-                    site_id: subject.site_id,
-                    subject_id: subject.id,
-                    form_id: &form.id,
-                    visit_id: visit.as_deref(),
-                    repeat_key: repeat_key.as_deref(),
-                    study_version_id: version_id,
-                    values: &values,
-                    flags: &flags,
-                    user_id: c.user_id,
-                },
-            )
-            .map_err(conflict_on_unique(format!(
-                "The form {} is already entered for visit {}: correct that record instead.",
-                form.id,
-                visit.as_deref().unwrap_or_default()
-            )))?;
-            let record = FormRecord::of(
-                fr::find(conn, subject.id, &form.id, id, false)?,
-                &subject.code,
-            );
-            let body = to_json(&record)?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&c.actor), "create", ENTITY, &c.meta)
-                    .record(id)
-                    .site(Some(subject.site_id))
-                    .subject(Some(subject.id))
-                    .new_values(super::audit_view(body.clone())),
-            )?;
-            open_queries(conn, &c, &subject, id, &checked)?;
-            crate::services::guard::after_change(
-                conn,
+                &def,
                 &c,
-                ENTITY,
-                None,
-                subject.site_id,
-                subject.id,
-            )?;
-            Ok(body)
+                &subject,
+                &form_id,
+                b.visit.as_deref(),
+                &b.values,
+            )
         },
     )
     .await

@@ -396,65 +396,7 @@ pub async fn create(
         &req,
         &body.raw,
         move |conn| find_subject(conn, &scope, &code),
-        move |conn, subject| {
-            crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-            let e = parse(&protocol, &b, subject.weight_kg)?;
-            let dose = check(conn, &protocol, &subject, &e, None)?;
-            let row: InjectionRow = diesel::insert_into(i::table)
-                .values((
-                    i::site_id.eq(subject.site_id),
-                    i::subject_id.eq(subject.id),
-                    i::study_day.eq(e.study_day),
-                    i::administered_at.eq(e.administered_at),
-                    i::dose_mg.eq(decimal(e.dose.value(), 2)),
-                    i::weight_kg.eq(decimal(e.weight.value(), 2)),
-                    i::route.eq("subcutaneous"),
-                    i::injection_site.eq(&e.injection_site),
-                    i::lot_number.eq(&e.lot_number),
-                    i::given.eq(e.given),
-                    i::not_given_reason.eq(&e.not_given_reason),
-                    i::expected_dose_mg.eq(decimal(dose.expected_mg, 2)),
-                    i::protocol_deviation.eq(dose.deviation.is_some()),
-                    i::deviation_reason.eq(&dose.deviation),
-                    i::created_by.eq(c.user_id),
-                    i::updated_by.eq(c.user_id),
-                ))
-                .returning(InjectionRow::as_returning())
-                .get_result(conn)?;
-            let body = to_json(&Injection::from_row(row.clone(), &subject.code))?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&c.actor), "create", "injections", &c.meta)
-                    .record(row.id)
-                    .site(Some(subject.site_id))
-                    .subject(Some(subject.id))
-                    .new_values(body.clone()),
-            )?;
-            if let Some(why) = &dose.deviation {
-                // a soft edit check: the dose is stored as given, and a query asks about it
-                crate::api::monitoring::queries::open_automatic(
-                    conn,
-                    None,
-                    &c.meta,
-                    subject.site_id,
-                    subject.id,
-                    "injections",
-                    row.id,
-                    "dose_mg",
-                    "dose_check",
-                    why,
-                )?;
-            }
-            crate::services::guard::after_change(
-                conn,
-                &c,
-                "injections",
-                None,
-                subject.site_id,
-                subject.id,
-            )?;
-            Ok(body)
-        },
+        move |conn, subject| enter(conn, &protocol, &c, &subject, &b),
     )
     .await
 }
@@ -650,4 +592,66 @@ pub async fn delete(
     })
     .await?;
     Ok(with_etag(StatusCode::OK, inj.version, &inj))
+}
+
+/// Records an injection for `subject` (found within the caller's scope) in the caller's
+/// transaction: the checks, the dose check (a deviation is flagged and queried), the audit
+/// row. Shared by the API and `casebook seed-demo`.
+pub fn enter(
+    conn: &mut PgConnection,
+    protocol: &Protocol,
+    c: &Caller,
+    subject: &SubjectRef,
+    b: &NewInjection,
+) -> AppResult<Value> {
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    let e = parse(protocol, b, subject.weight_kg)?;
+    let dose = check(conn, protocol, subject, &e, None)?;
+    let row: InjectionRow = diesel::insert_into(i::table)
+        .values((
+            i::site_id.eq(subject.site_id),
+            i::subject_id.eq(subject.id),
+            i::study_day.eq(e.study_day),
+            i::administered_at.eq(e.administered_at),
+            i::dose_mg.eq(decimal(e.dose.value(), 2)),
+            i::weight_kg.eq(decimal(e.weight.value(), 2)),
+            i::route.eq("subcutaneous"),
+            i::injection_site.eq(&e.injection_site),
+            i::lot_number.eq(&e.lot_number),
+            i::given.eq(e.given),
+            i::not_given_reason.eq(&e.not_given_reason),
+            i::expected_dose_mg.eq(decimal(dose.expected_mg, 2)),
+            i::protocol_deviation.eq(dose.deviation.is_some()),
+            i::deviation_reason.eq(&dose.deviation),
+            i::created_by.eq(c.user_id),
+            i::updated_by.eq(c.user_id),
+        ))
+        .returning(InjectionRow::as_returning())
+        .get_result(conn)?;
+    let body = to_json(&Injection::from_row(row.clone(), &subject.code))?;
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&c.actor), "create", "injections", &c.meta)
+            .record(row.id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .new_values(body.clone()),
+    )?;
+    if let Some(why) = &dose.deviation {
+        // a soft edit check: the dose is stored as given, and a query asks about it
+        crate::api::monitoring::queries::open_automatic(
+            conn,
+            None,
+            &c.meta,
+            subject.site_id,
+            subject.id,
+            "injections",
+            row.id,
+            "dose_mg",
+            "dose_check",
+            why,
+        )?;
+    }
+    crate::services::guard::after_change(conn, c, "injections", None, subject.site_id, subject.id)?;
+    Ok(body)
 }

@@ -238,20 +238,7 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::EnterClinical)?;
     let b = body.value;
-    let today = Utc::now().date_naive();
-    let mut errors = Vec::new();
-    let weight = WeightKg::parse("weight_kg", b.weight_kg)
-        .map_err(|e| errors.push(e))
-        .ok();
-    let birth = BirthYearMonth::parse("birth_year_month", &b.birth_year_month, today)
-        .map_err(|e| errors.push(e))
-        .ok();
-    if let Err(AppError::Validation(mut e)) = check_eligibility(&state.protocol, &b.eligibility) {
-        errors.append(&mut e);
-    }
-    let (Some(weight), Some(birth), true) = (weight, birth, errors.is_empty()) else {
-        return Err(AppError::Validation(errors));
-    };
+    let (weight, birth) = check_new(&state.protocol, &b)?;
     let c = caller.clone();
     let site_code = b.site_code.clone();
     let find = move |conn: &mut PgConnection| -> AppResult<(i64, bool)> {
@@ -270,43 +257,7 @@ pub async fn create(
         &req,
         &body.raw,
         find,
-        move |conn, (site_id, active)| {
-            if !active {
-                return Err(AppError::invalid("site_code", "the site is not active"));
-            }
-            crate::services::guard::ensure_unlocked(conn, site_id, None)?;
-            // The row lock on the site serialises enrolments there: numbers without gaps.
-            let seq: i32 = diesel::update(sites::table.find(site_id))
-                .set(sites::subject_seq.eq(sites::subject_seq + 1))
-                .returning(sites::subject_seq)
-                .get_result(conn)?;
-            let code = subject_code(&b.site_code, seq);
-            let id: i64 = diesel::insert_into(s::table)
-                .values((
-                    s::site_id.eq(site_id),
-                    s::subject_code.eq(&code),
-                    s::status.eq("enrolled"),
-                    s::sex.eq(b.sex.as_str()),
-                    s::birth_year_month.eq(birth.as_str()),
-                    s::weight_kg.eq(decimal(weight.value(), 2)),
-                    s::eligibility.eq(json!(b.eligibility)),
-                    s::created_by.eq(c.user_id),
-                    s::updated_by.eq(c.user_id),
-                ))
-                .returning(s::id)
-                .get_result(conn)?;
-            let subject = load(conn, id)?;
-            let body = serde_json::to_value(&subject).map_err(AppError::internal)?;
-            audit::record(
-                conn,
-                &AuditEvent::new(Some(&c.actor), "create", "subjects", &c.meta)
-                    .record(id)
-                    .site(Some(site_id))
-                    .subject(Some(id))
-                    .new_values(body.clone()),
-            )?;
-            Ok(body)
-        },
+        move |conn, (site_id, active)| enrol(conn, &c, site_id, active, &b, &weight, &birth),
     )
     .await
 }
@@ -471,4 +422,72 @@ pub async fn update(
     })
     .await?;
     Ok(with_etag(StatusCode::OK, subject.version, &subject))
+}
+
+/// The checks of a new subject that need no database: weight, birth month, eligibility.
+pub fn check_new(protocol: &Protocol, b: &NewSubject) -> AppResult<(WeightKg, BirthYearMonth)> {
+    let today = Utc::now().date_naive();
+    let mut errors = Vec::new();
+    let weight = WeightKg::parse("weight_kg", b.weight_kg)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let birth = BirthYearMonth::parse("birth_year_month", &b.birth_year_month, today)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if let Err(AppError::Validation(mut e)) = check_eligibility(protocol, &b.eligibility) {
+        errors.append(&mut e);
+    }
+    match (weight, birth, errors.is_empty()) {
+        (Some(weight), Some(birth), true) => Ok((weight, birth)),
+        _ => Err(AppError::Validation(errors)),
+    }
+}
+
+/// Enrols a subject at a site the caller may enter data for, in the caller's transaction:
+/// the next code of the site, the row, its audit row. Shared by the API and
+/// `casebook seed-demo`.
+pub fn enrol(
+    conn: &mut PgConnection,
+    c: &Caller,
+    site_id: i64,
+    active: bool,
+    b: &NewSubject,
+    weight: &WeightKg,
+    birth: &BirthYearMonth,
+) -> AppResult<Value> {
+    if !active {
+        return Err(AppError::invalid("site_code", "the site is not active"));
+    }
+    crate::services::guard::ensure_unlocked(conn, site_id, None)?;
+    // The row lock on the site serialises enrolments there: numbers without gaps.
+    let seq: i32 = diesel::update(sites::table.find(site_id))
+        .set(sites::subject_seq.eq(sites::subject_seq + 1))
+        .returning(sites::subject_seq)
+        .get_result(conn)?;
+    let code = subject_code(&b.site_code, seq);
+    let id: i64 = diesel::insert_into(s::table)
+        .values((
+            s::site_id.eq(site_id),
+            s::subject_code.eq(&code),
+            s::status.eq("enrolled"),
+            s::sex.eq(b.sex.as_str()),
+            s::birth_year_month.eq(birth.as_str()),
+            s::weight_kg.eq(decimal(weight.value(), 2)),
+            s::eligibility.eq(json!(b.eligibility)),
+            s::created_by.eq(c.user_id),
+            s::updated_by.eq(c.user_id),
+        ))
+        .returning(s::id)
+        .get_result(conn)?;
+    let subject = load(conn, id)?;
+    let body = serde_json::to_value(&subject).map_err(AppError::internal)?;
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&c.actor), "create", "subjects", &c.meta)
+            .record(id)
+            .site(Some(site_id))
+            .subject(Some(id))
+            .new_values(body.clone()),
+    )?;
+    Ok(body)
 }

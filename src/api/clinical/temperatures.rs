@@ -356,6 +356,15 @@ fn prepare(
 ) -> AppResult<Prepared> {
     let e = parse(protocol, new)?;
     let (caller, target) = ctx.target(conn)?;
+    prepare_for(protocol, caller, target, e)
+}
+
+fn prepare_for(
+    protocol: &Protocol,
+    caller: Caller,
+    target: entry::Target,
+    e: Entry,
+) -> AppResult<Prepared> {
     let subject = &target.subject;
     let date = local_date(e.measured_at, subject.tz);
     subject
@@ -578,4 +587,21 @@ pub async fn delete(
     })
     .await?;
     Ok(with_etag(StatusCode::OK, temp.version, &temp))
+}
+
+/// Records a temperature for `subject` (found within the caller's scope) in the caller's
+/// transaction, with the checks and the write of the step-by-step path. Shared by the API
+/// and `casebook seed-demo`.
+pub fn enter(
+    conn: &mut PgConnection,
+    protocol: &Protocol,
+    caller: &Caller,
+    subject: SubjectRef,
+    new: &NewTemperature,
+) -> AppResult<Value> {
+    let e = parse(protocol, new)?;
+    let target = entry::Target::of(conn, subject, SEQUENCE)?;
+    let entry = prepare_for(protocol, caller.clone(), target, e)?;
+    entry.write(conn)?;
+    Ok(entry.record.new_values)
 }

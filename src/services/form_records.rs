@@ -1,0 +1,183 @@
+//! Entering a record of a form the study definition describes: one function for
+//! `POST /subjects/{code}/forms/{form}` and for `casebook seed-demo`, so demo data is
+//! checked, flagged, queried and audited exactly as a client's.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::api::clinical::{audit_view, consent_window, SubjectRef};
+use crate::audit::{self, AuditEvent};
+use crate::auth::Caller;
+use crate::db::{form_records as fr, study_versions};
+use crate::domain::study::records::{self, Placement};
+use crate::domain::study::values::{self as checks, Checked};
+use crate::domain::study::{Definition, Form};
+use crate::domain::time::local_date;
+use crate::error::{conflict_on_unique, AppError, AppResult};
+
+pub const ENTITY: &str = "form_records";
+
+/// A record of a form.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FormRecord {
+    pub id: i64,
+    pub subject_code: String,
+    pub form: String,
+    /// the visit, for a form entered per visit
+    pub visit: Option<String>,
+    /// the published version of the definition it was last checked against
+    pub definition_version: i32,
+    /// item id -> value; decimals as text at the item's digits ("37.50")
+    #[schema(value_type = Object)]
+    pub values: Value,
+    /// soft findings: `[{"item", "message"}]`, each with an open query
+    #[schema(value_type = Vec<Object>)]
+    pub flags: Value,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: i64,
+    /// why it was last changed
+    pub change_reason: Option<String>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_reason: Option<String>,
+}
+
+impl FormRecord {
+    pub fn of(r: fr::Row, code: &str) -> Self {
+        Self {
+            id: r.id,
+            subject_code: code.to_owned(),
+            form: r.form_id,
+            visit: r.visit_id,
+            definition_version: r.definition_version,
+            values: r.values,
+            flags: r.flags,
+            version: r.version,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+            change_reason: r.change_reason,
+            deleted_at: r.deleted_at,
+            deleted_reason: r.deleted_reason,
+        }
+    }
+}
+
+/// The checks that need the database: the record's date against the subject's date floor
+/// and consent window, and the version records are entered under.
+pub fn check_in_context(
+    conn: &mut PgConnection,
+    def: &Definition,
+    form: &Form,
+    subject: &SubjectRef,
+    checked: &Checked,
+) -> AppResult<i64> {
+    if let Some(date) = records::record_date(form, &checked.values, subject.tz) {
+        let window = consent_window(conn, subject.id)?;
+        let now = Utc::now();
+        records::check_date(
+            &format!("values.{}", form.dated_by),
+            date,
+            subject.floor,
+            window.first_signed,
+            window.withdrawn_on,
+            now,
+            local_date(now, subject.tz),
+        )
+        .map_err(|e| AppError::Validation(vec![e]))?;
+    }
+    Ok(study_versions::running_id(
+        conn,
+        &def.study.id,
+        &def.sha256,
+    )?)
+}
+
+/// Each soft finding opens a query on its item (once while one is open).
+pub fn open_queries(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    subject: &SubjectRef,
+    id: i64,
+    checked: &Checked,
+) -> AppResult<()> {
+    for f in &checked.flags {
+        crate::api::monitoring::queries::open_automatic(
+            conn,
+            None,
+            &caller.meta,
+            subject.site_id,
+            subject.id,
+            ENTITY,
+            id,
+            &f.item,
+            "edit_check",
+            &f.message,
+        )?;
+    }
+    Ok(())
+}
+
+/// Enters a record of `form_id` for `subject` (found within the caller's scope), in the
+/// caller's transaction: placement, the definition's checks (422 naming `values.<item>`),
+/// the dates against consent, the insert, its audit row, a query per soft finding, and the
+/// verification and signatures the change invalidates. Returns the record as answered.
+pub fn enter(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form_id: &str,
+    visit: Option<&str>,
+    input: &Map<String, Value>,
+) -> AppResult<Value> {
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    let form = def.form(form_id).ok_or(AppError::NotFound)?;
+    let Placement { visit, repeat_key } =
+        records::placement(def, form, visit).map_err(|e| AppError::Validation(vec![e]))?;
+    let checked = checks::check(def, form, input).map_err(AppError::Validation)?;
+    let version_id = check_in_context(conn, def, form, subject, &checked)?;
+    let values = Value::Object(records::stored(&checked.values));
+    let flags = records::flags_json(&checked.flags);
+    let id = fr::insert(
+        conn,
+        &fr::NewRecord {
+            site_id: subject.site_id,
+            subject_id: subject.id,
+            form_id: &form.id,
+            visit_id: visit.as_deref(),
+            repeat_key: repeat_key.as_deref(),
+            study_version_id: version_id,
+            values: &values,
+            flags: &flags,
+            user_id: caller.user_id,
+        },
+    )
+    .map_err(conflict_on_unique(format!(
+        "The form {} is already entered for visit {}: correct that record instead.",
+        form.id,
+        visit.as_deref().unwrap_or_default()
+    )))?;
+    let record = FormRecord::of(
+        fr::find(conn, subject.id, &form.id, id, false)?,
+        &subject.code,
+    );
+    let body = serde_json::to_value(&record).map_err(AppError::internal)?;
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&caller.actor), "create", ENTITY, &caller.meta)
+            .record(id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .new_values(audit_view(body.clone())),
+    )?;
+    open_queries(conn, caller, subject, id, &checked)?;
+    crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
+    Ok(body)
+}
