@@ -41,8 +41,14 @@ enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Load the demo trial: sites FR01-FR04 and one user per role (not in production).
-    SeedDemo,
+    /// Load the demo trial: sites FR01-FR04, one user per role, and at FR01-FR03 two
+    /// subjects each with consent and records of every form of the running study (not in
+    /// production; running it again adds nothing).
+    SeedDemo {
+        /// sites and accounts only, no subjects
+        #[arg(long)]
+        accounts_only: bool,
+    },
     /// Recompute the audit hash chain; exit 1 naming the first bad row.
     VerifyAudit,
     /// Study definitions (config/studies/*.toml).
@@ -113,7 +119,7 @@ fn main() -> ExitCode {
             Err(e) => fail(format!("migration failed: {}", one_line(&e))),
         },
         Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name),
-        Command::SeedDemo => seed_demo(&settings),
+        Command::SeedDemo { accounts_only } => seed_demo(&settings, accounts_only),
         Command::VerifyAudit => verify_audit(&settings),
         Command::Study {
             command: StudyCommand::Check { file },
@@ -251,7 +257,7 @@ fn cli_meta(command: &str) -> RequestMeta {
 
 /// The demo trial (services::demo). Passwords are fixed and printed: this is for trying
 /// Casebook out, and refuses to run in production.
-fn seed_demo(settings: &Settings) -> ExitCode {
+fn seed_demo(settings: &Settings, accounts_only: bool) -> ExitCode {
     use casebook::services::demo;
     if settings.env == Environment::Production {
         return fail("seed-demo refuses to run when CASEBOOK_ENV=production");
@@ -282,7 +288,8 @@ fn seed_demo(settings: &Settings) -> ExitCode {
         Err(e) => return fail(format!("database unreachable (DATABASE_URL): {e}")),
     };
     let meta = cli_meta("seed-demo");
-    let result = conn.transaction(|conn| demo::seed(conn, &hash, &protocol, &study, &meta));
+    let result =
+        conn.transaction(|conn| demo::seed(conn, &hash, &protocol, &study, !accounts_only, &meta));
     match result {
         Ok(seeded) => {
             println!(

@@ -106,13 +106,15 @@ pub struct Seeded {
     pub records: usize,
 }
 
-/// Seeds the demo trial in the caller's transaction. `def` must be published (the server
+/// Seeds the demo trial in the caller's transaction (`with_subjects`: the subjects and their
+/// records too). `def` must be published (the server
 /// does it at start; `casebook seed-demo` before calling this).
 pub fn seed(
     conn: &mut PgConnection,
     password_hash: &str,
     protocol: &Protocol,
     def: &Definition,
+    with_subjects: bool,
     meta: &RequestMeta,
 ) -> AppResult<Seeded> {
     let mut out = Seeded::default();
@@ -147,6 +149,9 @@ pub fn seed(
             meta,
         )?;
         out.accounts.push(a.email.to_owned());
+    }
+    if !with_subjects {
+        return Ok(out);
     }
     let tz: Tz = TIME_ZONE.parse().map_err(AppError::internal)?;
     let today = local_date(Utc::now(), tz);

@@ -1,0 +1,206 @@
+//! `casebook seed-demo` on each study of config/studies/: the binary, run as `make run`
+//! runs it, then the data read back through the API and the database.
+
+use std::process::{Command, Output};
+
+use crate::helpers::TestApp;
+
+const STUDIES: [&str; 5] = [
+    "kawasaki.toml",
+    "mkd.toml",
+    "nlrp12.toml",
+    "ssc-calcinosis.toml",
+    "thera.toml",
+];
+const DEMO_PASSWORD: &str = "demo password for casebook";
+/// Today's three forms keep their own tables.
+const LEGACY: [(&str, &str); 3] = [
+    ("injection", "injections"),
+    ("temperature", "temperatures"),
+    ("adverse_event", "adverse_events"),
+];
+/// The tables the demo writes to, with the action that audits a new row.
+const WRITTEN: [(&str, &str); 9] = [
+    ("sites", "create"),
+    ("subjects", "create"),
+    ("consents", "create"),
+    ("injections", "create"),
+    ("temperatures", "create"),
+    ("adverse_events", "create"),
+    ("form_records", "create"),
+    ("queries", "query_open"),
+    ("users", "create"),
+];
+
+fn seed_demo(app: &TestApp, study: &str, env: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_casebook"))
+        .arg("seed-demo")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CASEBOOK_ENV", env)
+        .env("DATABASE_URL", &app.db.url)
+        .env("CASEBOOK_STUDY", study)
+        .env("RUST_LOG", "warn")
+        // production refuses the development secret before anything else
+        .env(
+            "CASEBOOK_JWT_SECRET",
+            "a production secret of the seed-demo test, long enough",
+        )
+        .output()
+        .expect("run casebook seed-demo")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Rows of every table the demo writes, and of the audit trail.
+fn rows(app: &TestApp) -> Vec<i64> {
+    WRITTEN
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(["audit_log"])
+        .map(|t| app.count(&format!("SELECT count(*) AS n FROM {t}")))
+        .collect()
+}
+
+async fn login(app: &TestApp, email: &str) -> String {
+    let r = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&serde_json::json!({"email": email, "password": DEMO_PASSWORD})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn one_study(file: &str) {
+    let path = format!("{}/config/studies/{file}", env!("CARGO_MANIFEST_DIR"));
+    let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &path)]).await;
+    let def = casebook::services::study::load(std::path::Path::new(&path)).unwrap();
+    let o = seed_demo(&app, &path, "test");
+    assert!(o.status.success(), "{file}: {}", text(&o));
+    assert!(text(&o).contains("6 new subjects"), "{file}: {}", text(&o));
+
+    // every form of the definition has records, each at its own table
+    for form in &def.forms {
+        let n = match LEGACY.iter().find(|(f, _)| *f == form.id) {
+            Some((_, table)) => app.count(&format!("SELECT count(*) AS n FROM {table}")),
+            None => app.count(&format!(
+                "SELECT count(*) AS n FROM form_records WHERE form_id = '{}' AND deleted_at IS NULL",
+                form.id
+            )),
+        };
+        assert!(n > 0, "{file}: no record of the form {}", form.id);
+    }
+    // forms the definition does not have are left empty
+    for (form, table) in LEGACY {
+        if def.form(form).is_none() {
+            let n = app.count(&format!("SELECT count(*) AS n FROM {table}"));
+            assert_eq!(n, 0, "{file}: {table}");
+        }
+    }
+    // a soft finding, flagged on its record, with its automatic query open on that item
+    let flagged = app.count(
+        "SELECT count(*) AS n FROM form_records r JOIN queries q \
+         ON q.record_type = 'form_records' AND q.record_id = r.id \
+         AND q.field = r.flags -> 0 ->> 'item' AND q.status = 'open' AND q.origin = 'edit_check' \
+         WHERE jsonb_array_length(r.flags) > 0",
+    );
+    assert!(flagged >= 1, "{file}: no soft flag with its open query");
+    if def.form("injection").is_some() {
+        let deviations = app.count(
+            "SELECT count(*) AS n FROM injections i JOIN queries q ON q.record_type = 'injections' \
+             AND q.record_id = i.id AND q.status = 'open' WHERE i.protocol_deviation",
+        );
+        assert!(deviations >= 1, "{file}: no dose deviation with its query");
+    }
+    if def.form("temperature").is_some() {
+        assert!(app.count("SELECT count(*) AS n FROM temperatures WHERE fever") >= 1);
+    }
+    // each subject consented before its first record
+    assert_eq!(app.count("SELECT count(*) AS n FROM subjects"), 6);
+    assert_eq!(
+        app.count(
+            "SELECT count(DISTINCT subject_id) AS n FROM consents c \
+             WHERE c.signed_on <= (SELECT min(created_at)::date FROM form_records)"
+        ),
+        6,
+        "{file}"
+    );
+    // every row written has its audit row, once
+    for (table, action) in WRITTEN {
+        let lacking = app.count(&format!(
+            "SELECT count(*) AS n FROM {table} t WHERE (SELECT count(*) FROM audit_log a \
+             WHERE a.entity_table = '{table}' AND a.record_id = t.id AND a.action = '{action}') <> 1"
+        ));
+        assert_eq!(lacking, 0, "{file}: {table} rows without one audit row");
+    }
+    // the records are under the running version, and an investigator reads them
+    let records = app.count(
+        "SELECT count(*) AS n FROM form_records r JOIN study_versions v ON v.id = r.study_version_id \
+         WHERE v.sha256 <> (SELECT sha256 FROM study_versions ORDER BY version DESC LIMIT 1)",
+    );
+    assert_eq!(records, 0, "{file}: records under another version");
+    let token = login(&app, "investigator.fr01@casebook.test").await;
+    let r = app.get("/api/v1/subjects", &token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let codes: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["subject_code"].as_str())
+        .collect();
+    assert_eq!(codes, ["FR01-001", "FR01-002"], "{file}");
+    let engine_form = def
+        .forms
+        .iter()
+        .find(|f| LEGACY.iter().all(|(l, _)| *l != f.id))
+        .unwrap();
+    let r = app
+        .get(
+            &format!("/api/v1/subjects/FR01-001/forms/{}", engine_form.id),
+            &token,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.body.as_array().unwrap().is_empty(), "{file}: {}", r.text);
+    assert!(r.body[0]["values"]
+        .as_object()
+        .is_some_and(|v| !v.is_empty()));
+
+    // a second run adds nothing
+    let before = rows(&app);
+    let o = seed_demo(&app, &path, "test");
+    assert!(o.status.success(), "{file}: {}", text(&o));
+    assert!(text(&o).contains("0 new subjects"), "{}", text(&o));
+    assert_eq!(rows(&app), before, "{file}: the second run wrote");
+}
+
+#[actix_web::test]
+async fn seed_demo_fills_every_form_of_each_study_once() {
+    for file in STUDIES {
+        one_study(file).await;
+    }
+}
+
+#[actix_web::test]
+async fn seed_demo_refuses_in_production_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let path = format!(
+        "{}/config/studies/kawasaki.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let before = rows(&app);
+    let o = seed_demo(&app, &path, "production");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("refuses"), "{}", text(&o));
+    assert_eq!(rows(&app), before);
+}
