@@ -277,11 +277,13 @@ fn seed_demo(settings: &Settings, accounts_only: bool) -> ExitCode {
     if let Err(code) = connect(settings) {
         return code;
     }
-    // records are entered under the running definition's published version, as the server
-    // publishes it at start
     let (pool, _gone) = db::build_pool(&settings.database, "casebook seed-demo");
-    if let Err(e) = casebook::services::study::publish(&pool, &study, "casebook seed-demo") {
-        return fail(e);
+    // records are entered under the running definition's published version, as the server
+    // publishes it at start; accounts alone leave that to the server
+    if !accounts_only {
+        if let Err(e) = casebook::services::study::publish(&pool, &study, "casebook seed-demo") {
+            return fail(e);
+        }
     }
     let mut conn = match pool.get() {
         Ok(c) => c,

@@ -33,8 +33,13 @@ const WRITTEN: [(&str, &str); 9] = [
 ];
 
 fn seed_demo(app: &TestApp, study: &str, env: &str) -> Output {
+    seed_demo_with(app, study, env, &[])
+}
+
+fn seed_demo_with(app: &TestApp, study: &str, env: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_casebook"))
         .arg("seed-demo")
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CASEBOOK_ENV", env)
         .env("DATABASE_URL", &app.db.url)
@@ -203,4 +208,21 @@ async fn seed_demo_refuses_in_production_and_writes_nothing() {
     assert!(!o.status.success());
     assert!(text(&o).contains("refuses"), "{}", text(&o));
     assert_eq!(rows(&app), before);
+}
+
+#[actix_web::test]
+async fn seed_demo_accounts_only_enrols_nobody() {
+    let app = TestApp::spawn().await;
+    let path = format!(
+        "{}/config/studies/kawasaki.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = seed_demo_with(&app, &path, "test", &["--accounts-only"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(app.count("SELECT count(*) AS n FROM users"), 7);
+    assert_eq!(app.count("SELECT count(*) AS n FROM sites"), 4);
+    for table in ["subjects", "consents", "form_records", "queries"] {
+        let n = app.count(&format!("SELECT count(*) AS n FROM {table}"));
+        assert_eq!(n, 0, "{table}");
+    }
 }
