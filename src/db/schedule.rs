@@ -24,6 +24,19 @@ pub fn visit_records(
         .collect())
 }
 
+/// (form, values) of the subject's live records entered without a visit.
+pub fn unplaced_records(
+    conn: &mut PgConnection,
+    subject_id: i64,
+) -> QueryResult<Vec<(String, Value)>> {
+    r::table
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::deleted_at.is_null())
+        .filter(r::visit_id.is_null())
+        .select((r::form_id, r::values))
+        .load(conn)
+}
+
 /// The values of `item` in the subject's live records of `form` (for an anchor item).
 pub fn item_values(
     conn: &mut PgConnection,

@@ -253,7 +253,7 @@ async fn visits_are_done_when_every_expected_form_has_a_live_record() {
 }
 
 #[actix_web::test]
-async fn day_one_is_the_enrolment_date_for_a_study_anchored_on_enrolment() {
+async fn day_one_is_enrolment_and_a_log_counts_inside_the_window() {
     let path = format!("{}/config/studies/mkd.toml", env!("CARGO_MANIFEST_DIR"));
     let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &path)]).await;
     app.site("KIR", KIRITIMATI);
@@ -267,6 +267,35 @@ async fn day_one_is_the_enrolment_date_for_a_study_anchored_on_enrolment() {
     assert_eq!(first["day"], 1);
     assert_eq!(first["status"], "due");
     assert_eq!(s["visits"][1]["status"], "not_yet_due");
+
+    // M0 expects the labs (entered for the visit) and the crisis log (entered without a
+    // visit: it counts when dated inside the visit's window)
+    let on = ymd(today(kir));
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/forms/labs"),
+            &inv,
+            &json!({"visit": "M0", "values": {"sampled_on": on, "crp_mg_l": "12.5"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let s = schedule(&app, &inv, &code).await;
+    assert_eq!(s["visits"][0]["status"], "partly_done");
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/forms/crisis"),
+            &inv,
+            &json!({"values": {"start_date": on, "fever_days": 1, "max_celsius": "39.5",
+                    "abdominal_pain": 1, "arthralgia": 0, "rash": 0, "lymphadenopathy": 0,
+                    "aphthous_ulcers": 0}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let s = schedule(&app, &inv, &code).await;
+    assert_eq!(s["visits"][0]["status"], "done");
+    assert_eq!(s["visits"][0]["recorded"], json!(["labs", "crisis"]));
+    // a crisis outside a visit's window does not count for it
+    assert_eq!(s["visits"][1]["recorded"], json!([]));
 }
 
 #[actix_web::test]

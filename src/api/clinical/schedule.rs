@@ -10,7 +10,7 @@ use crate::api::resource;
 use crate::auth::{authorize, Caller, Permission};
 use crate::db::{self, schedule as q};
 use crate::domain::study::schedule::{
-    self as rules, anchor_form, day_one, AnchorFacts, Evidence, VisitStatus,
+    self as rules, anchor_form, day_one, record_dates, AnchorFacts, Evidence, VisitStatus,
 };
 use crate::domain::time::local_date;
 use crate::error::AppResult;
@@ -87,6 +87,13 @@ pub async fn get(
                 .into_iter()
                 .map(|at| local_date(at, subject.tz))
                 .collect(),
+            dated: record_dates(
+                &def,
+                q::unplaced_records(conn, subject.id)?
+                    .iter()
+                    .map(|(f, v)| (f.as_str(), v)),
+                subject.tz,
+            ),
         };
         let day1 = day_one(&def, &facts, subject.tz);
         let today = local_date(Utc::now(), subject.tz);

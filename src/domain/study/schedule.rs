@@ -77,6 +77,10 @@ pub struct Evidence {
     /// site-local dates of the live temperatures (today's temperature form, counted for
     /// the visits whose window holds the date)
     pub temperature_dates: Vec<NaiveDate>,
+    /// (form, site-local date) of each live record of a form that is not entered per visit
+    /// (a log, a daily form) but that a visit lists: counted for the visits whose window
+    /// holds its date
+    pub dated: Vec<(String, NaiveDate)>,
 }
 
 impl Evidence {
@@ -86,12 +90,44 @@ impl Evidence {
             "temperature" => {
                 window.is_some_and(|w| self.temperature_dates.iter().any(|d| w.contains(*d)))
             }
-            _ => self
-                .records
-                .iter()
-                .any(|(v, f)| *v == visit.id && f == form),
+            _ => {
+                self.records
+                    .iter()
+                    .any(|(v, f)| *v == visit.id && f == form)
+                    || window.is_some_and(|w| {
+                        self.dated.iter().any(|(f, d)| f == form && w.contains(*d))
+                    })
+            }
         }
     }
+}
+
+/// The site-local date of a stored date (`2026-10-05`) or datetime value; none for anything
+/// else (a partial date says no day).
+pub fn site_date(value: &str, tz: Tz) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(value)
+                .ok()
+                .map(|d| local_date(d.with_timezone(&Utc), tz))
+        })
+}
+
+/// (form, site-local date by its `dated_by` item) of records stored without a visit.
+pub fn record_dates<'a>(
+    def: &Definition,
+    records: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+    tz: Tz,
+) -> Vec<(String, NaiveDate)> {
+    records
+        .into_iter()
+        .filter_map(|(form, values)| {
+            let dated_by = &def.form(form)?.dated_by;
+            let date = site_date(values.get(dated_by)?.as_str()?, tz)?;
+            Some((form.to_owned(), date))
+        })
+        .collect()
 }
 
 /// The first live value of the anchor item: a date (`2026-10-05`) or a datetime, taken as
@@ -100,16 +136,7 @@ pub fn anchor_from_values<'a>(
     values: impl IntoIterator<Item = &'a str>,
     tz: Tz,
 ) -> Option<NaiveDate> {
-    values
-        .into_iter()
-        .filter_map(|v| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().or_else(|| {
-                DateTime::parse_from_rfc3339(v)
-                    .ok()
-                    .map(|d| local_date(d.with_timezone(&Utc), tz))
-            })
-        })
-        .min()
+    values.into_iter().filter_map(|v| site_date(v, tz)).min()
 }
 
 /// What day 1 is made of, as stored.
@@ -244,6 +271,7 @@ pub fn status(
 mod tests {
     use super::*;
     use crate::domain::time::parse_zone;
+    use serde_json::json;
 
     fn date(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
@@ -349,6 +377,7 @@ mod tests {
             records: vec![("D3".into(), "disease_activity".into())],
             injection_days: vec![1],
             temperature_dates: vec![date("2026-10-04")],
+            dated: Vec::new(),
         };
         let s = schedule(
             &def,
@@ -375,6 +404,28 @@ mod tests {
             date("2026-10-06"),
         );
         assert_eq!(s[0].status, VisitStatus::PartlyDone);
+        // a log listed by a visit counts when dated inside the visit's window
+        let def = definition(vec![visit("V1", 1, 0, 2, &["adverse_event"])]);
+        let log = |on: &str| Evidence {
+            dated: record_dates(
+                &def,
+                [("adverse_event", &json!({"onset_date": on}))],
+                Tz::UTC,
+            ),
+            ..Evidence::default()
+        };
+        let status_with = |e: &Evidence| {
+            schedule(&def, Some(date("2026-10-05")), e, date("2026-10-06"))[0].status
+        };
+        assert_eq!(status_with(&log("2026-10-07")), VisitStatus::Done);
+        assert_eq!(status_with(&log("2026-10-08")), VisitStatus::Due);
+        assert_eq!(status_with(&log("2026-10")), VisitStatus::Due);
+        let def = definition(vec![
+            visit("D3", 3, 0, 0, &["injection", "disease_activity"]),
+            visit("D1", 1, 2, 0, &["injection", "temperature"]),
+            visit("D15", 15, 12, 3, &["echocardiography"]),
+            visit("D43", 43, 7, 7, &["echocardiography"]),
+        ]);
         // no day 1: no windows, and not yet due unless something is recorded
         let s = schedule(&def, None, &Evidence::default(), date("2026-10-06"));
         assert!(s
