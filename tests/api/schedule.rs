@@ -315,3 +315,47 @@ async fn a_subject_outside_the_callers_sites_has_no_schedule() {
     let r = app.get("/api/v1/subjects/KIR-999/schedule", &inv).await;
     r.assert_problem(404, None);
 }
+
+#[actix_web::test]
+async fn day_one_is_the_earliest_live_anchor_item_of_a_form_of_the_engine() {
+    // NLRP12: anchor_item = "treatment.started_on"; V1 on day 1 with window [0, 7]
+    let path = format!("{}/config/studies/nlrp12.toml", env!("CARGO_MANIFEST_DIR"));
+    let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &path)]).await;
+    app.site("KIR", KIRITIMATI);
+    let inv = app.token(Role::Investigator, &["KIR"]).await;
+    let kir = zone(KIRITIMATI);
+    let code = enrol(&app, &inv, "KIR", kir).await;
+    let s = schedule(&app, &inv, &code).await;
+    assert_eq!(s["day1"], Value::Null);
+    let mut ids = Vec::new();
+    for ago in [3, 7] {
+        let on = ymd(days_before(today(kir), ago));
+        let r = app
+            .post(
+                &format!("/api/v1/subjects/{code}/forms/treatment"),
+                &inv,
+                &json!({"values": {"started_on": on, "daily_dose_mg": "100.0"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["id"].as_i64().unwrap());
+    }
+    // the earlier start, 7 days ago: V1's window (days 1 to 8) closes today
+    let s = schedule(&app, &inv, &code).await;
+    assert_eq!(s["day1"], ymd(days_before(today(kir), 7)));
+    assert_eq!(s["visits"][0]["window_closes"], ymd(today(kir)));
+    assert_eq!(s["visits"][0]["status"], "due");
+    // entered in error, it no longer anchors: day 1 is the other start
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/subjects/{code}/forms/treatment/{}", ids[1]),
+            Some(&inv),
+            Some(&json!({"reason": "wrong subject"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let s = schedule(&app, &inv, &code).await;
+    assert_eq!(s["day1"], ymd(days_before(today(kir), 3)));
+}
