@@ -16,5 +16,6 @@ mod hardening_clinical;
 mod hardening_data;
 mod identity;
 mod monitoring;
+mod schedule;
 mod study_definition;
 mod study_versions;
