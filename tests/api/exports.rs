@@ -92,7 +92,7 @@ pub fn parse_csv(s: &str) -> Vec<Vec<String>> {
 }
 
 /// Rows as maps column -> value, with the header checked against `columns`.
-fn records(raw: &Raw, columns: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
+pub fn records(raw: &Raw, columns: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
     let rows = parse_csv(&raw.text());
     assert_eq!(rows[0], columns, "header row");
     rows[1..]
