@@ -257,7 +257,11 @@ pub async fn form_csv(
 /// file's SHA-256) describing events SE.ENROLMENT (F.SUBJECT, F.CONSENT), SE.TREATMENT
 /// (F.INJECTION, F.TEMPERATURE) and SE.AE (F.AE), their item groups (IG.*, repeating except
 /// IG.SUBJECT, ItemGroupRepeatKey = record id), items (IT.*, e.g. IT.TEMP.CELSIUS) and code
-/// lists; AdminData with the users who changed or signed data (for sponsors pseudonymous:
+/// lists; then the study definition's other forms: each visit listing some is an event
+/// SE.V.<visit>, forms not tied to a visit share SE.LOGS, a form is F.<form> with one
+/// repeating item group IG.<form> (ItemGroupRepeatKey = record id), items IT.<form>.<item>
+/// with their data type (decimal: float with SignificantDigits; several codes: text, codes
+/// separated by `;`), units MU.<unit> and code lists CL.<codelist>; AdminData with the users who changed or signed data (for sponsors pseudonymous:
 /// no names, no e-mail addresses), the sites as Locations and a SignatureDef per signature
 /// meaning; ClinicalData with one SubjectData per subject (Signature: the current casebook
 /// signature, SiteRef, StudyEventData, FormData, ItemGroupData, ItemData).

@@ -518,7 +518,7 @@ print("valid")
 "#;
 
 /// Validates against tests/schemas/odm-1.3.2/ODM1-3-2.xsd; panics with lxml's errors.
-fn assert_valid_odm(xml: &[u8]) {
+pub fn assert_valid_odm(xml: &[u8]) {
     let py = python_with("lxml");
     let xsd =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/odm-1.3.2/ODM1-3-2.xsd");

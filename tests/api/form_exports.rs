@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::clinical::enrolled;
-use crate::exports::{fetch, parse_csv, records};
+use crate::exports::{assert_valid_odm, fetch, parse_csv, records};
 use crate::helpers::TestApp;
 
 const NOTE: &str = "Knee, \"left\", worse at night";
@@ -274,4 +274,80 @@ async fn todays_three_forms_keep_their_own_exports() {
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let place = casebook::export::records::PLACE.join(", ");
     assert!(text.contains(&place), "missing `{place}` in {text}");
+}
+
+#[actix_web::test]
+async fn odm_carries_the_forms_of_the_definition_and_their_records() {
+    let s = study().await;
+    let inv = s.app.token(Role::Investigator, &["FRB"]).await;
+    let at = format!("/api/v1/subjects/{}/forms/assessment", s.frb);
+    let id = s.app.get(&at, &inv).await.body[0]["id"].as_i64().unwrap();
+    let r = s
+        .app
+        .patch(
+            &format!("{at}/{id}"),
+            &inv,
+            1,
+            &json!({"values": {"crp_mg_l": "1.20"}, "reason": "misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let r = fetch(&s.app, "/api/v1/exports/odm.xml", &s.sponsor).await;
+    assert_eq!(r.status, 200);
+    assert_valid_odm(&r.body);
+    let xml = r.text();
+    // today's forms are still there, unchanged
+    assert!(xml.contains("<FormDef OID=\"F.TEMPERATURE\" Name=\"Temperature\" Repeating=\"No\">"));
+    // the definition's forms, items, units and code lists
+    assert!(
+        xml.contains("<StudyEventDef OID=\"SE.V.D1\" Name=\"Day 1\""),
+        "{xml}"
+    );
+    assert!(xml.contains("<FormRef FormOID=\"F.assessment\""));
+    assert!(xml.contains("<FormDef OID=\"F.assessment\" Name=\"Assessment\""));
+    assert!(xml.contains("<ItemGroupDef OID=\"IG.assessment\""));
+    assert!(xml.contains(
+        "<ItemDef OID=\"IT.assessment.crp_mg_l\" Name=\"crp_mg_l\" DataType=\"float\" SignificantDigits=\"2\">"
+    ));
+    assert!(xml.contains(
+        "<ItemDef OID=\"IT.assessment.assessed_on\" Name=\"assessed_on\" DataType=\"date\">"
+    ));
+    assert!(xml.contains(
+        "<ItemDef OID=\"IT.assessment.note\" Name=\"note\" DataType=\"text\" Length=\"200\">"
+    ));
+    assert!(xml.contains("<MeasurementUnitRef MeasurementUnitOID=\"MU.mg/L\"/>"));
+    assert!(xml.contains("<MeasurementUnit OID=\"MU.mg/L\" Name=\"mg/L\">"));
+    assert!(xml.contains("<CodeListRef CodeListOID=\"CL.joint\"/>"));
+    assert!(xml.contains("<CodeList OID=\"CL.joint\" Name=\"Joints\" DataType=\"text\">"));
+    assert!(xml.contains("<CodeListItem CodedValue=\"KNEE\">"));
+    // the records, exact, in their visit; the one entered in error left out
+    assert!(xml.contains("<StudyEventData StudyEventOID=\"SE.V.D1\">"));
+    assert!(xml.contains("<ItemData ItemOID=\"IT.assessment.crp_mg_l\" Value=\"350.50\"/>"));
+    assert!(xml.contains("<ItemData ItemOID=\"IT.assessment.crp_mg_l\" Value=\"1.20\"/>"));
+    assert!(xml.contains("<ItemData ItemOID=\"IT.assessment.joints\" Value=\"KNEE;ANKLE\"/>"));
+    assert!(xml.contains("Value=\"Knee, &quot;left&quot;, worse at night\""));
+    assert!(xml.contains(&format!("Value=\"{}\"", FORMULA.replace('"', "&quot;"))));
+    assert!(!xml.contains("wrong subject"));
+
+    let r = fetch(&s.app, "/api/v1/exports/odm.xml?audit=true", &s.admin).await;
+    assert_eq!(r.status, 200);
+    assert_valid_odm(&r.body);
+    let xml = r.text();
+    assert!(
+        xml.contains("wrong subject"),
+        "its creation is a transaction"
+    );
+    assert!(xml.contains("<ReasonForChange>entered for the wrong subject</ReasonForChange>"));
+    assert!(xml.contains("<ReasonForChange>misread</ReasonForChange>"));
+    let update = xml
+        .split("<ItemGroupData ")
+        .find(|g| g.contains("<ReasonForChange>misread</ReasonForChange>"))
+        .unwrap();
+    assert!(update.contains("TransactionType=\"Update\""));
+    assert!(update.contains("<ItemData ItemOID=\"IT.assessment.crp_mg_l\" Value=\"1.20\"/>"));
+    assert!(
+        !update.contains("IT.assessment.assessed_on"),
+        "only the items changed"
+    );
 }
