@@ -461,6 +461,7 @@ fn export(
         ]
         .into_iter()
         .map(Kind::Form)
+        .chain(study.record_forms().map(|f| Kind::Records(f.id.clone())))
         .collect(),
         ExportFormat::Odm => vec![Kind::Odm],
         ExportFormat::SdtmXpt => domains.map(|d| Kind::Sdtm(d, Table::Xpt)).to_vec(),
