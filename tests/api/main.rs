@@ -9,6 +9,7 @@ mod batching;
 mod clinical;
 mod entry_statement;
 mod exports;
+mod form_exports;
 mod forms;
 mod foundation;
 mod hardening_auth;

@@ -75,7 +75,7 @@ pub struct FormRecord {
 }
 
 impl FormRecord {
-    fn of(r: fr::Row, code: &str) -> Self {
+    pub(super) fn of(r: fr::Row, code: &str) -> Self {
         Self {
             id: r.id,
             subject_code: code.to_owned(),
