@@ -373,6 +373,10 @@ fn export(
         Ok(p) => Arc::new(p),
         Err(e) => return fail(format!("protocol file: {e}")),
     };
+    let study = match casebook::services::study::load(&settings.study) {
+        Ok(d) => Arc::new(d),
+        Err(e) => return fail(e),
+    };
     let mut conn = match connect(settings) {
         Ok(c) => c,
         Err(code) => return code,
@@ -408,6 +412,7 @@ fn export(
         ]
         .into_iter()
         .map(Kind::Form)
+        .chain(study.record_forms().map(|f| Kind::Records(f.id.clone())))
         .collect(),
         ExportFormat::Odm => vec![Kind::Odm],
         ExportFormat::SdtmXpt => domains.map(|d| Kind::Sdtm(d, Table::Xpt)).to_vec(),
@@ -416,10 +421,11 @@ fn export(
     // one request id and one time stamp for the files of this run
     let meta = cli_meta("export");
     let started = chrono::Utc::now();
-    let study = protocol.file.study.id.clone();
+    let study_id = protocol.file.study.id.clone();
     let tty = std::io::stderr().is_terminal();
     for kind in kinds {
-        let name = kind.file_name(&study, started);
+        let name = kind.file_name(&study_id, started);
+        let entity = kind.entity();
         let path = dir.join(&name);
         let part = dir.join(format!("{name}.part"));
         let file = match std::fs::File::create(&part) {
@@ -436,6 +442,7 @@ fn export(
             },
             scope: Scope::AllSites,
             protocol: protocol.clone(),
+            study: study.clone(),
             // not used: `run_offline` audits as `system:cli`, with no user
             actor: Actor {
                 user_id: 0,
@@ -485,7 +492,7 @@ fn export(
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
-                return fail(format!("export {} failed: {e}", kind.entity()));
+                return fail(format!("export {entity} failed: {e}"));
             }
         }
     }

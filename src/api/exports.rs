@@ -33,7 +33,8 @@ pub struct FormExportQuery {
     pub site: Option<String>,
     /// first day (YYYY-MM-DD, inclusive) of the form's main date: subjects `created_at`,
     /// consents `signed_on`, injections `administered_at`, temperatures `measured_at`,
-    /// adverse_events `awareness_date`, queries `created_at`; timestamps by UTC day
+    /// adverse_events `awareness_date`, queries `created_at`, a form of the study definition
+    /// its `dated_by` item; timestamps by UTC day
     pub from: Option<NaiveDate>,
     /// last day (YYYY-MM-DD, inclusive), same column as `from`; both from 0001-01-01 to
     /// 9999-12-31 (else 422 naming the parameter, before anything is sent)
@@ -112,6 +113,7 @@ async fn start(
     let protocol = state.protocol.clone();
     let started = Utc::now();
     let file_name = kind.file_name(&protocol.file.study.id, started);
+    let content_type = kind.content_type();
     let study = protocol.file.study.id.clone();
     let hash = protocol.file_hash.clone();
     let job = Job {
@@ -119,6 +121,7 @@ async fn start(
         filters,
         scope,
         protocol,
+        study: state.study.clone(),
         actor: caller.actor.clone(),
         role: caller.role,
         meta: caller.meta.clone(),
@@ -131,7 +134,7 @@ async fn start(
         export::run(&mut conn, job, out);
     });
     Ok(HttpResponse::Ok()
-        .content_type(kind.content_type())
+        .content_type(content_type)
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{file_name}\""),
@@ -160,7 +163,9 @@ fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> 
 /// One form as CSV (streamed).
 ///
 /// Forms: `subjects`, `consents`, `injections`, `temperatures`, `adverse_events`,
-/// `queries`.
+/// `queries`, and every form of the running study definition that is entered through
+/// `/subjects/{code}/forms/{form}` (all but `injection`, `temperature` and `adverse_event`,
+/// which are exported above): `/exports/pain_vas.csv`, `/exports/echocardiography.csv`.
 ///
 /// One header row, RFC 4180 (comma, CRLF, fields with comma, quote, CR or LF quoted, quotes
 /// doubled), UTF-8. Rows in record id order. Numbers are exact decimals as stored;
@@ -187,6 +192,14 @@ fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> 
 ///   updated_at (one row per query thread; no bookkeeping columns, never deleted)
 /// - bookkeeping columns: version, created_at, created_by, updated_at, updated_by,
 ///   deleted_at, deleted_by, deleted_reason
+/// - a form of the study definition: subject_code, site_code, visit, id, version,
+///   definition_version (the published version the record was last checked against), then
+///   each item of the form in definition order, then flags (the soft findings as JSON:
+///   `[{"item", "message"}]`), created_at, created_by, updated_at, updated_by,
+///   change_reason, deleted_at, deleted_by, deleted_reason. Values as stored: decimals as
+///   exact text at the item's digits, several codes separated by `;`, an item without a
+///   value empty. `from`/`to` apply to the form's `dated_by` item (its date; a partial date
+///   such as `2026-10` sorts before the days it contains).
 ///
 /// `eligibility` is a JSON object (criterion id -> answer); `seriousness_criteria` lists
 /// the criteria separated by `;`; AE dates may be partial (`YYYY`, `YYYY-MM`).
@@ -198,12 +211,13 @@ fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> 
 /// stored text; ODM, XPT and the JSON API carry it exactly.
 ///
 /// Every export is audited (action `export`, the form as entity, filters, row count, SHA-256
-/// of the file). Headers `X-Casebook-Protocol` and `X-Casebook-Protocol-Hash` name the
+/// of the file; a form of the study definition as entity `form_records`, with `form` and
+/// the definition's `study` id and SHA-256 in the values). Headers `X-Casebook-Protocol` and `X-Casebook-Protocol-Hash` name the
 /// protocol and its file's SHA-256. A transfer that ends without its final chunk is
 /// incomplete: the export failed. Exports hold a database connection while they stream: at
 /// most a quarter of the pool exports at once, more answer 429 with Retry-After.
 #[utoipa::path(get, path = "/api/v1/exports/{form}.csv", tag = "exports",
-    params(("form" = String, Path, description = "subjects, consents, injections, temperatures, adverse_events or queries"),
+    params(("form" = String, Path, description = "subjects, consents, injections, temperatures, adverse_events, queries, or a form of the study definition entered through /subjects/{code}/forms/{form}"),
         FormExportQuery),
     responses((status = 200, description = "the form as CSV", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
@@ -217,7 +231,14 @@ pub async fn form_csv(
     query: web::Query<FormExportQuery>,
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::Export)?;
-    let form = Form::parse(&form).ok_or(AppError::NotFound)?;
+    let kind = match Form::parse(&form) {
+        Some(f) => Kind::Form(f),
+        None => state
+            .study
+            .record_form(&form)
+            .map(|f| Kind::Records(f.id.clone()))
+            .ok_or(AppError::NotFound)?,
+    };
     let q = query.into_inner();
     check_dates(q.from, q.to)?;
     let filters = Filters {
@@ -227,7 +248,7 @@ pub async fn form_csv(
         include_deleted: q.include_deleted.unwrap_or(false),
         ..Filters::default()
     };
-    start(state, caller, scope, Kind::Form(form), filters).await
+    start(state, caller, scope, kind, filters).await
 }
 
 /// The study as CDISC ODM 1.3.2 XML (streamed; valid against the official schema).
@@ -236,7 +257,11 @@ pub async fn form_csv(
 /// file's SHA-256) describing events SE.ENROLMENT (F.SUBJECT, F.CONSENT), SE.TREATMENT
 /// (F.INJECTION, F.TEMPERATURE) and SE.AE (F.AE), their item groups (IG.*, repeating except
 /// IG.SUBJECT, ItemGroupRepeatKey = record id), items (IT.*, e.g. IT.TEMP.CELSIUS) and code
-/// lists; AdminData with the users who changed or signed data (for sponsors pseudonymous:
+/// lists; then the study definition's other forms: each visit listing some is an event
+/// SE.V.<visit>, forms not tied to a visit share SE.LOGS, a form is F.<form> with one
+/// repeating item group IG.<form> (ItemGroupRepeatKey = record id), items IT.<form>.<item>
+/// with their data type (decimal: float with SignificantDigits; several codes: text, codes
+/// separated by `;`), units MU.<unit> and code lists CL.<codelist>; AdminData with the users who changed or signed data (for sponsors pseudonymous:
 /// no names, no e-mail addresses), the sites as Locations and a SignatureDef per signature
 /// meaning; ClinicalData with one SubjectData per subject (Signature: the current casebook
 /// signature, SiteRef, StudyEventData, FormData, ItemGroupData, ItemData).

@@ -179,7 +179,7 @@ impl Modify for ProblemResponses {
         clinical::adverse_events::list, clinical::adverse_events::create, clinical::adverse_events::get,
         clinical::adverse_events::update, clinical::adverse_events::delete,
         clinical::forms::list, clinical::forms::create, clinical::forms::get,
-        clinical::forms::update, clinical::forms::delete,
+        clinical::forms::update, clinical::forms::delete, clinical::schedule::get,
         sae_alerts::list,
         safety::list, safety::overdue,
         monitoring::queries::list, monitoring::queries::counts, monitoring::queries::create,

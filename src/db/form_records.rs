@@ -77,6 +77,18 @@ pub fn list(conn: &mut PgConnection, subject_id: i64, form: &str) -> QueryResult
         .load(conn)
 }
 
+/// A subject's records of every form, those entered in error left out, oldest first: what
+/// the casebook shows and a signature covers.
+pub fn live(conn: &mut PgConnection, subject_id: i64) -> QueryResult<Vec<Row>> {
+    r::table
+        .inner_join(sv::table)
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::deleted_at.is_null())
+        .order(r::id)
+        .select(COLUMNS)
+        .load(conn)
+}
+
 /// One record of a subject's form; `lock` holds it until the transaction ends.
 pub fn find(
     conn: &mut PgConnection,

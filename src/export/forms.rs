@@ -291,7 +291,7 @@ struct AdverseEventRow {
 }
 
 /// Keyset batches over `x.id`: `select(after)` is the statement after `SELECT`.
-fn batched<ST, R>(
+pub(super) fn batched<ST, R>(
     conn: &mut PgConnection,
     out: &mut Out,
     select: impl Fn(i64) -> String,

@@ -21,6 +21,7 @@
 
 pub mod forms;
 pub mod odm;
+pub mod records;
 pub mod sdtm;
 pub mod sink;
 pub mod subjects;
@@ -43,6 +44,7 @@ use serde_json::json;
 use crate::audit::{self, Actor, AuditEvent, RequestMeta};
 use crate::auth::{Role, Scope};
 use crate::domain::protocol::Protocol;
+use crate::domain::study::Definition;
 
 use sink::Sink;
 
@@ -125,41 +127,47 @@ pub enum Table {
     Xpt,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Form(Form),
+    /// a form of the study definition stored as form records (its id)
+    Records(String),
     Odm,
     Sdtm(Domain, Table),
 }
 
 impl Kind {
-    pub fn format(self) -> &'static str {
+    pub fn format(&self) -> &'static str {
         match self {
-            Self::Form(_) => "csv",
+            Self::Form(_) | Self::Records(_) => "csv",
             Self::Odm => "odm",
             Self::Sdtm(_, Table::Csv) => "sdtm-csv",
             Self::Sdtm(_, Table::Xpt) => "sdtm-xpt",
         }
     }
 
-    /// What the audit row names as the entity: the form, `odm`, or the SDTM domain.
-    pub fn entity(self) -> &'static str {
+    /// What the audit row names as the entity: the form, `form_records` (the audit values
+    /// name the form), `odm`, or the SDTM domain.
+    pub fn entity(&self) -> &'static str {
         match self {
             Self::Form(f) => f.table(),
+            Self::Records(_) => "form_records",
             Self::Odm => "odm",
             Self::Sdtm(d, _) => d.code(),
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub fn content_type(&self) -> &'static str {
         match self {
-            Self::Form(_) | Self::Sdtm(_, Table::Csv) => "text/csv; charset=utf-8; header=present",
+            Self::Form(_) | Self::Records(_) | Self::Sdtm(_, Table::Csv) => {
+                "text/csv; charset=utf-8; header=present"
+            }
             Self::Odm => "application/xml; charset=utf-8",
             Self::Sdtm(_, Table::Xpt) => "application/octet-stream",
         }
     }
 
-    pub fn file_name(self, study: &str, at: DateTime<Utc>) -> String {
+    pub fn file_name(&self, study: &str, at: DateTime<Utc>) -> String {
         let stamp = at.format("%Y%m%dT%H%M%SZ");
         let safe: String = study
             .chars()
@@ -173,6 +181,7 @@ impl Kind {
             .collect();
         match self {
             Self::Form(f) => format!("{safe}_{}_{stamp}.csv", f.table()),
+            Self::Records(f) => format!("{safe}_{f}_{stamp}.csv"),
             Self::Odm => format!("{safe}_odm_{stamp}.xml"),
             Self::Sdtm(d, Table::Csv) => format!("{}.csv", d.code().to_ascii_lowercase()),
             Self::Sdtm(d, Table::Xpt) => format!("{}.xpt", d.code().to_ascii_lowercase()),
@@ -212,6 +221,8 @@ pub struct Job {
     pub filters: Filters,
     pub scope: Scope,
     pub protocol: Arc<Protocol>,
+    /// the running study definition: the forms stored as form records
+    pub study: Arc<Definition>,
     pub actor: Actor,
     pub role: Role,
     pub meta: RequestMeta,
@@ -435,7 +446,7 @@ fn audit_export(
     ending: Ending,
 ) -> QueryResult<i64> {
     let (bytes, sha256) = out.sink.summary();
-    let values = json!({
+    let mut values = json!({
         "format": job.kind.format(),
         "filters": job.filters.as_json(),
         "rows": out.rows,
@@ -453,6 +464,10 @@ fn audit_export(
         },
         "started_at": job.started,
     });
+    if let Kind::Records(form) = &job.kind {
+        values["form"] = json!(form);
+        values["study"] = json!({"id": job.study.study.id, "sha256": job.study.sha256});
+    }
     let event = match by {
         By::Caller => AuditEvent::new(Some(&job.actor), "export", job.kind.entity(), &job.meta),
         By::System(name) => {
@@ -463,10 +478,11 @@ fn audit_export(
 }
 
 fn write_body(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), Stop> {
-    match job.kind {
-        Kind::Form(form) => forms::write(conn, job, form, out),
+    match &job.kind {
+        Kind::Form(form) => forms::write(conn, job, *form, out),
+        Kind::Records(form) => records::write(conn, job, form, out),
         Kind::Odm => odm::write(conn, job, out),
-        Kind::Sdtm(domain, table) => sdtm::write(conn, job, domain, table, out),
+        Kind::Sdtm(domain, table) => sdtm::write(conn, job, *domain, *table, out),
     }
 }
 

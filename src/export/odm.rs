@@ -4,7 +4,8 @@
 //!   protocol file's SHA-256 (stable across exports while the protocol is unchanged):
 //!   events SE.ENROLMENT (F.SUBJECT, F.CONSENT), SE.TREATMENT (F.INJECTION,
 //!   F.TEMPERATURE), SE.AE (F.AE); one item group per form, repeating except IG.SUBJECT;
-//!   item OIDs are fixed (IT.TEMP.CELSIUS, ...), eligibility items are IT.ELIG.<criterion>.
+//!   item OIDs are fixed (IT.TEMP.CELSIUS, ...), eligibility items are IT.ELIG.<criterion>;
+//!   then the forms of the study definition stored as form records ([`records`]).
 //! - `AdminData`: the users who appear in the audit trail or signed (pseudonymous for
 //!   sponsors: no names, no e-mail addresses), the sites as Locations, a SignatureDef per
 //!   signature meaning.
@@ -29,6 +30,8 @@ use super::subjects::{self, SubjectInfo};
 use super::text::{timestamp, xml_escape};
 use super::{scope_sql, stream_rows, Job, Out, Stop};
 use crate::auth::policy::{pseudonym, sees_identities};
+
+mod records;
 
 /// Where an item's snapshot value comes from, as SQL over the form's table `x`.
 #[derive(Debug, Clone, Copy)]
@@ -661,6 +664,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
         x.translated("Symbol", name)?;
         x.close("MeasurementUnit")?;
     }
+    records::write_units(x, &job.study)?;
     x.close("BasicDefinitions")?;
     let mdv_name = format!(
         "{} protocol {}",
@@ -688,6 +692,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
             ],
         )?;
     }
+    records::write_event_refs(x, &job.study, EVENTS.len())?;
     x.close("Protocol")?;
     for (oid, name, kind) in EVENTS {
         x.open(
@@ -712,6 +717,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
         }
         x.close("StudyEventDef")?;
     }
+    records::write_event_defs(x, &job.study)?;
     for f in &FORMS {
         x.open(
             "FormDef",
@@ -723,6 +729,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
         )?;
         x.close("FormDef")?;
     }
+    records::write_form_defs(x, &job.study)?;
     for f in &FORMS {
         x.open(
             "ItemGroupDef",
@@ -756,6 +763,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
         }
         x.close("ItemGroupDef")?;
     }
+    records::write_group_defs(x, &job.study)?;
     for f in &FORMS {
         for i in f.items {
             write_item_def(x, i)?;
@@ -779,6 +787,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
             }
         }
     }
+    records::write_item_defs(x, &job.study)?;
     for (oid, name, values) in codelists(job) {
         if values.is_empty() {
             continue;
@@ -794,6 +803,7 @@ fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
         }
         x.close("CodeList")?;
     }
+    records::write_codelists(x, &job.study)?;
     x.close("MetaDataVersion")?;
     x.close("Study")
 }
@@ -1306,6 +1316,7 @@ pub fn write(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), St
                 } else {
                     snapshot(conn, &mut x, job, s, &mut rows)?;
                 }
+                records::write_subject(conn, &mut x, job, s, &mut rows)?;
                 x.close("SubjectData")?;
             }
             out.rows += rows;

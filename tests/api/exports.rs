@@ -92,7 +92,7 @@ pub fn parse_csv(s: &str) -> Vec<Vec<String>> {
 }
 
 /// Rows as maps column -> value, with the header checked against `columns`.
-fn records(raw: &Raw, columns: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
+pub fn records(raw: &Raw, columns: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
     let rows = parse_csv(&raw.text());
     assert_eq!(rows[0], columns, "header row");
     rows[1..]
@@ -518,7 +518,7 @@ print("valid")
 "#;
 
 /// Validates against tests/schemas/odm-1.3.2/ODM1-3-2.xsd; panics with lxml's errors.
-fn assert_valid_odm(xml: &[u8]) {
+pub fn assert_valid_odm(xml: &[u8]) {
     let py = python_with("lxml");
     let xsd =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/odm-1.3.2/ODM1-3-2.xsd");
@@ -985,7 +985,14 @@ async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
     let (csv_dir, odm_dir, xpt_dir) = (base.0.join("csv"), base.0.join("odm"), base.0.join("xpt"));
     let files = cli_export(&s, &csv_dir, &["--format", "csv"]);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names.len(), 6, "one file per form: {names:?}");
+    // today's six, and Kawasaki's echocardiography and disease activity
+    assert_eq!(names.len(), 8, "one file per form: {names:?}");
+    let (_, echo) = files
+        .iter()
+        .find(|(n, _)| n.starts_with(&format!("{STUDY}_echocardiography_")))
+        .unwrap_or_else(|| panic!("no echocardiography file in {names:?}"));
+    let api = fetch(&s.app, "/api/v1/exports/echocardiography.csv", &s.sponsor).await;
+    assert_eq!(String::from_utf8_lossy(echo), api.text());
     use casebook::export::Form;
     for form in [
         Form::Subjects,
@@ -1083,7 +1090,7 @@ async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
         .order(a::id)
         .load(&mut s.app.conn())
         .expect("audit rows");
-    assert_eq!(rows.len(), 6 + 1 + 5, "{rows:?}");
+    assert_eq!(rows.len(), 8 + 1 + 5, "{rows:?}");
     let all: Vec<&(String, Vec<u8>)> = files.iter().chain(&odm).chain(&xpt).collect();
     for (entity, actor, values) in &rows {
         assert_eq!(*actor, None, "no user for {entity}");

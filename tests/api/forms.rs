@@ -552,3 +552,58 @@ pub async fn matrix_records(app: &TestApp) {
         assert_eq!(r.status, 201, "{}", r.text);
     }
 }
+
+/// The casebook shows a subject's form records (not those entered in error), and a
+/// signature covers them: its hash changes with them, and a change invalidates it.
+#[actix_web::test]
+async fn the_casebook_shows_form_records_and_a_signature_covers_them() {
+    let s = crate::form_exports::study().await;
+    let inv = s.app.token(Role::Investigator, &["FRA", "FRB"]).await;
+    let book = s
+        .app
+        .get(&format!("/api/v1/subjects/{}/casebook", s.fra), &inv)
+        .await;
+    assert_eq!(book.status, 200, "{}", book.text);
+    let records = book.body["form_records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "the record entered in error is left out");
+    assert_eq!(records[0]["form"], "assessment");
+    assert_eq!(records[0]["values"]["crp_mg_l"], "350.50");
+    assert_eq!(records[1]["form"], "log");
+
+    let sign = format!("/api/v1/subjects/{}/signatures", s.frb);
+    let first = signed(&s.app, &inv, &sign).await;
+    let at = format!("/api/v1/subjects/{}/forms/assessment", s.frb);
+    let id = s.app.get(&at, &inv).await.body[0]["id"].as_i64().unwrap();
+    let r = s
+        .app
+        .patch(
+            &format!("{at}/{id}"),
+            &inv,
+            1,
+            &json!({"values": {"crp_mg_l": "0.60"}, "reason": "misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let list = s.app.get(&sign, &inv).await;
+    let sig = &list.body["items"][0];
+    assert!(sig["invalidated_at"].is_string(), "{}", list.text);
+    assert_eq!(
+        s.app
+            .count("SELECT count(*) AS n FROM audit_log WHERE action = 'signature_invalidated'"),
+        1
+    );
+    let second = signed(&s.app, &inv, &sign).await;
+    assert_ne!(first, second, "the signed content holds the form record");
+}
+
+async fn signed(app: &TestApp, token: &str, path: &str) -> String {
+    let r = app
+        .post(
+            path,
+            token,
+            &json!({"password": crate::helpers::PASSWORD, "meaning": "approval"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["casebook_sha256"].as_str().unwrap().to_owned()
+}

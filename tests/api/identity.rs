@@ -422,6 +422,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/v1/subjects/{subject_code}/schedule",
+        own: "/api/v1/subjects/FRA-001/schedule",
+        other: "/api/v1/subjects/FRB-001/schedule",
+        body: none,
+        expect_own: [200; 4],
+        expect_other: [200, 404, 404, 200],
+    },
+    Route {
+        method: "GET",
         path: "/api/v1/subjects/{subject_code}/forms/{form}",
         own: "/api/v1/subjects/FRA-001/forms/echocardiography",
         other: "/api/v1/subjects/FRB-001/forms/echocardiography",

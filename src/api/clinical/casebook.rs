@@ -19,6 +19,7 @@ use diesel::pg::PgConnection;
 
 use super::adverse_events::{AdverseEvent, AdverseEventRow};
 use super::consents::Consent;
+use super::forms::FormRecord;
 use super::injections::{Injection, InjectionRow};
 use super::subjects::{load, Subject};
 use super::temperatures::{Temperature, TemperatureRow};
@@ -37,6 +38,9 @@ pub struct Casebook {
     pub injections: Vec<Injection>,
     pub temperatures: Vec<Temperature>,
     pub adverse_events: Vec<AdverseEvent>,
+    /// the records of the study definition's other forms, oldest first (those entered in
+    /// error left out)
+    pub form_records: Vec<FormRecord>,
     /// computed from the records above
     pub endpoints: Endpoints,
     pub monitoring: Monitoring,
@@ -76,6 +80,10 @@ pub struct SignedContent<'a> {
     pub injections: &'a [Injection],
     pub temperatures: &'a [Temperature],
     pub adverse_events: &'a [AdverseEvent],
+    /// left out when there are none, so that the content of a casebook without form records
+    /// (every signature made before they existed) hashes as it did
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub form_records: &'a [FormRecord],
 }
 
 impl Casebook {
@@ -86,6 +94,7 @@ impl Casebook {
             injections: &self.injections,
             temperatures: &self.temperatures,
             adverse_events: &self.adverse_events,
+            form_records: &self.form_records,
         }
     }
 }
@@ -147,6 +156,10 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, threshold: f64) -> AppResu
             threshold,
             s.tz,
         );
+        let form_records = crate::db::form_records::live(conn, s.id)?
+            .into_iter()
+            .map(|r| FormRecord::of(r, &s.code))
+            .collect();
         let monitoring = monitoring(conn, s.id)?;
         Ok(Casebook {
             subject,
@@ -154,6 +167,7 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, threshold: f64) -> AppResu
             injections,
             temperatures,
             adverse_events,
+            form_records,
             endpoints,
             monitoring,
         })

@@ -7,6 +7,7 @@ pub mod consents;
 pub mod entry;
 pub mod forms;
 pub mod injections;
+pub mod schedule;
 pub mod subjects;
 pub mod temperatures;
 
@@ -38,6 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     adverse_events::routes(cfg);
     casebook::routes(cfg);
     forms::routes(cfg);
+    schedule::routes(cfg);
 }
 
 /// The subject a record belongs to, as the write paths need it.

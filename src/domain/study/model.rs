@@ -35,6 +35,16 @@ impl Definition {
     pub fn visit(&self, id: &str) -> Option<&Visit> {
         self.visits.iter().find(|v| v.id == id)
     }
+    /// A form whose records are form records (not one of today's three, which keep their
+    /// own tables): what the generic routes, the form exports and ODM read.
+    pub fn record_form(&self, id: &str) -> Option<&Form> {
+        self.record_forms().find(|f| f.id == id)
+    }
+    pub fn record_forms(&self) -> impl Iterator<Item = &Form> {
+        self.forms
+            .iter()
+            .filter(|f| !super::LEGACY_FORMS.iter().any(|(id, _)| *id == f.id))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,89 @@
+//! What a subject's schedule reads. Every query names the subject, which the caller found
+//! within its scope (`find_subject`), so nothing of a subject outside it is reached.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+
+use crate::schema::{form_records as r, injections as i, subjects as s, temperatures as t};
+
+/// (visit, form) of the subject's live records entered for a visit.
+pub fn visit_records(
+    conn: &mut PgConnection,
+    subject_id: i64,
+) -> QueryResult<Vec<(String, String)>> {
+    let rows: Vec<(Option<String>, String)> = r::table
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::deleted_at.is_null())
+        .filter(r::visit_id.is_not_null())
+        .select((r::visit_id, r::form_id))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(v, f)| v.map(|v| (v, f)))
+        .collect())
+}
+
+/// (form, values) of the subject's live records entered without a visit.
+pub fn unplaced_records(
+    conn: &mut PgConnection,
+    subject_id: i64,
+) -> QueryResult<Vec<(String, Value)>> {
+    r::table
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::deleted_at.is_null())
+        .filter(r::visit_id.is_null())
+        .select((r::form_id, r::values))
+        .load(conn)
+}
+
+/// The values of `item` in the subject's live records of `form` (for an anchor item).
+pub fn item_values(
+    conn: &mut PgConnection,
+    subject_id: i64,
+    form: &str,
+    item: &str,
+) -> QueryResult<Vec<String>> {
+    let rows: Vec<Value> = r::table
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::form_id.eq(form))
+        .filter(r::deleted_at.is_null())
+        .select(r::values)
+        .load(conn)?;
+    Ok(rows
+        .iter()
+        .filter_map(|v| v.get(item).and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
+/// Study day and time of the subject's live injections.
+pub fn injections(
+    conn: &mut PgConnection,
+    subject_id: i64,
+) -> QueryResult<Vec<(i32, DateTime<Utc>)>> {
+    i::table
+        .filter(i::subject_id.eq(subject_id))
+        .filter(i::deleted_at.is_null())
+        .select((i::study_day, i::administered_at))
+        .load(conn)
+}
+
+/// When the subject's live temperatures were measured.
+pub fn temperature_times(
+    conn: &mut PgConnection,
+    subject_id: i64,
+) -> QueryResult<Vec<DateTime<Utc>>> {
+    t::table
+        .filter(t::subject_id.eq(subject_id))
+        .filter(t::deleted_at.is_null())
+        .select(t::measured_at)
+        .load(conn)
+}
+
+/// When the subject was enrolled (its record created).
+pub fn enrolled_at(conn: &mut PgConnection, subject_id: i64) -> QueryResult<DateTime<Utc>> {
+    s::table
+        .filter(s::id.eq(subject_id))
+        .select(s::created_at)
+        .first(conn)
+}
