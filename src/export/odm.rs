@@ -1,7 +1,8 @@
 //! CDISC ODM 1.3.2 (valid against the official XSD, tests/schemas/odm-1.3.2/).
 //!
 //! - `Study`: GlobalVariables, units, and one MetaDataVersion whose OID derives from the
-//!   protocol file's SHA-256 (stable across exports while the protocol is unchanged):
+//!   SHA-256 of the protocol file and of the study definition (stable across exports while
+//!   neither changes):
 //!   events SE.ENROLMENT (F.SUBJECT, F.CONSENT), SE.TREATMENT (F.INJECTION,
 //!   F.TEMPERATURE), SE.AE (F.AE); one item group per form, repeating except IG.SUBJECT;
 //!   item OIDs are fixed (IT.TEMP.CELSIUS, ...), eligibility items are IT.ELIG.<criterion>;
@@ -547,11 +548,17 @@ fn study_oid(job: &Job) -> String {
     format!("ST.{}", job.protocol.file.study.id)
 }
 
+/// The MetaDataVersion describes the protocol file's forms and the study definition's: its
+/// OID changes when either file does, so that two exports share an OID only when they share
+/// their metadata.
 fn mdv_oid(job: &Job) -> String {
-    format!(
-        "MDV.{}",
-        job.protocol.file_hash.get(..12).unwrap_or_default()
-    )
+    use sha2::Digest;
+    let both = sha2::Sha256::new()
+        .chain_update(job.protocol.file_hash.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(job.study.sha256.as_bytes())
+        .finalize();
+    format!("MDV.{}", hex::encode(&both[..6]))
 }
 
 fn codelists(job: &Job) -> Vec<(&'static str, &'static str, Vec<String>)> {

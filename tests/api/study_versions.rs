@@ -207,3 +207,40 @@ async fn an_item_holding_form_records_cannot_be_rounded_away() {
     );
     assert_eq!(versions(&app), 1);
 }
+
+/// The MetaDataVersion OID of an ODM export from the server at `address`.
+async fn mdv_oid(app: &TestApp, address: &str, sponsor: &str) -> String {
+    let r = app
+        .client
+        .get(format!("{address}/api/v1/exports/odm.xml"))
+        .bearer_auth(sponsor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let xml = r.text().await.unwrap();
+    let at = xml
+        .find("<MetaDataVersion OID=\"")
+        .expect("the export has a MetaDataVersion")
+        + "<MetaDataVersion OID=\"".len();
+    xml[at..].split('"').next().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn an_amended_definition_exports_under_a_new_metadata_version_oid() {
+    let app = TestApp::spawn().await;
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    let first = mdv_oid(&app, &app.url(""), &sponsor).await;
+    assert_eq!(mdv_oid(&app, &app.url(""), &sponsor).await, first);
+
+    // a safe change: the metadata differ, so must the OID
+    let server = start_with(&app, &safely_amended());
+    let second = mdv_oid(&app, &server.address(), &sponsor).await;
+    assert!(first.starts_with("MDV.") && second.starts_with("MDV."));
+    assert_ne!(first, second);
+    drop(server);
+
+    // back to the first file: its OID again
+    let server = start_with(&app, KAWASAKI);
+    assert_eq!(mdv_oid(&app, &server.address(), &sponsor).await, first);
+}
