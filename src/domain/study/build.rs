@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range as Span;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bigdecimal::BigDecimal;
 use sha2::{Digest, Sha256};
@@ -243,6 +244,7 @@ impl Builder<'_> {
             Ok(c) if c.ty.fits(want) || (*want == Ty::Double && c.ty == Ty::Int) => Some(Expr {
                 source: src.get_ref().clone(),
                 reads: c.reads,
+                program: Arc::new(c.program),
             }),
             Ok(c) => {
                 self.err(

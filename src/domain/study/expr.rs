@@ -74,10 +74,11 @@ impl Ty {
 }
 
 /// A checked expression: its type and the names it reads.
-#[derive(Debug, Clone)]
 pub struct Checked {
     pub ty: Ty,
     pub reads: Vec<String>,
+    /// compiled once here, run for every record
+    pub program: cel::Program,
 }
 
 struct Checker<'a> {
@@ -136,6 +137,7 @@ pub fn check_coded(
     Ok(Checked {
         ty,
         reads: c.reads.into_iter().collect(),
+        program,
     })
 }
 

@@ -3,6 +3,8 @@
 //! methods as expressions) plus what ODM lacks: visit windows, consent gating, named rules.
 //! Once a `Definition` exists every reference in it resolves and every expression type-checks.
 
+use std::sync::Arc;
+
 use bigdecimal::BigDecimal;
 use serde::Serialize;
 
@@ -281,11 +283,22 @@ pub struct Range {
 }
 
 /// An expression in CEL, parsed and type-checked at load.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Expr {
     pub source: String,
     /// the items and constants it reads
     pub reads: Vec<String>,
+    /// compiled at load: a record's checks run it without parsing it again
+    pub program: Arc<cel::Program>,
+}
+
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expr")
+            .field("source", &self.source)
+            .field("reads", &self.reads)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 
 use bigdecimal::{BigDecimal, RoundingMode};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -85,7 +86,7 @@ pub fn check(
     for i in &form.items {
         let shown = match &i.show_if {
             None => true,
-            Some(e) => matches!(eval(def, &values, &e.source), Ok(cel::Value::Bool(true))),
+            Some(e) => matches!(eval(def, &values, e), Ok(cel::Value::Bool(true))),
         };
         let has = values.contains_key(&i.id);
         if !shown && has && !i.derived() {
@@ -119,7 +120,7 @@ pub fn check(
         }
     }
     for c in &form.checks {
-        let holds = match eval(def, &values, &c.expr.source) {
+        let holds = match eval(def, &values, &c.expr) {
             Ok(cel::Value::Bool(b)) => b,
             // a check that cannot run for want of a value holds: required says what is missing
             _ if c
@@ -292,35 +293,36 @@ fn to_cel(v: &ItemValue) -> cel::Value {
     }
 }
 
+/// CEL's standard functions, built once: building them is most of the work of a fresh
+/// context (`cel::Context::default` builds them on every call).
+static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
+/// Runs an expression compiled at load over a record's values: the context holds only the
+/// names it reads (an item without a value is `null`), not every item of the study.
 fn eval(
     def: &Definition,
     values: &BTreeMap<String, ItemValue>,
-    source: &str,
+    e: &Expr,
 ) -> Result<cel::Value, String> {
-    let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
-    let mut ctx = cel::Context::default();
-    for c in &def.constants {
-        let v = match &c.value {
-            ConstantValue::Number(n) => {
-                cel::Value::Float(n.to_string().parse().unwrap_or(f64::NAN))
+    let mut ctx = cel::Context::with_env(STDLIB.clone());
+    for name in &e.reads {
+        let v = if let Some(v) = values.get(name) {
+            to_cel(v)
+        } else if let Some(c) = def.constants.iter().find(|c| &c.id == name) {
+            match &c.value {
+                ConstantValue::Number(n) => {
+                    cel::Value::Float(n.to_string().parse().unwrap_or(f64::NAN))
+                }
+                ConstantValue::Integer(i) => cel::Value::Int(*i),
+                ConstantValue::Bool(b) => cel::Value::Bool(*b),
+                ConstantValue::Text(t) => cel::Value::String(t.clone().into()),
             }
-            ConstantValue::Integer(i) => cel::Value::Int(*i),
-            ConstantValue::Bool(b) => cel::Value::Bool(*b),
-            ConstantValue::Text(t) => cel::Value::String(t.clone().into()),
+        } else {
+            cel::Value::Null
         };
-        ctx.add_variable_from_value(c.id.clone(), v);
+        ctx.add_variable_from_value(name.clone(), v);
     }
-    for form in &def.forms {
-        for i in &form.items {
-            if !values.contains_key(&i.id) {
-                ctx.add_variable_from_value(i.id.clone(), cel::Value::Null);
-            }
-        }
-    }
-    for (k, v) in values {
-        ctx.add_variable_from_value(k.clone(), to_cel(v));
-    }
-    program.execute(&ctx).map_err(|e| e.to_string())
+    e.program.execute(&ctx).map_err(|e| e.to_string())
 }
 
 /// Derived items, each after the derived items it reads (the definition has no cycles).
@@ -346,7 +348,7 @@ fn derive(
             .reads
             .iter()
             .any(|r| form.item(r).is_some_and(|x| x.derive.is_none()) && !values.contains_key(r));
-        match eval(def, values, &e.source) {
+        match eval(def, values, e) {
             Ok(cel::Value::Null) => {}
             Ok(v) => match from_cel(def, i, v) {
                 Some(x) => {
