@@ -433,7 +433,12 @@ async fn locks_refuse_writes_on_the_form_routes_and_any_change_breaks_a_signatur
     let at = format!("/api/v1/subjects/{}/forms/echocardiography", s.code);
     let id = s.record(&s.code, "echocardiography", &echo("1.00")).await;
     let writes = [
-        (Method::POST, at.clone(), echo("1.00")),
+        // a record that would be accepted unlocked (V1 has one already)
+        (Method::POST, at.clone(), {
+            let mut b = echo("1.00");
+            b["visit"] = json!("EOT");
+            b
+        }),
         (
             Method::PATCH,
             format!("{at}/{id}"),
