@@ -115,6 +115,26 @@ pub fn find(
         .first(conn)
 }
 
+/// The site, subject, version and form of a live record (not entered in error), for the
+/// monitoring routes that name a record by id alone; the caller checks the site against its
+/// scope (404 outside).
+pub fn owner(conn: &mut PgConnection, id: i64) -> QueryResult<Option<(i64, i64, i32, String)>> {
+    r::table
+        .filter(r::id.eq(id))
+        .filter(r::deleted_at.is_null())
+        .select((r::site_id, r::subject_id, r::version, r::form_id))
+        .first(conn)
+        .optional()
+}
+
+/// The form of each of these records (any state), as (record id, form id).
+pub fn forms_of(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<(i64, String)>> {
+    r::table
+        .filter(r::id.eq_any(ids))
+        .select((r::id, r::form_id))
+        .load(conn)
+}
+
 pub struct NewRecord<'a> {
     pub site_id: i64,
     pub subject_id: i64,

@@ -468,6 +468,16 @@ pub const ROUTES: &[Route] = &[
         expect_own: [403, 200, 403, 403],
         expect_other: [403, 404, 403, 403],
     },
+    // before the DELETE row below marks record 1 entered in error
+    Route {
+        method: "POST",
+        path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}/verify",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1/verify",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2/verify",
+        body: none,
+        expect_own: [403, 403, 200, 403],
+        expect_other: [403, 403, 404, 403],
+    },
     Route {
         method: "DELETE",
         path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",

@@ -17,6 +17,7 @@ mod hardening_clinical;
 mod hardening_data;
 mod identity;
 mod monitoring;
+mod monitoring_forms;
 mod schedule;
 mod seed;
 mod study_definition;

@@ -9,11 +9,13 @@ use crate::auth::policy::shown_name;
 use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
 use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact};
+use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::error::AppResult;
 use crate::schema::{
     adverse_events as ae, consents as c, injections as i, queries as q, signatures as sg,
     temperatures as t, verifications as v,
 };
+use crate::services::form_records::ENTITY;
 use crate::state::AppState;
 use diesel::pg::PgConnection;
 
@@ -59,9 +61,10 @@ pub async fn casebook(
     let scope = authorize(&caller, Permission::ReadClinical)?;
     let code = code.into_inner();
     let threshold = state.protocol.fever_threshold();
+    let def = state.study.clone();
     let mut book = db::run(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
-        build(conn, &s, threshold)
+        build(conn, &s, threshold, &def)
     })
     .await?;
     for sig in &mut book.monitoring.signatures {
@@ -99,8 +102,14 @@ impl Casebook {
     }
 }
 
-/// Builds the casebook of a subject already found within the caller's scope.
-pub fn build(conn: &mut PgConnection, s: &SubjectRef, threshold: f64) -> AppResult<Casebook> {
+/// Builds the casebook of a subject already found within the caller's scope; `def` is the
+/// running study definition, whose forms the verification status lists.
+pub fn build(
+    conn: &mut PgConnection,
+    s: &SubjectRef,
+    threshold: f64,
+    def: &Definition,
+) -> AppResult<Casebook> {
     {
         let subject = load(conn, s.id)?;
         let consents: Vec<Consent> = c::table
@@ -156,11 +165,11 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, threshold: f64) -> AppResu
             threshold,
             s.tz,
         );
-        let form_records = crate::db::form_records::live(conn, s.id)?
+        let form_records: Vec<FormRecord> = crate::db::form_records::live(conn, s.id)?
             .into_iter()
             .map(|r| FormRecord::of(r, &s.code))
             .collect();
-        let monitoring = monitoring(conn, s.id)?;
+        let monitoring = monitoring(conn, s.id, def, &form_records)?;
         Ok(Casebook {
             subject,
             consents,
@@ -179,7 +188,9 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, threshold: f64) -> AppResu
 pub struct Monitoring {
     /// queries not yet closed (open or answered)
     pub open_queries: i64,
-    /// per form: records, and records whose current version is verified
+    /// per form: records, and records whose current version is verified; today's tables
+    /// (consents, injections, temperatures, adverse-events), then every other form of the
+    /// study definition by its id, in definition order
     pub verified: Vec<FormVerification>,
     pub signatures: Vec<Signature>,
 }
@@ -215,7 +226,12 @@ impl Signature {
     }
 }
 
-fn monitoring(conn: &mut PgConnection, subject_id: i64) -> AppResult<Monitoring> {
+fn monitoring(
+    conn: &mut PgConnection,
+    subject_id: i64,
+    def: &Definition,
+    form_records: &[FormRecord],
+) -> AppResult<Monitoring> {
     let open_queries: i64 = q::table
         .filter(q::subject_id.eq(subject_id))
         .filter(q::status.ne("closed"))
@@ -257,14 +273,34 @@ fn monitoring(conn: &mut PgConnection, subject_id: i64) -> AppResult<Monitoring>
         .order(sg::id)
         .select(Signature::as_select())
         .load(conn)?;
+    let mut verified = vec![
+        live(consents_n, "consents", "consents"),
+        live(injections_n, "injections", "injections"),
+        live(temperatures_n, "temperatures", "temperatures"),
+        live(aes_n, "adverse-events", "adverse_events"),
+    ];
+    let engine_forms = def
+        .forms
+        .iter()
+        .filter(|f| !LEGACY_FORMS.iter().any(|(id, _)| *id == f.id));
+    for form in engine_forms {
+        let records: Vec<i64> = form_records
+            .iter()
+            .filter(|r| r.form == form.id)
+            .map(|r| r.id)
+            .collect();
+        verified.push(FormVerification {
+            form: form.id.clone(),
+            records: records.len() as i64,
+            verified: verified_ids
+                .iter()
+                .filter(|(rt, id)| rt == ENTITY && records.contains(id))
+                .count() as i64,
+        });
+    }
     Ok(Monitoring {
         open_queries,
-        verified: vec![
-            live(consents_n, "consents", "consents"),
-            live(injections_n, "injections", "injections"),
-            live(temperatures_n, "temperatures", "temperatures"),
-            live(aes_n, "adverse-events", "adverse_events"),
-        ],
+        verified,
         signatures,
     })
 }

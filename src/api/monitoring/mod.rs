@@ -8,8 +8,10 @@ pub mod verify;
 use actix_web::web;
 use diesel::prelude::*;
 
+use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::schema::{adverse_events, consents, injections, subjects, temperatures};
+use crate::services::form_records;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     queries::routes(cfg);
@@ -18,16 +20,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     locks::routes(cfg);
 }
 
-/// The record kinds queries and verifications point at, with their API form names.
-pub const RECORD_TYPES: &[(&str, &str)] = &[
-    ("subjects", "subjects"),
-    ("consents", "consents"),
-    ("injections", "injections"),
-    ("temperatures", "temperatures"),
-    ("adverse_events", "adverse-events"),
+/// The record kinds queries and verifications point at: the table, and the name of its
+/// records in today's verify route `/subjects/{code}/{form}/{id}/verify`. Subjects are not
+/// verified; the records of the study definition's forms are verified at
+/// `/subjects/{code}/forms/{form}/{id}/verify` and take their items from the definition.
+pub const RECORD_TYPES: &[(&str, Option<&str>)] = &[
+    ("subjects", None),
+    ("consents", Some("consents")),
+    ("injections", Some("injections")),
+    ("temperatures", Some("temperatures")),
+    ("adverse_events", Some("adverse-events")),
+    (form_records::ENTITY, None),
 ];
 
-/// Fields a query may point at, per record type.
+/// Fields a query may point at, per record type of today's tables (a form record's items
+/// are those of its form in the running definition).
 pub fn known_field(record_type: &str, field: &str) -> bool {
     let fields: &[&str] = match record_type {
         "subjects" => &[
@@ -76,12 +83,27 @@ pub fn known_field(record_type: &str, field: &str) -> bool {
     fields.contains(&field)
 }
 
-/// The (site, subject, version) of a live record, or 404.
-pub fn record_owner(
-    conn: &mut PgConnection,
-    record_type: &str,
-    id: i64,
-) -> AppResult<(i64, i64, i32)> {
+/// Who a live record belongs to, and its version; `form` is the definition's form of a
+/// form record.
+pub struct Owner {
+    pub site_id: i64,
+    pub subject_id: i64,
+    pub version: i32,
+    pub form: Option<String>,
+}
+
+/// The owner of a live record (not entered in error), or 404.
+pub fn record_owner(conn: &mut PgConnection, record_type: &str, id: i64) -> AppResult<Owner> {
+    if record_type == form_records::ENTITY {
+        let (site_id, subject_id, version, form) =
+            db::form_records::owner(conn, id)?.ok_or(AppError::NotFound)?;
+        return Ok(Owner {
+            site_id,
+            subject_id,
+            version,
+            form: Some(form),
+        });
+    }
     let found: Option<(i64, i64, i32)> = match record_type {
         "subjects" => subjects::table
             .filter(subjects::id.eq(id))
@@ -127,5 +149,11 @@ pub fn record_owner(
             .optional()?,
         _ => None,
     };
-    found.ok_or(AppError::NotFound)
+    let (site_id, subject_id, version) = found.ok_or(AppError::NotFound)?;
+    Ok(Owner {
+        site_id,
+        subject_id,
+        version,
+        form: None,
+    })
 }

@@ -19,6 +19,7 @@ use crate::schema::{queries as q, query_messages as m, sites, subjects};
 use crate::state::AppState;
 
 use super::{known_field, record_owner, RECORD_TYPES};
+use crate::services::form_records;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -65,9 +66,13 @@ pub struct Query {
     pub id: i64,
     pub subject_code: String,
     pub site_code: String,
-    /// subjects, consents, injections, temperatures or adverse_events
+    /// subjects, consents, injections, temperatures, adverse_events, or form_records (a
+    /// record of a form of the study definition)
     pub record_type: String,
     pub record_id: i64,
+    /// the form of a form record (an id of GET /study/definition); null otherwise
+    pub form: Option<String>,
+    /// the field, or for a form record the item, the query is about
     pub field: Option<String>,
     /// open, answered or closed
     pub status: String,
@@ -123,6 +128,16 @@ fn load(conn: &mut PgConnection, ids: &[i64]) -> AppResult<Vec<Query>> {
         .order(m::id)
         .select((m::query_id, Message::as_select()))
         .load(conn)?;
+    let form_record_ids: Vec<i64> = rows
+        .iter()
+        .filter(|(r, _, _)| r.record_type == form_records::ENTITY)
+        .map(|(r, _, _)| r.record_id)
+        .collect();
+    let forms = if form_record_ids.is_empty() {
+        Vec::new()
+    } else {
+        crate::db::form_records::forms_of(conn, &form_record_ids)?
+    };
     Ok(rows
         .into_iter()
         .map(|(r, subject_code, site_code)| Query {
@@ -134,6 +149,10 @@ fn load(conn: &mut PgConnection, ids: &[i64]) -> AppResult<Vec<Query>> {
             id: r.id,
             subject_code,
             site_code,
+            form: (r.record_type == form_records::ENTITY)
+                .then(|| forms.iter().find(|(id, _)| *id == r.record_id))
+                .flatten()
+                .map(|(_, f)| f.clone()),
             record_type: r.record_type,
             record_id: r.record_id,
             field: r.field,
@@ -338,16 +357,14 @@ pub async fn create(
     let b = body.value;
     let record_type = RECORD_TYPES
         .iter()
-        .find(|(t, form)| *t == b.record_type || *form == b.record_type)
+        .find(|(t, path)| *t == b.record_type || *path == Some(b.record_type.as_str()))
         .map(|(t, _)| *t)
         .ok_or_else(|| {
-            AppError::invalid(
-                "record_type",
-                "subjects, consents, injections, temperatures or adverse_events",
-            )
+            let names: Vec<&str> = RECORD_TYPES.iter().map(|(t, _)| *t).collect();
+            AppError::invalid("record_type", format!("one of {}", names.join(", ")))
         })?;
     if let Some(f) = &b.field {
-        if !known_field(record_type, f) {
+        if record_type != form_records::ENTITY && !known_field(record_type, f) {
             return Err(AppError::invalid(
                 "field",
                 format!("not a field of {record_type}"),
@@ -355,10 +372,21 @@ pub async fn create(
         }
     }
     let text = long_text("text", &b.text, 2000).map_err(|e| AppError::Validation(vec![e]))?;
+    let def = state.study.clone();
     let query = db::transaction(&state.pool, move |conn| {
-        let (site_id, subject_id, _) = record_owner(conn, record_type, b.record_id)?;
+        let owner = record_owner(conn, record_type, b.record_id)?;
+        let (site_id, subject_id) = (owner.site_id, owner.subject_id);
         if !scope.covers(site_id) {
             return Err(AppError::NotFound);
+        }
+        // a form record's items are known once the record (and so its form) is found
+        if let (Some(form), Some(f)) = (&owner.form, &b.field) {
+            if def.form(form).and_then(|x| x.item(f)).is_none() {
+                return Err(AppError::invalid(
+                    "field",
+                    format!("not an item of the form {form}"),
+                ));
+            }
         }
         let id = insert(conn, site_id, subject_id, record_type, b.record_id, b.field.as_deref(), "manual", Some(caller.user_id), &text)?;
         audit::record(
