@@ -38,7 +38,7 @@ impl QueryFragment<Pg> for CallerQuery {
 
 impl RunQueryDsl<PgConnection> for CallerQuery {}
 
-/// The caller's row as `casebook_caller` (and `casebook_entry_context`) return it.
+/// The caller's row as `casebook_caller` returns it.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct CallerRecord {
     #[diesel(sql_type = Text)]
