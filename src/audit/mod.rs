@@ -12,4 +12,4 @@ mod writer;
 
 pub use chain::{canonical_bytes, seal_pending, AuditRow, SEALER_LOCK};
 pub use verify::{verify, verify_in_ranges, verify_parallel, ChainReport};
-pub use writer::{diff, record, Actor, AuditEvent, RequestMeta};
+pub use writer::{audit_view, diff, record, Actor, AuditEvent, RequestMeta};

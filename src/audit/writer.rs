@@ -126,3 +126,19 @@ pub fn diff(old: &Value, new: &Value) -> (Value, Value) {
     }
     (Value::Object(before), Value::Object(after))
 }
+
+/// Drops bookkeeping columns before an audit diff.
+pub fn audit_view(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(m) = v.as_object_mut() {
+        for k in [
+            "updated_at",
+            "updated_by",
+            "version",
+            "created_at",
+            "created_by",
+        ] {
+            m.remove(k);
+        }
+    }
+    v
+}

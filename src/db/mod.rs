@@ -6,8 +6,10 @@ pub mod caller;
 pub mod entry_context;
 pub mod form_records;
 pub mod group_commit;
+pub mod queries;
 pub mod schedule;
 pub mod study_versions;
+pub mod subjects;
 pub mod temperature_entry;
 
 use std::sync::{Arc, Weak};

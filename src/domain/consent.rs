@@ -59,6 +59,36 @@ pub fn check(
     }
 }
 
+/// The dates between which clinical data may lie: the first consent signed, and the
+/// earliest withdrawal, if any.
+pub struct ConsentWindow {
+    pub first_signed: Option<NaiveDate>,
+    pub withdrawn_on: Option<NaiveDate>,
+}
+
+impl ConsentWindow {
+    /// Hard check: a record dated `date` (site local) must lie inside the consent window.
+    pub fn check(&self, field: &str, date: NaiveDate) -> Result<(), FieldError> {
+        match self.first_signed {
+            None => Err(FieldError::new(
+                field,
+                "no informed consent is recorded for this subject: record the consent first",
+            )),
+            Some(signed) if date < signed => Err(FieldError::new(
+                field,
+                format!("is before the informed consent signed on {signed}"),
+            )),
+            _ => match self.withdrawn_on {
+                Some(w) if date > w => Err(FieldError::new(
+                    field,
+                    format!("is after the consent withdrawal on {w}"),
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::api::clinical::{audit_view, consent_window, SubjectRef};
+use crate::audit::audit_view;
 use crate::audit::{self, AuditEvent};
 use crate::auth::Caller;
+use crate::db::subjects::{consent_window, SubjectRef};
 use crate::db::{form_records as fr, study_versions};
 use crate::domain::study::records::{self, Placement};
 use crate::domain::study::values::{self as checks, Checked};
@@ -108,7 +109,7 @@ pub fn open_queries(
     checked: &Checked,
 ) -> AppResult<()> {
     for f in &checked.flags {
-        crate::api::monitoring::queries::open_automatic(
+        crate::services::queries::open_automatic(
             conn,
             None,
             &caller.meta,

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod form_records;
 pub mod guard;
 pub mod idempotency;
+pub mod queries;
 pub mod sae;
 pub mod study;
 pub mod users;

@@ -21,12 +21,12 @@ use diesel::pg::PgConnection;
 
 use super::adverse_events::{AdverseEvent, AdverseEventRow};
 use super::consents::Consent;
-use super::forms::FormRecord;
 use super::injections::{Injection, InjectionRow};
 use super::subjects::{load, Subject};
 use super::temperatures::{Temperature, TemperatureRow};
 use super::{find_subject, SubjectRef};
 use crate::api::resource;
+use crate::services::form_records::FormRecord;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/subjects/{subject_code}/casebook").route(web::get().to(casebook)));

@@ -510,7 +510,7 @@ pub async fn update(
                 .reason(Some(reason.as_str())),
         )?;
         if let Some(why) = &dose.deviation {
-            crate::api::monitoring::queries::open_automatic(
+            crate::services::queries::open_automatic(
                 conn,
                 None,
                 &caller.meta,
@@ -639,7 +639,7 @@ pub fn enter(
     )?;
     if let Some(why) = &dose.deviation {
         // a soft edit check: the dose is stored as given, and a query asks about it
-        crate::api::monitoring::queries::open_automatic(
+        crate::services::queries::open_automatic(
             conn,
             None,
             &c.meta,

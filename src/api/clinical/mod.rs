@@ -16,18 +16,17 @@ use std::str::FromStr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bigdecimal::{BigDecimal, ToPrimitive};
-use chrono::NaiveDate;
-use chrono_tz::Tz;
 use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub use crate::audit::audit_view;
 use crate::auth::{Caller, Scope};
 use crate::db;
-use crate::domain::time::{parse_zone, DateFloor};
+pub use crate::db::subjects::{consent_window, find_subject, SubjectRef};
+pub use crate::domain::consent::ConsentWindow;
 use crate::error::{AppError, AppResult};
-use crate::schema::{consents as c, sites, subjects as s};
 use crate::services::idempotency::{self, Claim};
 use crate::state::AppState;
 
@@ -42,50 +41,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     schedule::routes(cfg);
 }
 
-/// The subject a record belongs to, as the write paths need it.
-#[derive(Debug, Clone)]
-pub struct SubjectRef {
-    pub id: i64,
-    pub site_id: i64,
-    pub code: String,
-    pub weight_kg: f64,
-    pub tz: Tz,
-    /// no clinical date of the subject's before this
-    pub floor: DateFloor,
-}
-
-/// Finds a subject within `scope`; anything else is 404.
-pub fn find_subject(conn: &mut PgConnection, scope: &Scope, code: &str) -> AppResult<SubjectRef> {
-    let mut q = s::table
-        .inner_join(sites::table)
-        .filter(s::subject_code.eq(code))
-        .filter(s::deleted_at.is_null())
-        .into_boxed();
-    if let Some(ids) = scope.site_ids() {
-        q = q.filter(s::site_id.eq_any(ids.to_vec()));
-    }
-    let (id, site_id, code, weight, zone, birth): (i64, i64, String, BigDecimal, String, String) =
-        q.select((
-            s::id,
-            s::site_id,
-            s::subject_code,
-            s::weight_kg,
-            sites::time_zone,
-            s::birth_year_month,
-        ))
-        .first(conn)
-        .optional()?
-        .ok_or(AppError::NotFound)?;
-    Ok(SubjectRef {
-        id,
-        site_id,
-        code,
-        weight_kg: to_f64(&weight),
-        tz: parse_zone(&zone).unwrap_or(Tz::UTC),
-        floor: DateFloor::of_birth(&birth),
-    })
-}
-
 /// Finds a subject to write to: within scope (404) and not locked (423).
 pub fn find_subject_for_write(
     conn: &mut PgConnection,
@@ -95,48 +50,6 @@ pub fn find_subject_for_write(
     let subject = find_subject(conn, scope, code)?;
     crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
     Ok(subject)
-}
-
-/// The dates between which clinical data may lie: the first consent signed, and the
-/// earliest withdrawal, if any.
-pub struct ConsentWindow {
-    pub first_signed: Option<NaiveDate>,
-    pub withdrawn_on: Option<NaiveDate>,
-}
-
-pub fn consent_window(conn: &mut PgConnection, subject_id: i64) -> AppResult<ConsentWindow> {
-    let rows: Vec<(NaiveDate, Option<NaiveDate>)> = c::table
-        .filter(c::subject_id.eq(subject_id))
-        .filter(c::deleted_at.is_null())
-        .select((c::signed_on, c::withdrawn_on))
-        .load(conn)?;
-    Ok(ConsentWindow {
-        first_signed: rows.iter().map(|r| r.0).min(),
-        withdrawn_on: rows.iter().filter_map(|r| r.1).min(),
-    })
-}
-
-impl ConsentWindow {
-    /// Hard check: a record dated `date` (site local) must lie inside the consent window.
-    pub fn check(&self, field: &str, date: NaiveDate) -> AppResult<()> {
-        match self.first_signed {
-            None => Err(AppError::invalid(
-                field,
-                "no informed consent is recorded for this subject: record the consent first",
-            )),
-            Some(signed) if date < signed => Err(AppError::invalid(
-                field,
-                format!("is before the informed consent signed on {signed}"),
-            )),
-            _ => match self.withdrawn_on {
-                Some(w) if date > w => Err(AppError::invalid(
-                    field,
-                    format!("is after the consent withdrawal on {w}"),
-                )),
-                _ => Ok(()),
-            },
-        }
-    }
 }
 
 pub fn to_f64(d: &BigDecimal) -> f64 {
@@ -274,20 +187,4 @@ pub fn created(status: u16, body: Value) -> HttpResponse {
         resp.insert_header((actix_web::http::header::ETAG, format!("\"{v}\"")));
     }
     resp.json(body)
-}
-
-/// Drops bookkeeping columns before an audit diff.
-pub fn audit_view(mut v: Value) -> Value {
-    if let Some(m) = v.as_object_mut() {
-        for k in [
-            "updated_at",
-            "updated_by",
-            "version",
-            "created_at",
-            "created_by",
-        ] {
-            m.remove(k);
-        }
-    }
-    v
 }

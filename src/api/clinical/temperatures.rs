@@ -160,7 +160,7 @@ fn check(conn: &mut PgConnection, subject: &SubjectRef, e: &Entry) -> AppResult<
         .floor
         .check("measured_at", date)
         .map_err(|e| AppError::Validation(vec![e]))?;
-    consent_window(conn, subject.id)?.check("measured_at", date)
+    Ok(consent_window(conn, subject.id)?.check("measured_at", date)?)
 }
 
 fn find(

@@ -10,7 +10,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{resource, Json, Page};
-use crate::audit::{self, Actor, AuditEvent, RequestMeta};
+use crate::audit::{self, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::values::long_text;
@@ -165,90 +165,6 @@ fn load(conn: &mut PgConnection, ids: &[i64]) -> AppResult<Vec<Query>> {
         .collect())
 }
 
-/// Opens a query from an edit check, unless one from the same check on the same item is
-/// already open or answered on that record. Runs in the caller's transaction.
-#[allow(clippy::too_many_arguments)]
-pub fn open_automatic(
-    conn: &mut PgConnection,
-    actor: Option<&Actor>,
-    meta: &RequestMeta,
-    site_id: i64,
-    subject_id: i64,
-    record_type: &str,
-    record_id: i64,
-    field: &str,
-    origin: &str,
-    text: &str,
-) -> AppResult<Option<i64>> {
-    let existing: i64 = q::table
-        .filter(q::record_type.eq(record_type))
-        .filter(q::record_id.eq(record_id))
-        .filter(q::origin.eq(origin))
-        .filter(q::field.eq(field))
-        .filter(q::status.ne("closed"))
-        .count()
-        .get_result(conn)?;
-    if existing > 0 {
-        return Ok(None);
-    }
-    let id = insert(
-        conn,
-        site_id,
-        subject_id,
-        record_type,
-        record_id,
-        Some(field),
-        origin,
-        None,
-        text,
-    )?;
-    audit::record(
-        conn,
-        &AuditEvent::new(actor, "query_open", "queries", meta)
-            .by_system(origin)
-            .record(id)
-            .site(Some(site_id))
-            .subject(Some(subject_id))
-            .new_values(json!({"record_type": record_type, "record_id": record_id, "field": field, "origin": origin, "text": text})),
-    )?;
-    Ok(Some(id))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn insert(
-    conn: &mut PgConnection,
-    site_id: i64,
-    subject_id: i64,
-    record_type: &str,
-    record_id: i64,
-    field: Option<&str>,
-    origin: &str,
-    author: Option<i64>,
-    text: &str,
-) -> AppResult<i64> {
-    let id: i64 = diesel::insert_into(q::table)
-        .values((
-            q::site_id.eq(site_id),
-            q::subject_id.eq(subject_id),
-            q::record_type.eq(record_type),
-            q::record_id.eq(record_id),
-            q::field.eq(field),
-            q::origin.eq(origin),
-            q::created_by.eq(author),
-        ))
-        .returning(q::id)
-        .get_result(conn)?;
-    diesel::insert_into(m::table)
-        .values((
-            m::query_id.eq(id),
-            m::kind.eq("open"),
-            m::text.eq(text),
-            m::author_id.eq(author),
-        ))
-        .execute(conn)?;
-    Ok(id)
-}
-
 /// Data queries in the caller's sites.
 #[utoipa::path(get, path = "/api/v1/queries", tag = "monitoring", params(QueryFilter),
     responses((status = 200, body = Page<Query>), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
@@ -388,7 +304,7 @@ pub async fn create(
                 ));
             }
         }
-        let id = insert(conn, site_id, subject_id, record_type, b.record_id, b.field.as_deref(), "manual", Some(caller.user_id), &text)?;
+        let id = db::queries::insert(conn, site_id, subject_id, record_type, b.record_id, b.field.as_deref(), "manual", Some(caller.user_id), &text)?;
         audit::record(
             conn,
             &AuditEvent::new(Some(&caller.actor), "query_open", "queries", &caller.meta)
