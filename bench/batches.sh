@@ -6,7 +6,7 @@
 # once, then bench/restart.sh (the setting applies to new connections). Run bench/up.sh first.
 source "$(dirname "$0")/common.sh"
 CLIENTS=${1:-8}; SECS=${2:-8}
-CODE=$(cat "$STATE/subject_code")
+CODE=$(cat "$STATE/subject_code.$BENCH_DB")
 counts() {
     psql "$DATABASE_URL" -XAt -F' ' -c "SELECT
         (SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions

@@ -7,7 +7,7 @@
 # run them in reverse order. Run bench/up.sh first. Outputs in $OUT/entry-*.txt.
 source "$(dirname "$0")/common.sh"
 export BENCH_LUA=$BENCH_DIR/lua
-CODE=$(cat "$STATE/subject_code")
+CODE=$(cat "$STATE/subject_code.$BENCH_DB")
 APP_SEQUENCE=${APP_SEQUENCE:-1}
 D=$DURATION
 

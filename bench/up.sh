@@ -2,7 +2,9 @@
 # Fresh scratch database + release server for the benchmarks:
 #   creates $BENCH_DB (drops it first), migrates, seeds the demo accounts, creates the
 #   pgbench scratch tables (setup.sql), starts `casebook serve` on $BENCH_LISTEN and
-#   enrols one FR01 subject with consent (its code goes to $STATE/subject_code).
+#   enrols one FR01 subject with consent (its code goes to $STATE/subject_code.$BENCH_DB:
+#   one file per scratch database, so that builds compared on databases of their own each
+#   post to a subject of theirs).
 # Needs: cargo build --release --bin casebook; wrk, jq, curl, pidstat (sysstat), pgbench.
 source "$(dirname "$0")/common.sh"
 [ -x "$CASEBOOK_BIN" ] || { echo "no $CASEBOOK_BIN: cargo build --release --bin casebook" >&2; exit 1; }
@@ -34,5 +36,5 @@ curl -sf -o /dev/null -X POST "$BASE/api/v1/subjects/$CODE/consents" -H "Authori
 curl -sf -o /dev/null -w 'probe POST temperature: %{http_code}\n' -X POST "$BASE/api/v1/subjects/$CODE/temperatures" \
     -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"measured_at":"2026-10-05T08:00:00Z","celsius":38.4,"method":"rectal"}'
-echo "$CODE" > "$STATE/subject_code"
+echo "$CODE" > "$STATE/subject_code.$BENCH_DB"
 echo "server pid $(cat "$STATE/server.pid") on $BASE, database $BENCH_DB, subject $CODE"
