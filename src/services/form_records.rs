@@ -5,17 +5,18 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::api::clinical::{audit_view, consent_window, SubjectRef};
+use crate::api::clinical::{audit_view, consent_window, Deletion, SubjectRef};
 use crate::audit::{self, AuditEvent};
 use crate::auth::Caller;
 use crate::db::{form_records as fr, study_versions};
-use crate::domain::study::records::{self, Placement};
+use crate::domain::study::records::{self, Placement, Values};
 use crate::domain::study::values::{self as checks, Checked};
 use crate::domain::study::{Definition, Form};
 use crate::domain::time::local_date;
+use crate::domain::values::Reason;
 use crate::error::{conflict_on_unique, AppError, AppResult};
 
 pub const ENTITY: &str = "form_records";
@@ -180,4 +181,128 @@ pub fn enter(
     open_queries(conn, caller, subject, id, &checked)?;
     crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
     Ok(body)
+}
+
+/// A record of `subject` (found within the caller's scope) to change: the subject's lock
+/// (423) first, then the record, held until the transaction ends (404 when it is not this
+/// subject's record of this form).
+fn find_for_change(
+    conn: &mut PgConnection,
+    subject: &SubjectRef,
+    form_id: &str,
+    id: i64,
+) -> AppResult<fr::Row> {
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    Ok(fr::find(conn, subject.id, form_id, id, true)?)
+}
+
+/// Corrects record `id` in the caller's transaction: the items of `change` replace theirs
+/// (`null` clears one) and the whole record is checked again against the running
+/// definition. `expected` is the If-Match version, checked once the record is found, so
+/// that scope (404) comes before preconditions (428). A correction that changes nothing
+/// writes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn correct(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form_id: &str,
+    id: i64,
+    expected: AppResult<i32>,
+    change: &Values,
+    reason: &Reason,
+) -> AppResult<FormRecord> {
+    let old = find_for_change(conn, subject, form_id, id)?;
+    let expected = expected?;
+    if old.deleted_at.is_some() {
+        return Err(AppError::Conflict(
+            "This record is marked entered in error.".into(),
+        ));
+    }
+    if old.version != expected {
+        return Err(AppError::PreconditionFailed);
+    }
+    let form = def.form(form_id).ok_or(AppError::NotFound)?;
+    let before = old.values.as_object().cloned().unwrap_or_default();
+    let input = records::merge(form, &before, change);
+    let checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
+    let after = records::stored(&checked.values);
+    let flags = records::flags_json(&checked.flags);
+    if after == before && flags == old.flags {
+        return Ok(FormRecord::of(old, &subject.code));
+    }
+    let version_id = check_in_context(conn, def, form, subject, &checked)?;
+    fr::correct(
+        conn,
+        id,
+        version_id,
+        &Value::Object(after.clone()),
+        &flags,
+        reason.as_str(),
+        caller.user_id,
+    )?;
+    let (o, n) = records::changes(&before, &after);
+    let (mut old_audit, mut new_audit) = (json!({"values": o}), json!({"values": n}));
+    if flags != old.flags {
+        old_audit["flags"] = old.flags.clone();
+        new_audit["flags"] = flags.clone();
+    }
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&caller.actor), "update", ENTITY, &caller.meta)
+            .record(id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .old(old_audit)
+            .new_values(new_audit)
+            .reason(Some(reason.as_str())),
+    )?;
+    open_queries(conn, caller, subject, id, &checked)?;
+    crate::services::guard::after_change(
+        conn,
+        caller,
+        ENTITY,
+        Some(id),
+        subject.site_id,
+        subject.id,
+    )?;
+    Ok(FormRecord::of(
+        fr::find(conn, subject.id, form_id, id, false)?,
+        &subject.code,
+    ))
+}
+
+/// Marks record `id` entered in error in the caller's transaction (nothing is removed):
+/// the steps every form shares (`Deletion`), with `expected` the If-Match version if sent.
+#[allow(clippy::too_many_arguments)]
+pub fn mark_entered_in_error(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form_id: &str,
+    id: i64,
+    expected: Option<i32>,
+    reason: &Reason,
+) -> AppResult<FormRecord> {
+    let old = find_for_change(conn, subject, form_id, id)?;
+    let deletion = Deletion {
+        caller,
+        subject,
+        entity: ENTITY,
+        noun: "record",
+        id,
+        expected,
+        reason,
+    };
+    let deleted = old.deleted_at.is_some();
+    let version = old.version;
+    let before = FormRecord::of(old, &subject.code);
+    deletion.run(conn, deleted, version, &before, |conn| {
+        fr::mark_deleted(conn, id, reason.as_str(), caller.user_id)?;
+        Ok(FormRecord::of(
+            fr::find(conn, subject.id, form_id, id, false)?,
+            &subject.code,
+        ))
+    })
 }
