@@ -147,26 +147,29 @@ pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<i64> {
         .get_result(conn)
 }
 
-/// A correction: new values and flags under the running version, the reason, version + 1.
-#[allow(clippy::too_many_arguments)]
-pub fn correct(
-    conn: &mut PgConnection,
-    id: i64,
-    study_version_id: i64,
-    values: &Value,
-    flags: &Value,
-    reason: &str,
-    user_id: i64,
-) -> QueryResult<()> {
+pub struct Correction<'a> {
+    pub study_version_id: i64,
+    /// a record entered per day moves with its day
+    pub repeat_key: Option<&'a str>,
+    pub values: &'a Value,
+    pub flags: &'a Value,
+    pub reason: &'a str,
+    pub user_id: i64,
+}
+
+/// A correction: new values and flags under the running version, the reason, version + 1
+/// (a second live record of a form entered once per visit or day is a unique violation).
+pub fn correct(conn: &mut PgConnection, id: i64, c: &Correction<'_>) -> QueryResult<()> {
     diesel::update(r::table.find(id))
         .set((
-            r::values.eq(values),
-            r::flags.eq(flags),
-            r::study_version_id.eq(study_version_id),
-            r::change_reason.eq(reason),
+            r::values.eq(c.values),
+            r::flags.eq(c.flags),
+            r::repeat_key.eq(c.repeat_key),
+            r::study_version_id.eq(c.study_version_id),
+            r::change_reason.eq(c.reason),
             r::version.eq(r::version + 1),
             r::updated_at.eq(diesel::dsl::now),
-            r::updated_by.eq(user_id),
+            r::updated_by.eq(c.user_id),
         ))
         .execute(conn)
         .map(|_| ())

@@ -19,7 +19,7 @@ use crate::api::clinical::{
 };
 use crate::audit::{Actor, RequestMeta};
 use crate::auth::{Caller, Role, Scope};
-use crate::domain::dosing::check_dose;
+use crate::domain::dosing::{check_dose, Regimen};
 use crate::domain::protocol::{CriterionKind, Protocol};
 use crate::domain::study::model::{Item, ItemType, Repeat, Signer};
 use crate::domain::study::values::check;
@@ -357,8 +357,15 @@ impl Demo<'_> {
         let sites = &self.protocol.file.injection_sites;
         for day in 1..=3i32 {
             let date = days_after(day1, i64::from(day - 1));
-            let expected =
-                check_dose(self.protocol, day, subject.weight_kg, 0.0, true, false).expected_mg;
+            let expected = check_dose(
+                &Regimen::of_protocol(self.protocol),
+                day,
+                subject.weight_kg,
+                0.0,
+                true,
+                false,
+            )
+            .expected_mg;
             let dose = if self.index == 0 && day == 2 {
                 expected * 1.3
             } else {

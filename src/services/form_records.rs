@@ -11,9 +11,12 @@ use utoipa::ToSchema;
 use crate::api::clinical::{audit_view, consent_window, Deletion, SubjectRef};
 use crate::audit::{self, AuditEvent};
 use crate::auth::Caller;
-use crate::db::{form_records as fr, study_versions};
+use crate::db::{form_records as fr, schedule as sq, study_versions};
 use crate::domain::study::records::{self, Placement, Values};
+use crate::domain::study::rules::{self, Context};
+use crate::domain::study::schedule::{anchor_form, day_one};
 use crate::domain::study::values::{self as checks, Checked};
+use crate::domain::study::RuleKind;
 use crate::domain::study::{Definition, Form};
 use crate::domain::time::local_date;
 use crate::domain::values::Reason;
@@ -100,6 +103,102 @@ pub fn check_in_context(
     )?)
 }
 
+/// What the form's named rules read from the subject's other live records (`except`, the
+/// record being corrected, left out): day 1, the doses and the fevers. Forms without such
+/// rules read nothing.
+fn rule_context(
+    conn: &mut PgConnection,
+    def: &Definition,
+    form: &Form,
+    subject: &SubjectRef,
+    except: Option<i64>,
+) -> AppResult<Context> {
+    let mut ctx = Context::new(subject.tz);
+    if !rules::read_others(def, form) {
+        return Ok(ctx);
+    }
+    ctx.day1 = day_one(
+        def,
+        &sq::anchor_facts(conn, def, subject.id, except)?,
+        subject.tz,
+    );
+    let forms: Vec<&str> = rules::fact_forms(def)
+        .into_iter()
+        .filter(|f| def.record_form(f).is_some())
+        .collect();
+    for (_, f, v) in sq::live_records(conn, subject.id, &forms, except)? {
+        rules::facts_of(def, &f, &v, &mut ctx);
+    }
+    Ok(ctx)
+}
+
+/// A write of a record: its visit, and for a correction the record and the items changed.
+struct Write<'a> {
+    visit: Option<&'a str>,
+    this: Option<i64>,
+    change: Option<&'a Values>,
+}
+
+/// The values of a record as the definition and its named rules make them: the study day
+/// filled, the items checked (422 naming `values.<item>`), what the rules compute written,
+/// and day 1 kept under the records that count from it.
+fn check_with_rules(
+    conn: &mut PgConnection,
+    def: &Definition,
+    form: &Form,
+    subject: &SubjectRef,
+    w: &Write<'_>,
+    mut input: Values,
+) -> AppResult<Checked> {
+    let ctx = rule_context(conn, def, form, subject, w.this)?;
+    rules::fill(def, form, &mut input, w.change, &ctx).map_err(AppError::Validation)?;
+    let mut checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
+    rules::run(def, form, w.visit, &mut checked, &ctx).map_err(AppError::Validation)?;
+    keeps_days(conn, def, form, subject, w.this, Some(&checked))?;
+    Ok(checked)
+}
+
+/// A write of a record of the form that anchors day 1 (entered, corrected with `checked`,
+/// or marked entered in error: none) that would move day 1 under records whose study days
+/// were computed from it is refused (409 naming them): they would no longer match their
+/// dates. They are corrected or marked entered in error first.
+fn keeps_days(
+    conn: &mut PgConnection,
+    def: &Definition,
+    form: &Form,
+    subject: &SubjectRef,
+    this: Option<i64>,
+    checked: Option<&Checked>,
+) -> AppResult<()> {
+    if anchor_form(def).is_none_or(|(f, _)| f != form.id) {
+        return Ok(());
+    }
+    let others = sq::anchor_facts(conn, def, subject.id, this)?;
+    let own = checked
+        .map(|c| records::stored(&c.values))
+        .and_then(|v| rules::anchor_date(def, form, &v, subject.tz));
+    let mut ctx = Context::new(subject.tz);
+    ctx.day1 = day_one(def, &others, subject.tz);
+    let day1 = rules::day_one(def, form, own, &ctx);
+    let forms: Vec<&str> = def
+        .rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::StudyDay)
+        .filter_map(|r| r.form.as_deref())
+        .filter(|f| def.record_form(f).is_some())
+        .collect();
+    let records = sq::live_records(conn, subject.id, &forms, this)?;
+    let stranded = rules::stranded(def, &records, day1, subject.tz);
+    if stranded.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Conflict(format!(
+        "This record anchors day 1 (it would become {}): the study days of {} would no longer match their dates. Correct those records or mark them entered in error first.",
+        day1.map_or_else(|| "unknown".to_owned(), |d| d.to_string()),
+        stranded.join(", ")
+    )))
+}
+
 /// Each soft finding opens a query on its item (once while one is open).
 pub fn open_queries(
     conn: &mut PgConnection,
@@ -125,6 +224,21 @@ pub fn open_queries(
     Ok(())
 }
 
+/// A second live record where the form allows one (per visit, per day) is a unique
+/// violation: 409 naming the visit or day.
+fn once<'a>(
+    form: &'a Form,
+    key: &'a Option<(String, String)>,
+) -> impl FnOnce(diesel::result::Error) -> AppError + 'a {
+    move |e| {
+        conflict_on_unique(format!(
+            "The form {} is already entered for {}: correct that record instead.",
+            form.id,
+            key.as_ref().map(|k| k.1.as_str()).unwrap_or_default()
+        ))(e)
+    }
+}
+
 /// Enters a record of `form_id` for `subject` (found within the caller's scope), in the
 /// caller's transaction: placement, the definition's checks (422 naming `values.<item>`),
 /// the dates against consent, the insert, its audit row, a query per soft finding, and the
@@ -140,12 +254,24 @@ pub fn enter(
 ) -> AppResult<Value> {
     crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
     let form = def.form(form_id).ok_or(AppError::NotFound)?;
-    let Placement { visit, repeat_key } =
+    let Placement { visit } =
         records::placement(def, form, visit).map_err(|e| AppError::Validation(vec![e]))?;
-    let checked = checks::check(def, form, input).map_err(AppError::Validation)?;
+    let checked = check_with_rules(
+        conn,
+        def,
+        form,
+        subject,
+        &Write {
+            visit: visit.as_deref(),
+            this: None,
+            change: None,
+        },
+        input.clone(),
+    )?;
     let version_id = check_in_context(conn, def, form, subject, &checked)?;
     let values = Value::Object(records::stored(&checked.values));
     let flags = records::flags_json(&checked.flags);
+    let key = records::repeat_key(def, form, visit.as_deref(), &checked.values, subject.tz);
     let id = fr::insert(
         conn,
         &fr::NewRecord {
@@ -153,18 +279,14 @@ pub fn enter(
             subject_id: subject.id,
             form_id: &form.id,
             visit_id: visit.as_deref(),
-            repeat_key: repeat_key.as_deref(),
+            repeat_key: key.as_ref().map(|k| k.0.as_str()),
             study_version_id: version_id,
             values: &values,
             flags: &flags,
             user_id: caller.user_id,
         },
     )
-    .map_err(conflict_on_unique(format!(
-        "The form {} is already entered for visit {}: correct that record instead.",
-        form.id,
-        visit.as_deref().unwrap_or_default()
-    )))?;
+    .map_err(once(form, &key))?;
     let record = FormRecord::of(
         fr::find(conn, subject.id, &form.id, id, false)?,
         &subject.code,
@@ -226,22 +348,44 @@ pub fn correct(
     let form = def.form(form_id).ok_or(AppError::NotFound)?;
     let before = old.values.as_object().cloned().unwrap_or_default();
     let input = records::merge(form, &before, change);
-    let checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
+    let checked = check_with_rules(
+        conn,
+        def,
+        form,
+        subject,
+        &Write {
+            visit: old.visit_id.as_deref(),
+            this: Some(id),
+            change: Some(change),
+        },
+        input,
+    )?;
     let after = records::stored(&checked.values);
     let flags = records::flags_json(&checked.flags);
     if after == before && flags == old.flags {
         return Ok(FormRecord::of(old, &subject.code));
     }
     let version_id = check_in_context(conn, def, form, subject, &checked)?;
+    let key = records::repeat_key(
+        def,
+        form,
+        old.visit_id.as_deref(),
+        &checked.values,
+        subject.tz,
+    );
     fr::correct(
         conn,
         id,
-        version_id,
-        &Value::Object(after.clone()),
-        &flags,
-        reason.as_str(),
-        caller.user_id,
-    )?;
+        &fr::Correction {
+            study_version_id: version_id,
+            repeat_key: key.as_ref().map(|k| k.0.as_str()),
+            values: &Value::Object(after.clone()),
+            flags: &flags,
+            reason: reason.as_str(),
+            user_id: caller.user_id,
+        },
+    )
+    .map_err(once(form, &key))?;
     let (o, n) = records::changes(&before, &after);
     let (mut old_audit, mut new_audit) = (json!({"values": o}), json!({"values": n}));
     if flags != old.flags {
@@ -278,6 +422,7 @@ pub fn correct(
 #[allow(clippy::too_many_arguments)]
 pub fn mark_entered_in_error(
     conn: &mut PgConnection,
+    def: &Definition,
     caller: &Caller,
     subject: &SubjectRef,
     form_id: &str,
@@ -286,6 +431,10 @@ pub fn mark_entered_in_error(
     reason: &Reason,
 ) -> AppResult<FormRecord> {
     let old = find_for_change(conn, subject, form_id, id)?;
+    if old.deleted_at.is_none() {
+        let form = def.form(form_id).ok_or(AppError::NotFound)?;
+        keeps_days(conn, def, form, subject, Some(id), None)?;
+    }
     let deletion = Deletion {
         caller,
         subject,

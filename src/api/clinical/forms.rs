@@ -221,10 +221,11 @@ pub async fn delete(
         .map_err(|e| AppError::Validation(vec![e]))?;
     let (code, form_id, id) = path.into_inner();
     engine_form(&state.study, &form_id)?;
+    let def = state.study.clone();
     let record = db::transaction(&state.pool, move |conn| {
         let subject = find_subject(conn, &scope, &code)?;
         form_records::mark_entered_in_error(
-            conn, &caller, &subject, &form_id, id, expected, &reason,
+            conn, &def, &caller, &subject, &form_id, id, expected, &reason,
         )
     })
     .await?;

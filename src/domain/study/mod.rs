@@ -9,6 +9,7 @@ pub mod expr;
 pub mod model;
 mod raw;
 pub mod records;
+pub mod rules;
 pub mod schedule;
 pub mod values;
 pub mod view;
