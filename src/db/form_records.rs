@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use crate::schema::{form_records as r, study_versions as sv};
+use crate::schema::{form_records as r, study_versions as sv, subjects as s};
 
 /// A record as stored, with the number of the definition version it was entered under.
 #[derive(Debug, Clone, Queryable)]
@@ -193,5 +193,18 @@ pub fn mark_deleted(
             r::updated_by.eq(user_id),
         ))
         .execute(conn)
+        .map(|_| ())
+}
+
+/// Holds the subject's row FOR NO KEY UPDATE until the transaction ends: writes whose rules
+/// read the subject's other records (day 1, earlier doses, fevers) take it, so that two of
+/// them cannot each decide on what the other has not committed yet. Other writes hold the
+/// row FOR KEY SHARE (`guard::ensure_unlocked`), which this lock does not wait for.
+pub fn hold_subject(conn: &mut PgConnection, subject_id: i64) -> QueryResult<()> {
+    s::table
+        .find(subject_id)
+        .select(s::id)
+        .for_no_key_update()
+        .first::<i64>(conn)
         .map(|_| ())
 }

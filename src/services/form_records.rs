@@ -117,6 +117,7 @@ fn rule_context(
     if !rules::read_others(def, form) {
         return Ok(ctx);
     }
+    fr::hold_subject(conn, subject.id)?;
     ctx.day1 = day_one(
         def,
         &sq::anchor_facts(conn, def, subject.id, except)?,
@@ -173,6 +174,7 @@ fn keeps_days(
     if anchor_form(def).is_none_or(|(f, _)| f != form.id) {
         return Ok(());
     }
+    fr::hold_subject(conn, subject.id)?;
     let others = sq::anchor_facts(conn, def, subject.id, this)?;
     let own = checked
         .map(|c| records::stored(&c.values))

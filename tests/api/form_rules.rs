@@ -3,7 +3,10 @@
 //! days, the switch from anakinra), and tests/studies/rules.toml for the study day, the
 //! fever flag, the escalation on fever, once per day, the visit window and day 1.
 
+use std::time::Duration;
+
 use casebook::auth::Role;
+use diesel::connection::SimpleConnection;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -373,4 +376,65 @@ async fn a_visit_outside_its_window_is_stored_flagged_and_queried() {
     // unscheduled visits have no window
     let r = app.post(&pain, &inv, &visit("UNS", "2026-10-30")).await;
     assert_eq!(r.body["flags"], json!([]), "{}", r.text);
+}
+
+fn send(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> actix_web::rt::task::JoinHandle<(u16, String)> {
+    let (client, token, url) = (app.client.clone(), token.to_owned(), app.url(path));
+    actix_web::rt::spawn(async move {
+        let r = client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    })
+}
+
+#[actix_web::test]
+async fn writes_whose_rules_read_other_records_of_the_subject_wait_for_each_other() {
+    let (app, inv, code) = spawn(&rules_study()).await;
+    let dose_at = format!("/api/v1/subjects/{code}/forms/dosing");
+    assert_eq!(
+        app.post(&dose_at, &inv, &dosing("2026-10-05T08:00:00Z", "40.00"))
+            .await
+            .status,
+        201
+    );
+    // another write whose rules read the subject's records holds the subject
+    let mut other = app.conn();
+    other
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM subjects WHERE subject_code = '{code}' FOR NO KEY UPDATE"
+        ))
+        .unwrap();
+    let waiting = send(
+        &app,
+        &inv,
+        &dose_at,
+        dosing("2026-10-06T08:00:00Z", "40.00"),
+    );
+    // a form without such rules does not wait
+    let diary = send(
+        &app,
+        &inv,
+        &format!("/api/v1/subjects/{code}/forms/diary"),
+        json!({"values": {"kept_on": "2026-10-05", "pain_mm": 20}}),
+    );
+    let (status, text) = actix_web::rt::time::timeout(Duration::from_secs(5), diary)
+        .await
+        .expect("the diary waited")
+        .unwrap();
+    assert_eq!(status, 201, "{text}");
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the dose did not wait");
+    other.batch_execute("COMMIT").unwrap();
+    let (status, text) = waiting.await.unwrap();
+    assert_eq!(status, 201, "{text}");
 }
