@@ -381,13 +381,14 @@ async fn a_visit_outside_its_window_is_stored_flagged_and_queried() {
 fn send(
     app: &TestApp,
     token: &str,
+    method: Method,
     path: &str,
     body: Value,
 ) -> actix_web::rt::task::JoinHandle<(u16, String)> {
     let (client, token, url) = (app.client.clone(), token.to_owned(), app.url(path));
     actix_web::rt::spawn(async move {
         let r = client
-            .post(&url)
+            .request(method, &url)
             .bearer_auth(&token)
             .json(&body)
             .send()
@@ -401,29 +402,40 @@ fn send(
 async fn writes_whose_rules_read_other_records_of_the_subject_wait_for_each_other() {
     let (app, inv, code) = spawn(&rules_study()).await;
     let dose_at = format!("/api/v1/subjects/{code}/forms/dosing");
-    assert_eq!(
-        app.post(&dose_at, &inv, &dosing("2026-10-05T08:00:00Z", "40.00"))
-            .await
-            .status,
-        201
-    );
-    // another write whose rules read the subject's records holds the subject
+    let r = app
+        .post(&dose_at, &inv, &dosing("2026-10-05T08:00:00Z", "40.00"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let day1 = r.body["id"].as_i64().unwrap();
+    // someone else's write that reads the subject's records holds the subject
     let mut other = app.conn();
     other
         .batch_execute(&format!(
             "BEGIN; SELECT 1 FROM subjects WHERE subject_code = '{code}' FOR NO KEY UPDATE"
         ))
         .unwrap();
-    let waiting = send(
+    // a temperature counts its study day from day 1, which the deletion takes away
+    let vitals_at = format!("/api/v1/subjects/{code}/forms/vitals");
+    let temperature = send(
         &app,
         &inv,
-        &dose_at,
-        dosing("2026-10-06T08:00:00Z", "40.00"),
+        Method::POST,
+        &vitals_at,
+        vitals("2026-10-06T08:00:00Z", "37.0"),
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let deletion = send(
+        &app,
+        &inv,
+        Method::DELETE,
+        &format!("{dose_at}/{day1}"),
+        json!({"reason": "wrong subject"}),
     );
     // a form without such rules does not wait
     let diary = send(
         &app,
         &inv,
+        Method::POST,
         &format!("/api/v1/subjects/{code}/forms/diary"),
         json!({"values": {"kept_on": "2026-10-05", "pain_mm": 20}}),
     );
@@ -433,8 +445,15 @@ async fn writes_whose_rules_read_other_records_of_the_subject_wait_for_each_othe
         .unwrap();
     assert_eq!(status, 201, "{text}");
     actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiting.is_finished(), "the dose did not wait");
+    assert!(!temperature.is_finished(), "the temperature did not wait");
+    assert!(!deletion.is_finished(), "the deletion did not wait");
     other.batch_execute("COMMIT").unwrap();
-    let (status, text) = waiting.await.unwrap();
-    assert_eq!(status, 201, "{text}");
+    // one after the other: the temperature gets its day and the deletion is refused, or
+    // the deletion goes first and the temperature has no day 1; never both
+    let t = temperature.await.unwrap();
+    let d = deletion.await.unwrap();
+    assert!(
+        matches!((t.0, d.0), (201, 409) | (422, 200)),
+        "temperature {t:?}, deletion {d:?}"
+    );
 }
