@@ -400,6 +400,17 @@ hours = 48
             e.iter().any(|m| m.contains("escalation.on_rule `fevre`")),
             "{e:?}"
         );
+        let (text, e) = broken(
+            "  codelist = \"sites\"",
+            "  codelist = \"sites\"\n  show_if = \"expected_mg > 0.0\"",
+        );
+        let line = line_of(&text, "show_if = \"expected_mg");
+        assert!(
+            e.contains(&format!(
+                "demo.toml:{line}: show_if of `site`: reads `expected_mg`, which rule `dose_rule` computes after the expressions run"
+            )),
+            "{e:?}"
+        );
         let (_, e) = broken("weight = \"weight_kg\", ", "");
         assert!(
             e.iter()
