@@ -175,6 +175,27 @@ pub fn correct(conn: &mut PgConnection, id: i64, c: &Correction<'_>) -> QueryRes
         .map(|_| ())
 }
 
+/// New flags of a record the server re-checked (its visit window after day 1 moved), with
+/// the reason, version + 1.
+pub fn set_flags(
+    conn: &mut PgConnection,
+    id: i64,
+    flags: &Value,
+    reason: &str,
+    user_id: i64,
+) -> QueryResult<()> {
+    diesel::update(r::table.find(id))
+        .set((
+            r::flags.eq(flags),
+            r::change_reason.eq(reason),
+            r::version.eq(r::version + 1),
+            r::updated_at.eq(diesel::dsl::now),
+            r::updated_by.eq(user_id),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
 /// Marks a record entered in error: nothing is removed.
 pub fn mark_deleted(
     conn: &mut PgConnection,

@@ -2,7 +2,7 @@
 //! `POST /subjects/{code}/forms/{form}` and for `casebook seed-demo`, so demo data is
 //! checked, flagged, queried and audited exactly as a client's.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -146,6 +146,7 @@ struct Write<'a> {
 fn check_with_rules(
     conn: &mut PgConnection,
     def: &Definition,
+    caller: &Caller,
     form: &Form,
     subject: &SubjectRef,
     w: &Write<'_>,
@@ -155,7 +156,7 @@ fn check_with_rules(
     rules::fill(def, form, &mut input, w.change, &ctx).map_err(AppError::Validation)?;
     let mut checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
     rules::run(def, form, w.visit, &mut checked, &ctx).map_err(AppError::Validation)?;
-    keeps_days(conn, def, form, subject, w.this, Some(&checked))?;
+    keeps_days(conn, def, caller, form, subject, w.this, Some(&checked))?;
     Ok(checked)
 }
 
@@ -166,6 +167,7 @@ fn check_with_rules(
 fn keeps_days(
     conn: &mut PgConnection,
     def: &Definition,
+    caller: &Caller,
     form: &Form,
     subject: &SubjectRef,
     this: Option<i64>,
@@ -192,6 +194,14 @@ fn keeps_days(
     let records = sq::live_records(conn, subject.id, &forms, this)?;
     let stranded = rules::stranded(def, &records, day1, subject.tz);
     if stranded.is_empty() {
+        let before = day_one(
+            def,
+            &sq::anchor_facts(conn, def, subject.id, None)?,
+            subject.tz,
+        );
+        if before != day1 {
+            rewindow(conn, def, caller, subject, this, day1)?;
+        }
         return Ok(());
     }
     Err(AppError::Conflict(format!(
@@ -199,6 +209,76 @@ fn keeps_days(
         day1.map_or_else(|| "unknown".to_owned(), |d| d.to_string()),
         stranded.join(", ")
     )))
+}
+
+/// Day 1 moved (`day1`): the window flag of each other live record at a scheduled visit is
+/// checked again; a record whose flags change is updated, audited with the reason, queried
+/// when it is now outside, and its verification and signatures are cleared.
+fn rewindow(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    this: Option<i64>,
+    day1: Option<NaiveDate>,
+) -> AppResult<()> {
+    let reason = match day1 {
+        Some(d) => format!("day 1 is now {d}: the visit window is checked again"),
+        None => "day 1 is no longer known: the visit window is checked again".to_owned(),
+    };
+    for row in fr::live(conn, subject.id)? {
+        if Some(row.id) == this || row.visit_id.is_none() {
+            continue;
+        }
+        let Some(form) = def.record_form(&row.form_id) else {
+            continue;
+        };
+        let Some((flags, new)) = rules::rewindowed(
+            def,
+            form,
+            row.visit_id.as_deref(),
+            &row.values,
+            &row.flags,
+            day1,
+            subject.tz,
+        ) else {
+            continue;
+        };
+        fr::set_flags(conn, row.id, &flags, &reason, caller.user_id)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "update", ENTITY, &caller.meta)
+                .record(row.id)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .old(json!({"flags": row.flags}))
+                .new_values(json!({"flags": flags}))
+                .reason(Some(&reason)),
+        )?;
+        if let Some(f) = new {
+            crate::api::monitoring::queries::open_automatic(
+                conn,
+                None,
+                &caller.meta,
+                subject.site_id,
+                subject.id,
+                ENTITY,
+                row.id,
+                &f.item,
+                "edit_check",
+                &f.message,
+            )?;
+        }
+        crate::services::guard::after_change(
+            conn,
+            caller,
+            ENTITY,
+            Some(row.id),
+            subject.site_id,
+            subject.id,
+        )?;
+    }
+    Ok(())
 }
 
 /// Each soft finding opens a query on its item (once while one is open).
@@ -261,6 +341,7 @@ pub fn enter(
     let checked = check_with_rules(
         conn,
         def,
+        caller,
         form,
         subject,
         &Write {
@@ -353,6 +434,7 @@ pub fn correct(
     let checked = check_with_rules(
         conn,
         def,
+        caller,
         form,
         subject,
         &Write {
@@ -435,7 +517,7 @@ pub fn mark_entered_in_error(
     let old = find_for_change(conn, subject, form_id, id)?;
     if old.deleted_at.is_none() {
         let form = def.form(form_id).ok_or(AppError::NotFound)?;
-        keeps_days(conn, def, form, subject, Some(id), None)?;
+        keeps_days(conn, def, caller, form, subject, Some(id), None)?;
     }
     let deletion = Deletion {
         caller,

@@ -344,6 +344,7 @@ async fn a_visit_outside_its_window_is_stored_flagged_and_queried() {
     let r = app.post(&pain, &inv, &visit("D1", "2026-10-04")).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["flags"], json!([]));
+    let early = r.body["id"].as_i64().unwrap();
 
     let d = format!("/api/v1/subjects/{code}/forms/dosing");
     assert_eq!(
@@ -351,6 +352,27 @@ async fn a_visit_outside_its_window_is_stored_flagged_and_queried() {
             .await
             .status,
         201
+    );
+    // day 1 is known now: the D1 record before it is outside D1's window, and says so
+    let r = app.get(&format!("{pain}/{early}"), &inv).await;
+    assert_eq!(r.body["version"], 2, "{}", r.text);
+    assert_eq!(
+        r.body["flags"],
+        json!([{"item": "assessed_on",
+                "message": "outside the window of visit D1 (study day 1): 2026-10-05 to 2026-10-05"}])
+    );
+    assert_eq!(
+        r.body["change_reason"],
+        "day 1 is now 2026-10-05: the visit window is checked again"
+    );
+    assert_eq!(queries_on(&app, early, "assessed_on"), 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE entity_table = 'form_records' AND action = 'update' \
+             AND record_id = {early} AND old_values->'flags' = '[]'::jsonb \
+             AND new_values->'flags'->0->>'item' = 'assessed_on' AND reason LIKE 'day 1 is now%'"
+        )),
+        1
     );
     // day 8 with [1, 2]: 2026-10-11 to 2026-10-14, edges included
     let r = app.post(&pain, &inv, &visit("D8", "2026-10-14")).await;

@@ -73,30 +73,62 @@ pub fn read_others(def: &Definition, form: &Form) -> bool {
         || of_form(def, form).any(|r| matches!(r.kind, RuleKind::StudyDay | RuleKind::Dose))
 }
 
-/// A record entered for a scheduled visit and dated outside its window: stored, flagged on
-/// the dating item (a soft finding, with its query). Before day 1 the window is unknown and
-/// nothing is flagged.
+/// A record entered for a scheduled visit and dated (`date`, site-local) outside its
+/// window: stored, flagged on the dating item (a soft finding, with its query). Before day 1
+/// the window is unknown and nothing is flagged.
 pub fn window_flag(
     def: &Definition,
     form: &Form,
     visit: Option<&str>,
-    values: &BTreeMap<String, ItemValue>,
+    date: Option<NaiveDate>,
     day1: Option<NaiveDate>,
-    tz: Tz,
 ) -> Option<Flag> {
     let v = def.visit(visit?)?;
     let w = window(day1?, v)?;
-    let date = date_of(values.get(&form.dated_by), tz)?;
+    let date = date?;
     (!w.contains(date)).then(|| Flag {
         item: form.dated_by.clone(),
         message: format!(
-            "outside the window of visit {} (study day {}): {} to {}",
+            "{WINDOW} {} (study day {}): {} to {}",
             v.id,
             v.day.unwrap_or_default(),
             w.opens,
             w.closes
         ),
     })
+}
+
+const WINDOW: &str = "outside the window of visit";
+
+/// A stored record at a visit when day 1 becomes `day1`: its flags with the window flag
+/// re-checked, and the new window flag if there is one; none when nothing changes.
+pub fn rewindowed(
+    def: &Definition,
+    form: &Form,
+    visit: Option<&str>,
+    values: &Json,
+    flags: &Json,
+    day1: Option<NaiveDate>,
+    tz: Tz,
+) -> Option<(Json, Option<Flag>)> {
+    let date = values
+        .get(&form.dated_by)
+        .and_then(Json::as_str)
+        .and_then(|s| site_date(s, tz));
+    let new = window_flag(def, form, visit, date, day1);
+    let old = flags.as_array().cloned().unwrap_or_default();
+    let mut out: Vec<Json> = old
+        .iter()
+        .filter(|f| {
+            !(f["item"] == form.dated_by.as_str()
+                && f["message"].as_str().is_some_and(|m| m.starts_with(WINDOW)))
+        })
+        .cloned()
+        .collect();
+    if let Some(f) = &new {
+        out.push(serde_json::json!({"item": f.item, "message": f.message}));
+    }
+    (out != old).then_some((Json::Array(out), new))
 }
 
 /// The records whose stored study day would no longer be the study day of their date if
@@ -275,7 +307,8 @@ pub fn run(
             errors.push(e);
         }
     }
-    if let Some(f) = window_flag(def, form, visit, &checked.values, day1, ctx.tz) {
+    let date = date_of(checked.values.get(&form.dated_by), ctx.tz);
+    if let Some(f) = window_flag(def, form, visit, date, day1) {
         checked.flags.push(f);
     }
     if errors.is_empty() {
@@ -761,6 +794,54 @@ mod tests {
             "no day 1, no window"
         );
         assert!(flags("UNS", "2026-10-30", Some("2026-10-05")).is_empty());
+    }
+
+    #[test]
+    fn a_new_day_one_rechecks_the_window_flags_of_visit_records() {
+        let def = study();
+        let tz = chrono_tz::Europe::Paris;
+        let form = def.form("pain").unwrap_or_else(|| panic!("pain"));
+        let values = json!({"assessed_on": "2026-10-04", "pain_mm": 3});
+        let other = json!({"item": "pain_mm", "message": "kept"});
+        // no day 1, then day 1 on 2026-10-05: D1's window is that day alone
+        let (flags, new) = rewindowed(
+            &def,
+            form,
+            Some("D1"),
+            &values,
+            &json!([other]),
+            Some(d("2026-10-05")),
+            tz,
+        )
+        .unwrap_or_else(|| panic!("a change"));
+        assert_eq!(flags[0], other);
+        assert_eq!(flags[1]["item"], "assessed_on");
+        assert!(new.is_some());
+        // the same day 1 again changes nothing; day 1 on the record's date clears the flag
+        assert_eq!(
+            rewindowed(
+                &def,
+                form,
+                Some("D1"),
+                &values,
+                &flags,
+                Some(d("2026-10-05")),
+                tz
+            ),
+            None
+        );
+        let (cleared, none) = rewindowed(
+            &def,
+            form,
+            Some("D1"),
+            &values,
+            &flags,
+            Some(d("2026-10-04")),
+            tz,
+        )
+        .unwrap_or_else(|| panic!("a change"));
+        assert_eq!(cleared, json!([other]));
+        assert!(none.is_none());
     }
 
     #[test]
