@@ -152,8 +152,8 @@ pub fn too_soon(interval_days: u32, date: NaiveDate, others: &[NaiveDate]) -> Op
 
 /// A dose given on `date` of one treatment while the subject had doses of others: a switch
 /// from one of `allowed_from` to this treatment is foreseen; any other mix of study drugs
-/// (a dose of a treatment the subject switched away from, a switch the protocol does not
-/// list) is a deviation. `others` are (treatment, date) of the subject's other study drugs;
+/// (a dose of a treatment the subject switched away from, after the day of the switch; a
+/// switch the protocol does not list) is a deviation. `others` are (treatment, date) of the subject's other study drugs;
 /// `switched_to` the treatments that list this one in their `switch_from`.
 pub fn switch_deviation(
     date: NaiveDate,
@@ -163,7 +163,7 @@ pub fn switch_deviation(
 ) -> Option<String> {
     if let Some((t, d)) = others
         .iter()
-        .filter(|(t, d)| switched_to.contains(t) && *d <= date)
+        .filter(|(t, d)| switched_to.contains(t) && *d < date)
         .min_by_key(|(_, d)| *d)
     {
         return Some(format!(
@@ -285,7 +285,16 @@ mod tests {
             &[had("canakinumab", "2026-03-01")]
         )
         .is_some_and(|m| m.contains("switched to canakinumab on 2026-03-01")));
-        // anakinra before the switch: fine
+        // anakinra on the day of the switch, or before it: fine
+        assert_eq!(
+            switch_deviation(
+                d("2026-03-01"),
+                &none,
+                &canakinumab,
+                &[had("canakinumab", "2026-03-01")]
+            ),
+            None
+        );
         assert_eq!(
             switch_deviation(
                 d("2026-02-01"),

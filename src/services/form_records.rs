@@ -281,6 +281,94 @@ fn rewindow(
     Ok(())
 }
 
+/// A record holding a dose or a fever changed (entered, corrected: `before` and `after`
+/// values; entered in error: `after` none): the dose rules of the subject's other doses on or
+/// after its date read it, so they run again; a record whose computed items or flags change
+/// is updated with the reason, audited, queried and its verification and signatures cleared.
+/// A record that no longer passes its checks (a later definition) is left as it is.
+#[allow(clippy::too_many_arguments)]
+fn recheck_later_doses(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form: &Form,
+    id: i64,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> AppResult<()> {
+    let changed: Vec<&Value> = before.into_iter().chain(after).collect();
+    let Some(since) = rules::fact_date(def, &form.id, &changed, subject.tz) else {
+        return Ok(());
+    };
+    let forms: Vec<&str> = def
+        .rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::Dose)
+        .filter_map(|r| r.form.as_deref())
+        .filter(|f| def.record_form(f).is_some())
+        .collect();
+    let reason = format!("re-checked: {} {id} changed", form.id);
+    for (rid, fid, values) in sq::live_records(conn, subject.id, &forms, Some(id))? {
+        if !rules::dose_since(def, &fid, &values, since, subject.tz) {
+            continue;
+        }
+        let Some(f) = def.record_form(&fid) else {
+            continue;
+        };
+        let row = fr::find(conn, subject.id, &fid, rid, true)?;
+        let stored = values.as_object().cloned().unwrap_or_default();
+        let input = records::merge(f, &stored, &Values::new());
+        let ctx = rule_context(conn, def, f, subject, Some(rid))?;
+        let Ok(mut checked) = checks::check(def, f, &input) else {
+            continue;
+        };
+        if rules::run(def, f, row.visit_id.as_deref(), &mut checked, &ctx).is_err() {
+            continue;
+        }
+        let new = records::stored(&checked.values);
+        let flags = records::flags_json(&checked.flags);
+        if new == stored && flags == row.flags {
+            continue;
+        }
+        let version_id = study_versions::running_id(conn, &def.study.id, &def.sha256)?;
+        let key = records::repeat_key(def, f, row.visit_id.as_deref(), &checked.values, subject.tz);
+        fr::correct(
+            conn,
+            rid,
+            &fr::Correction {
+                study_version_id: version_id,
+                repeat_key: key.as_ref().map(|k| k.0.as_str()),
+                values: &Value::Object(new.clone()),
+                flags: &flags,
+                reason: &reason,
+                user_id: caller.user_id,
+            },
+        )?;
+        let (o, n) = records::changes(&stored, &new);
+        audit::record(
+            conn,
+            &AuditEvent::new(Some(&caller.actor), "update", ENTITY, &caller.meta)
+                .record(rid)
+                .site(Some(subject.site_id))
+                .subject(Some(subject.id))
+                .old(json!({"values": o, "flags": row.flags}))
+                .new_values(json!({"values": n, "flags": flags}))
+                .reason(Some(&reason)),
+        )?;
+        open_queries(conn, caller, subject, rid, &checked)?;
+        crate::services::guard::after_change(
+            conn,
+            caller,
+            ENTITY,
+            Some(rid),
+            subject.site_id,
+            subject.id,
+        )?;
+    }
+    Ok(())
+}
+
 /// Each soft finding opens a query on its item (once while one is open).
 pub fn open_queries(
     conn: &mut PgConnection,
@@ -385,6 +473,7 @@ pub fn enter(
     )?;
     open_queries(conn, caller, subject, id, &checked)?;
     crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
+    recheck_later_doses(conn, def, caller, subject, form, id, None, Some(&values))?;
     Ok(body)
 }
 
@@ -495,6 +584,16 @@ pub fn correct(
         subject.site_id,
         subject.id,
     )?;
+    recheck_later_doses(
+        conn,
+        def,
+        caller,
+        subject,
+        form,
+        id,
+        Some(&old.values),
+        Some(&Value::Object(after)),
+    )?;
     Ok(FormRecord::of(
         fr::find(conn, subject.id, form_id, id, false)?,
         &subject.code,
@@ -531,11 +630,16 @@ pub fn mark_entered_in_error(
     let deleted = old.deleted_at.is_some();
     let version = old.version;
     let before = FormRecord::of(old, &subject.code);
-    deletion.run(conn, deleted, version, &before, |conn| {
+    let values = before.values.clone();
+    let record = deletion.run(conn, deleted, version, &before, |conn| {
         fr::mark_deleted(conn, id, reason.as_str(), caller.user_id)?;
         Ok(FormRecord::of(
             fr::find(conn, subject.id, form_id, id, false)?,
             &subject.code,
         ))
-    })
+    })?;
+    if let Some(form) = def.record_form(form_id) {
+        recheck_later_doses(conn, def, caller, subject, form, id, Some(&values), None)?;
+    }
+    Ok(record)
 }

@@ -127,12 +127,14 @@ async fn mkd_doses_are_checked_per_kg_every_56_days_and_across_the_switch() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["values"]["protocol_deviation"], false, "{}", r.text);
+    let first_cana = r.body["id"].as_i64().unwrap();
 
     // canakinumab again 12 days later: every 56 days
     let r = app
         .post(&cana, &inv, &injection("2026-11-01T08:00:00Z", "40.00"))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    let second_cana = r.body["id"].as_i64().unwrap();
     assert_eq!(r.body["values"]["protocol_deviation"], true);
     assert!(r.body["values"]["deviation_reason"]
         .as_str()
@@ -150,6 +152,36 @@ async fn mkd_doses_are_checked_per_kg_every_56_days_and_across_the_switch() {
         .as_str()
         .unwrap()
         .contains("switched to canakinumab on 2026-10-20"));
+    let late_ana = r.body["id"].as_i64().unwrap();
+
+    // the first canakinumab was entered in error: the later doses' rules run again
+    let r = delete(&app, &inv, &format!("{cana}/{first_cana}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app.get(&format!("{cana}/{second_cana}"), &inv).await;
+    assert_eq!(r.body["version"], 2, "{}", r.text);
+    assert_eq!(r.body["values"]["protocol_deviation"], false);
+    assert_eq!(r.body["flags"], json!([]));
+    assert_eq!(
+        r.body["change_reason"],
+        format!("re-checked: canakinumab_injection {first_cana} changed")
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'update' AND record_id = {second_cana} \
+             AND old_values->'values'->>'protocol_deviation' = 'true' \
+             AND new_values->'values'->>'protocol_deviation' = 'false'"
+        )),
+        1
+    );
+    let r = app.get(&format!("{ana}/{late_ana}"), &inv).await;
+    assert_eq!(r.body["version"], 2, "{}", r.text);
+    assert!(r.body["values"]["deviation_reason"]
+        .as_str()
+        .unwrap()
+        .contains("switched to canakinumab on 2026-11-01"));
+    // earlier doses are not touched
+    let r = app.get(&format!("{ana}/{off}"), &inv).await;
+    assert_eq!(r.body["version"], 2, "{}", r.text);
 }
 
 fn dosing(at: &str, dose: &str) -> Value {

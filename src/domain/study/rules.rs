@@ -540,6 +540,29 @@ pub fn facts_of(def: &Definition, form: &str, values: &Json, into: &mut Context)
     }
 }
 
+/// The earliest site-local date among the dates a dose or fever rule reads in `values` (of a
+/// record of `form`): the records of doses on or after it are the ones whose rules read it.
+pub fn fact_date(def: &Definition, form: &str, values: &[&Json], tz: Tz) -> Option<NaiveDate> {
+    def.rules
+        .iter()
+        .filter(|r| r.form.as_deref() == Some(form))
+        .filter(|r| matches!(r.kind, RuleKind::Dose | RuleKind::Fever))
+        .filter_map(|r| r.item("at"))
+        .flat_map(|at| values.iter().filter_map(move |v| v.get(at)?.as_str()))
+        .filter_map(|s| site_date(s, tz))
+        .min()
+}
+
+/// Whether a record of `form` holds a dose whose date is on or after `since`.
+pub fn dose_since(def: &Definition, form: &str, values: &Json, since: NaiveDate, tz: Tz) -> bool {
+    def.rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::Dose && r.form.as_deref() == Some(form))
+        .filter_map(|r| values.get(r.item("at")?)?.as_str())
+        .filter_map(|s| site_date(s, tz))
+        .any(|d| d >= since)
+}
+
 /// The forms whose records hold doses (dose rules) or fevers (fever rules).
 pub fn fact_forms(def: &Definition) -> Vec<&str> {
     let mut out: Vec<&str> = def
@@ -914,5 +937,16 @@ mod tests {
         );
         assert_eq!(c.fevers, [t("2026-10-07T07:00:00Z")]);
         assert_eq!(fact_forms(&def), ["dosing", "vitals"]);
+        let tz = chrono_tz::Europe::Paris;
+        let a = json!({"given_at": "2026-10-07T23:00:00Z"});
+        let b = json!({"given_at": "2026-10-09T08:00:00Z"});
+        assert_eq!(
+            fact_date(&def, "dosing", &[&b, &a], tz),
+            Some(d("2026-10-08"))
+        );
+        assert_eq!(fact_date(&def, "pain", &[&a], tz), None);
+        assert!(dose_since(&def, "dosing", &a, d("2026-10-08"), tz));
+        assert!(!dose_since(&def, "dosing", &a, d("2026-10-09"), tz));
+        assert!(!dose_since(&def, "vitals", &a, d("2026-10-01"), tz));
     }
 }
