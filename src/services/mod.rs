@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod form_records;
+mod form_rules;
 pub mod guard;
 pub mod idempotency;
 pub mod sae;
