@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use crate::schema::{form_records as r, study_versions as sv};
+use crate::schema::{form_records as r, study_versions as sv, subjects as s};
 
 /// A record as stored, with the number of the definition version it was entered under.
 #[derive(Debug, Clone, Queryable)]
@@ -167,22 +167,46 @@ pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<i64> {
         .get_result(conn)
 }
 
-/// A correction: new values and flags under the running version, the reason, version + 1.
-#[allow(clippy::too_many_arguments)]
-pub fn correct(
+pub struct Correction<'a> {
+    pub study_version_id: i64,
+    /// a record entered per day moves with its day
+    pub repeat_key: Option<&'a str>,
+    pub values: &'a Value,
+    pub flags: &'a Value,
+    pub reason: &'a str,
+    pub user_id: i64,
+}
+
+/// A correction: new values and flags under the running version, the reason, version + 1
+/// (a second live record of a form entered once per visit or day is a unique violation).
+pub fn correct(conn: &mut PgConnection, id: i64, c: &Correction<'_>) -> QueryResult<()> {
+    diesel::update(r::table.find(id))
+        .set((
+            r::values.eq(c.values),
+            r::flags.eq(c.flags),
+            r::repeat_key.eq(c.repeat_key),
+            r::study_version_id.eq(c.study_version_id),
+            r::change_reason.eq(c.reason),
+            r::version.eq(r::version + 1),
+            r::updated_at.eq(diesel::dsl::now),
+            r::updated_by.eq(c.user_id),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// New flags of a record the server re-checked (its visit window after day 1 moved), with
+/// the reason, version + 1.
+pub fn set_flags(
     conn: &mut PgConnection,
     id: i64,
-    study_version_id: i64,
-    values: &Value,
     flags: &Value,
     reason: &str,
     user_id: i64,
 ) -> QueryResult<()> {
     diesel::update(r::table.find(id))
         .set((
-            r::values.eq(values),
             r::flags.eq(flags),
-            r::study_version_id.eq(study_version_id),
             r::change_reason.eq(reason),
             r::version.eq(r::version + 1),
             r::updated_at.eq(diesel::dsl::now),
@@ -210,5 +234,18 @@ pub fn mark_deleted(
             r::updated_by.eq(user_id),
         ))
         .execute(conn)
+        .map(|_| ())
+}
+
+/// Holds the subject's row FOR NO KEY UPDATE until the transaction ends: writes whose rules
+/// read the subject's other records (day 1, earlier doses, fevers) take it, so that two of
+/// them cannot each decide on what the other has not committed yet. Other writes hold the
+/// row FOR KEY SHARE (`guard::ensure_unlocked`), which this lock does not wait for.
+pub fn hold_subject(conn: &mut PgConnection, subject_id: i64) -> QueryResult<()> {
+    s::table
+        .find(subject_id)
+        .select(s::id)
+        .for_no_key_update()
+        .first::<i64>(conn)
         .map(|_| ())
 }

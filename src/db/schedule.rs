@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
+use crate::domain::study::schedule::{anchor_form, AnchorFacts};
+use crate::domain::study::Definition;
 use crate::schema::{form_records as r, injections as i, subjects as s, temperatures as t};
 
 /// (visit, form) of the subject's live records entered for a visit.
@@ -37,17 +39,20 @@ pub fn unplaced_records(
         .load(conn)
 }
 
-/// The values of `item` in the subject's live records of `form` (for an anchor item).
+/// The values of `item` in the subject's live records of `form` (for an anchor item), the
+/// record `except` left out (one being written, whose new value the caller knows).
 pub fn item_values(
     conn: &mut PgConnection,
     subject_id: i64,
     form: &str,
     item: &str,
+    except: Option<i64>,
 ) -> QueryResult<Vec<String>> {
     let rows: Vec<Value> = r::table
         .filter(r::subject_id.eq(subject_id))
         .filter(r::form_id.eq(form))
         .filter(r::deleted_at.is_null())
+        .filter(r::id.ne(except.unwrap_or(-1)))
         .select(r::values)
         .load(conn)?;
     Ok(rows
@@ -86,4 +91,41 @@ pub fn enrolled_at(conn: &mut PgConnection, subject_id: i64) -> QueryResult<Date
         .filter(s::id.eq(subject_id))
         .select(s::created_at)
         .first(conn)
+}
+
+/// What the subject's day 1 is made of (`schedule::day_one`), the record `except` left out.
+pub fn anchor_facts(
+    conn: &mut PgConnection,
+    def: &Definition,
+    subject_id: i64,
+    except: Option<i64>,
+) -> QueryResult<AnchorFacts> {
+    Ok(AnchorFacts {
+        enrolled_at: Some(enrolled_at(conn, subject_id)?),
+        injections: injections(conn, subject_id)?
+            .into_iter()
+            .map(|(_, at)| at)
+            .collect(),
+        item_values: match anchor_form(def) {
+            Some((form, item)) => item_values(conn, subject_id, form, item, except)?,
+            None => Vec::new(),
+        },
+    })
+}
+
+/// (id, form, values) of the subject's live records of `forms`, the record `except` left out.
+pub fn live_records(
+    conn: &mut PgConnection,
+    subject_id: i64,
+    forms: &[&str],
+    except: Option<i64>,
+) -> QueryResult<Vec<(i64, String, Value)>> {
+    r::table
+        .filter(r::subject_id.eq(subject_id))
+        .filter(r::form_id.eq_any(forms))
+        .filter(r::deleted_at.is_null())
+        .filter(r::id.ne(except.unwrap_or(-1)))
+        .order(r::id)
+        .select((r::id, r::form_id, r::values))
+        .load(conn)
 }

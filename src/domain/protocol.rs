@@ -24,14 +24,14 @@ pub struct Criterion {
 
 /// "From day N, if a temperature above the fever threshold was measured on day N before
 /// the dose, the dose becomes X mg/kg."
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Escalation {
     pub from_day: i32,
     pub mg_per_kg: f64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DoseRule {
     /// The same dose every day.

@@ -19,7 +19,7 @@ use crate::api::clinical::{
 };
 use crate::audit::{Actor, RequestMeta};
 use crate::auth::{Caller, Role, Scope};
-use crate::domain::dosing::check_dose;
+use crate::domain::dosing::{check_dose, Regimen};
 use crate::domain::protocol::{CriterionKind, Protocol};
 use crate::domain::study::model::{Item, ItemType, Repeat, Signer};
 use crate::domain::study::values::check;
@@ -357,8 +357,15 @@ impl Demo<'_> {
         let sites = &self.protocol.file.injection_sites;
         for day in 1..=3i32 {
             let date = days_after(day1, i64::from(day - 1));
-            let expected =
-                check_dose(self.protocol, day, subject.weight_kg, 0.0, true, false).expected_mg;
+            let expected = check_dose(
+                &Regimen::of_protocol(self.protocol),
+                day,
+                subject.weight_kg,
+                0.0,
+                true,
+                false,
+            )
+            .expected_mg;
             let dose = if self.index == 0 && day == 2 {
                 expected * 1.3
             } else {
@@ -464,6 +471,7 @@ impl Demo<'_> {
         let offset = visit.and_then(|v| v.day).unwrap_or(1).max(1) - 1;
         let date = days_after(day1, i64::from(offset)).min(days_before(self.today, 1));
         let mut values = self.values(form, date)?;
+        self.as_prescribed(form, day1, date, &mut values);
         if !*soft_flag_done {
             if let Some(flagged) = self.soft_flagged(form, &values) {
                 values = flagged;
@@ -480,6 +488,47 @@ impl Demo<'_> {
             &values,
         )?;
         Ok(1)
+    }
+
+    /// A site following the protocol: each dose rule bound to the form gets the dose the
+    /// rule expects (and its study day), so that deviations are the ones a demo means.
+    fn as_prescribed(
+        &self,
+        form: &Form,
+        day1: NaiveDate,
+        date: NaiveDate,
+        values: &mut Map<String, Value>,
+    ) {
+        let day = crate::domain::time::study_day(day1, date);
+        for r in self.def.rules.iter().filter(|r| {
+            r.kind == crate::domain::study::RuleKind::Dose && r.form.as_deref() == Some(&form.id)
+        }) {
+            let Some(t) = self
+                .def
+                .treatments
+                .iter()
+                .find(|t| r.treatment.as_ref() == Some(&t.id))
+            else {
+                continue;
+            };
+            let weight = r
+                .item("weight")
+                .and_then(|w| values.get(w)?.as_str()?.parse::<f64>().ok())
+                .unwrap_or_default();
+            let day32 = i32::try_from(day).unwrap_or(1);
+            let mg = crate::domain::dosing::expected_dose_mg(
+                &Regimen::of_treatment(t),
+                day32,
+                weight,
+                false,
+            );
+            if let Some(d) = r.item("dose") {
+                values.insert(d.to_owned(), json!(format!("{mg:.2}")));
+            }
+            if let Some(d) = r.item("day") {
+                values.insert(d.to_owned(), json!(day));
+            }
+        }
     }
 
     /// Values of every item a client would enter, inside the ranges (hard and soft), then

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::audit::audit_view;
@@ -13,11 +13,14 @@ use crate::audit::{self, AuditEvent};
 use crate::auth::Caller;
 use crate::db::subjects::{consent_window, SubjectRef};
 use crate::db::{form_records as fr, study_versions};
-use crate::domain::study::records::{self, Placement};
-use crate::domain::study::values::{self as checks, Checked};
+use crate::domain::study::records::{self, Placement, Values};
+use crate::domain::study::values::Checked;
 use crate::domain::study::{Definition, Form};
 use crate::domain::time::local_date;
+use crate::domain::values::Reason;
 use crate::error::{conflict_on_unique, AppError, AppResult};
+use crate::services::deletion::Deletion;
+use crate::services::form_rules::{check_with_rules, keeps_days, recheck_later_doses, Write};
 
 pub const ENTITY: &str = "form_records";
 
@@ -125,6 +128,21 @@ pub fn open_queries(
     Ok(())
 }
 
+/// A second live record where the form allows one (per visit, per day) is a unique
+/// violation: 409 naming the visit or day.
+fn once<'a>(
+    form: &'a Form,
+    key: &'a Option<(String, String)>,
+) -> impl FnOnce(diesel::result::Error) -> AppError + 'a {
+    move |e| {
+        conflict_on_unique(format!(
+            "The form {} is already entered for {}: correct that record instead.",
+            form.id,
+            key.as_ref().map(|k| k.1.as_str()).unwrap_or_default()
+        ))(e)
+    }
+}
+
 /// Enters a record of `form_id` for `subject` (found within the caller's scope), in the
 /// caller's transaction: placement, the definition's checks (422 naming `values.<item>`),
 /// the dates against consent, the insert, its audit row, a query per soft finding, and the
@@ -140,12 +158,25 @@ pub fn enter(
 ) -> AppResult<Value> {
     crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
     let form = def.form(form_id).ok_or(AppError::NotFound)?;
-    let Placement { visit, repeat_key } =
+    let Placement { visit } =
         records::placement(def, form, visit).map_err(|e| AppError::Validation(vec![e]))?;
-    let checked = checks::check(def, form, input).map_err(AppError::Validation)?;
+    let checked = check_with_rules(
+        conn,
+        def,
+        caller,
+        form,
+        subject,
+        &Write {
+            visit: visit.as_deref(),
+            this: None,
+            change: None,
+        },
+        input.clone(),
+    )?;
     let version_id = check_in_context(conn, def, form, subject, &checked)?;
     let values = Value::Object(records::stored(&checked.values));
     let flags = records::flags_json(&checked.flags);
+    let key = records::repeat_key(def, form, visit.as_deref(), &checked.values, subject.tz);
     let id = fr::insert(
         conn,
         &fr::NewRecord {
@@ -153,18 +184,14 @@ pub fn enter(
             subject_id: subject.id,
             form_id: &form.id,
             visit_id: visit.as_deref(),
-            repeat_key: repeat_key.as_deref(),
+            repeat_key: key.as_ref().map(|k| k.0.as_str()),
             study_version_id: version_id,
             values: &values,
             flags: &flags,
             user_id: caller.user_id,
         },
     )
-    .map_err(conflict_on_unique(format!(
-        "The form {} is already entered for visit {}: correct that record instead.",
-        form.id,
-        visit.as_deref().unwrap_or_default()
-    )))?;
+    .map_err(once(form, &key))?;
     let record = FormRecord::of(
         fr::find(conn, subject.id, &form.id, id, false)?,
         &subject.code,
@@ -180,5 +207,173 @@ pub fn enter(
     )?;
     open_queries(conn, caller, subject, id, &checked)?;
     crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
+    recheck_later_doses(conn, def, caller, subject, form, id, None, Some(&values))?;
     Ok(body)
+}
+
+/// A record of `subject` (found within the caller's scope) to change: the subject's lock
+/// (423) first, then the record, held until the transaction ends (404 when it is not this
+/// subject's record of this form).
+fn find_for_change(
+    conn: &mut PgConnection,
+    subject: &SubjectRef,
+    form_id: &str,
+    id: i64,
+) -> AppResult<fr::Row> {
+    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
+    Ok(fr::find(conn, subject.id, form_id, id, true)?)
+}
+
+/// Corrects record `id` in the caller's transaction: the items of `change` replace theirs
+/// (`null` clears one) and the whole record is checked again against the running
+/// definition. `expected` is the If-Match version, checked once the record is found, so
+/// that scope (404) comes before preconditions (428). A correction that changes nothing
+/// writes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn correct(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form_id: &str,
+    id: i64,
+    expected: AppResult<i32>,
+    change: &Values,
+    reason: &Reason,
+) -> AppResult<FormRecord> {
+    let old = find_for_change(conn, subject, form_id, id)?;
+    let expected = expected?;
+    if old.deleted_at.is_some() {
+        return Err(AppError::Conflict(
+            "This record is marked entered in error.".into(),
+        ));
+    }
+    if old.version != expected {
+        return Err(AppError::PreconditionFailed);
+    }
+    let form = def.form(form_id).ok_or(AppError::NotFound)?;
+    let before = old.values.as_object().cloned().unwrap_or_default();
+    let input = records::merge(form, &before, change);
+    let checked = check_with_rules(
+        conn,
+        def,
+        caller,
+        form,
+        subject,
+        &Write {
+            visit: old.visit_id.as_deref(),
+            this: Some(id),
+            change: Some(change),
+        },
+        input,
+    )?;
+    let after = records::stored(&checked.values);
+    let flags = records::flags_json(&checked.flags);
+    if after == before && flags == old.flags {
+        return Ok(FormRecord::of(old, &subject.code));
+    }
+    let version_id = check_in_context(conn, def, form, subject, &checked)?;
+    let key = records::repeat_key(
+        def,
+        form,
+        old.visit_id.as_deref(),
+        &checked.values,
+        subject.tz,
+    );
+    fr::correct(
+        conn,
+        id,
+        &fr::Correction {
+            study_version_id: version_id,
+            repeat_key: key.as_ref().map(|k| k.0.as_str()),
+            values: &Value::Object(after.clone()),
+            flags: &flags,
+            reason: reason.as_str(),
+            user_id: caller.user_id,
+        },
+    )
+    .map_err(once(form, &key))?;
+    let (o, n) = records::changes(&before, &after);
+    let (mut old_audit, mut new_audit) = (json!({"values": o}), json!({"values": n}));
+    if flags != old.flags {
+        old_audit["flags"] = old.flags.clone();
+        new_audit["flags"] = flags.clone();
+    }
+    audit::record(
+        conn,
+        &AuditEvent::new(Some(&caller.actor), "update", ENTITY, &caller.meta)
+            .record(id)
+            .site(Some(subject.site_id))
+            .subject(Some(subject.id))
+            .old(old_audit)
+            .new_values(new_audit)
+            .reason(Some(reason.as_str())),
+    )?;
+    open_queries(conn, caller, subject, id, &checked)?;
+    crate::services::guard::after_change(
+        conn,
+        caller,
+        ENTITY,
+        Some(id),
+        subject.site_id,
+        subject.id,
+    )?;
+    recheck_later_doses(
+        conn,
+        def,
+        caller,
+        subject,
+        form,
+        id,
+        Some(&old.values),
+        Some(&Value::Object(after)),
+    )?;
+    Ok(FormRecord::of(
+        fr::find(conn, subject.id, form_id, id, false)?,
+        &subject.code,
+    ))
+}
+
+/// Marks record `id` entered in error in the caller's transaction (nothing is removed):
+/// the steps every form shares (`Deletion`), with `expected` the If-Match version if sent.
+#[allow(clippy::too_many_arguments)]
+pub fn mark_entered_in_error(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form_id: &str,
+    id: i64,
+    expected: Option<i32>,
+    reason: &Reason,
+) -> AppResult<FormRecord> {
+    let old = find_for_change(conn, subject, form_id, id)?;
+    if old.deleted_at.is_none() {
+        let form = def.form(form_id).ok_or(AppError::NotFound)?;
+        keeps_days(conn, def, caller, form, subject, Some(id), None)?;
+    }
+    let deletion = Deletion {
+        caller,
+        subject,
+        entity: ENTITY,
+        noun: "record",
+        id,
+        expected,
+        reason,
+    };
+    let deleted = old.deleted_at.is_some();
+    let version = old.version;
+    let before = FormRecord::of(old, &subject.code);
+    let values = before.values.clone();
+    let record = deletion.run(conn, deleted, version, &before, |conn| {
+        fr::mark_deleted(conn, id, reason.as_str(), caller.user_id)?;
+        Ok(FormRecord::of(
+            fr::find(conn, subject.id, form_id, id, false)?,
+            &subject.code,
+        ))
+    })?;
+    if let Some(form) = def.record_form(form_id) {
+        recheck_later_doses(conn, def, caller, subject, form, id, Some(&values), None)?;
+    }
+    Ok(record)
 }

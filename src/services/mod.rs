@@ -1,8 +1,10 @@
 //! Units of work shared by the HTTP API and the command line (each runs in the caller's
 //! transaction and records its audit row there).
 
+pub mod deletion;
 pub mod demo;
 pub mod form_records;
+mod form_rules;
 pub mod guard;
 pub mod idempotency;
 pub mod queries;

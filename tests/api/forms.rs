@@ -63,6 +63,35 @@ fn valid(item: &Value) -> Value {
     }
 }
 
+/// The dose a dose rule bound to the form expects, as a site following the protocol
+/// enters it (a fixed dose, or mg/kg of the weight entered).
+fn as_prescribed(def: &Value, form: &Value, values: &mut Map<String, Value>) {
+    for r in def["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "dose" && r["form"] == form["id"])
+    {
+        let t = def["treatments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == r["treatment"])
+            .unwrap();
+        let mg = match t["dose"].as_str().unwrap() {
+            "fixed" => t["mg"].as_f64().unwrap(),
+            _ => {
+                let weight = &values[r["items"]["weight"].as_str().unwrap()];
+                t["mg_per_kg"].as_f64().unwrap() * weight.as_str().unwrap().parse::<f64>().unwrap()
+            }
+        };
+        values.insert(
+            r["items"]["dose"].as_str().unwrap().to_owned(),
+            json!(format!("{mg:.2}")),
+        );
+    }
+}
+
 fn entered(item: &Value) -> bool {
     item["derived"] != true
 }
@@ -73,6 +102,7 @@ async fn valid_record(
     app: &TestApp,
     token: &str,
     path: &str,
+    def: &Value,
     form: &Value,
     visit: &Option<String>,
 ) -> (Resp, Map<String, Value>) {
@@ -83,6 +113,25 @@ async fn valid_record(
         .filter(|i| entered(i))
         .map(|i| (i["id"].as_str().unwrap().to_owned(), valid(i)))
         .collect();
+    as_prescribed(def, form, &mut values);
+    if let Some(v) = visit {
+        // on the visit's target day, when the subject's day 1 is known
+        let code = path.split('/').nth(4).unwrap();
+        let schedule = app
+            .get(&format!("/api/v1/subjects/{code}/schedule"), token)
+            .await
+            .body;
+        let target = schedule["visits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == v.as_str())
+            .map(|x| x["target_date"].clone())
+            .unwrap_or(Value::Null);
+        if target.is_string() {
+            values.insert(form["dated_by"].as_str().unwrap().to_owned(), target);
+        }
+    }
     for _ in 0..4 {
         let r = app.post(path, token, &body(visit, &values)).await;
         if r.status != 422 {
@@ -183,7 +232,7 @@ async fn run_study(file: &str, seen: &mut Seen) {
         seen.forms += 1;
         let at = format!("/api/v1/subjects/{code}/forms/{id}");
         let visit = visit_of(&def, form);
-        let (r, values) = valid_record(&app, &inv, &at, form, &visit).await;
+        let (r, values) = valid_record(&app, &inv, &at, &def, form, &visit).await;
         assert_eq!(r.status, 201, "{file} {id}: {}", r.text);
         let rid = r.body["id"].as_i64().unwrap();
         assert_eq!(r.headers["etag"], "\"1\"");

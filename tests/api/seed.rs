@@ -93,6 +93,15 @@ async fn one_study(file: &str) {
     let o = seed_demo(&app, &path, "test");
     assert!(o.status.success(), "{file}: {}", text(&o));
     assert!(text(&o).contains("6 new subjects"), "{file}: {}", text(&o));
+    // the engine's dose rules find the demo's doses as prescribed
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM form_records WHERE values ? 'expected_dose_mg' \
+             AND values->>'protocol_deviation' = 'true'"
+        ),
+        0,
+        "{file}"
+    );
 
     // every form of the definition has records, each at its own table
     for form in &def.forms {

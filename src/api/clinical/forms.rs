@@ -8,28 +8,22 @@
 use std::sync::Arc;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use diesel::prelude::*;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::api::{if_match, resource, with_etag, Json};
-use crate::audit::{self, AuditEvent};
-use crate::auth::{authorize, Caller, Permission, Scope};
+use crate::auth::{authorize, Caller, Permission};
 use crate::db::{self, form_records as fr};
-use crate::domain::study::records::{self, Values};
-use crate::domain::study::values as checks;
-use crate::domain::study::{Definition, Form, LEGACY_FORMS};
+use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::domain::values::Reason;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-use super::{
-    find_subject, idempotent_post, optional_if_match, DeleteRequest, Deletion, SubjectRef,
-};
+use super::{find_subject, idempotent_post, optional_if_match, DeleteRequest};
 
+use crate::services::form_records;
 pub use crate::services::form_records::FormRecord;
-use crate::services::form_records::{self, check_in_context, open_queries, ENTITY};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -74,14 +68,6 @@ fn engine_form(def: &Arc<Definition>, id: &str) -> AppResult<()> {
         )));
     }
     def.form(id).map(|_| ()).ok_or(AppError::NotFound)
-}
-
-fn form<'a>(def: &'a Definition, id: &str) -> AppResult<&'a Form> {
-    def.form(id).ok_or(AppError::NotFound)
-}
-
-fn values_of(v: &Value) -> Values {
-    v.as_object().cloned().unwrap_or_default()
 }
 
 /// A subject's records of a form (those entered in error included, flagged).
@@ -152,23 +138,6 @@ pub async fn create(
     .await
 }
 
-fn find(
-    conn: &mut PgConnection,
-    scope: &Scope,
-    code: &str,
-    form: &str,
-    id: i64,
-    lock: bool,
-) -> AppResult<(SubjectRef, fr::Row)> {
-    let subject = find_subject(conn, scope, code)?;
-    if lock {
-        // a locked record is read, but not changed
-        crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-    }
-    let row = fr::find(conn, subject.id, form, id, lock)?;
-    Ok((subject, row))
-}
-
 /// One record.
 #[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/forms/{form}/{id}", tag = "forms",
     params(("subject_code" = String, Path), ("form" = String, Path), ("id" = i64, Path)),
@@ -184,8 +153,11 @@ pub async fn get(
     let (code, form_id, id) = path.into_inner();
     engine_form(&state.study, &form_id)?;
     let record = db::run(&state.pool, move |conn| {
-        let (subject, row) = find(conn, &scope, &code, &form_id, id, false)?;
-        Ok(FormRecord::of(row, &subject.code))
+        let subject = find_subject(conn, &scope, &code)?;
+        Ok(FormRecord::of(
+            fr::find(conn, subject.id, &form_id, id, false)?,
+            &subject.code,
+        ))
     })
     .await?;
     Ok(with_etag(StatusCode::OK, record.version, &record))
@@ -219,64 +191,10 @@ pub async fn update(
         Reason::parse("reason", b.reason.as_deref()).map_err(|e| AppError::Validation(vec![e]))?;
     let def = state.study.clone();
     let record = db::transaction(&state.pool, move |conn| {
-        let (subject, old) = find(conn, &scope, &code, &form_id, id, true)?;
-        let expected = expected?;
-        if old.deleted_at.is_some() {
-            return Err(AppError::Conflict(
-                "This record is marked entered in error.".into(),
-            ));
-        }
-        if old.version != expected {
-            return Err(AppError::PreconditionFailed);
-        }
-        let form = form(&def, &form_id)?;
-        let before = values_of(&old.values);
-        let input = records::merge(form, &before, &b.values);
-        let checked = checks::check(&def, form, &input).map_err(AppError::Validation)?;
-        let after = records::stored(&checked.values);
-        let flags = records::flags_json(&checked.flags);
-        if after == before && flags == old.flags {
-            return Ok(FormRecord::of(old, &subject.code));
-        }
-        let version_id = check_in_context(conn, &def, form, &subject, &checked)?;
-        fr::correct(
-            conn,
-            id,
-            version_id,
-            &Value::Object(after.clone()),
-            &flags,
-            reason.as_str(),
-            caller.user_id,
-        )?;
-        let (o, n) = records::changes(&before, &after);
-        let (mut old_audit, mut new_audit) = (json!({"values": o}), json!({"values": n}));
-        if flags != old.flags {
-            old_audit["flags"] = old.flags.clone();
-            new_audit["flags"] = flags.clone();
-        }
-        audit::record(
-            conn,
-            &AuditEvent::new(Some(&caller.actor), "update", ENTITY, &caller.meta)
-                .record(id)
-                .site(Some(subject.site_id))
-                .subject(Some(subject.id))
-                .old(old_audit)
-                .new_values(new_audit)
-                .reason(Some(reason.as_str())),
-        )?;
-        open_queries(conn, &caller, &subject, id, &checked)?;
-        crate::services::guard::after_change(
-            conn,
-            &caller,
-            ENTITY,
-            Some(id),
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(FormRecord::of(
-            fr::find(conn, subject.id, &form_id, id, false)?,
-            &subject.code,
-        ))
+        let subject = find_subject(conn, &scope, &code)?;
+        form_records::correct(
+            conn, &def, &caller, &subject, &form_id, id, expected, &b.values, &reason,
+        )
     })
     .await?;
     Ok(with_etag(StatusCode::OK, record.version, &record))
@@ -303,30 +221,11 @@ pub async fn delete(
         .map_err(|e| AppError::Validation(vec![e]))?;
     let (code, form_id, id) = path.into_inner();
     engine_form(&state.study, &form_id)?;
+    let def = state.study.clone();
     let record = db::transaction(&state.pool, move |conn| {
-        let (subject, old) = find(conn, &scope, &code, &form_id, id, true)?;
-        let deletion = Deletion {
-            caller: &caller,
-            subject: &subject,
-            entity: ENTITY,
-            noun: "record",
-            id,
-            expected,
-            reason: &reason,
-        };
-        let before = FormRecord::of(old.clone(), &subject.code);
-        deletion.run(
-            conn,
-            old.deleted_at.is_some(),
-            old.version,
-            &before,
-            |conn| {
-                fr::mark_deleted(conn, id, reason.as_str(), caller.user_id)?;
-                Ok(FormRecord::of(
-                    fr::find(conn, subject.id, &form_id, id, false)?,
-                    &subject.code,
-                ))
-            },
+        let subject = find_subject(conn, &scope, &code)?;
+        form_records::mark_entered_in_error(
+            conn, &def, &caller, &subject, &form_id, id, expected, &reason,
         )
     })
     .await?;

@@ -13,7 +13,7 @@ use crate::api::{if_match, resource, with_etag, Json};
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
-use crate::domain::dosing::{check_dose, escalation_day, DoseCheck};
+use crate::domain::dosing::{check_dose, escalation_day, DoseCheck, Regimen};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::{end_of_local_day, local_date, study_day};
 use crate::domain::values::{bounded_text, long_text, not_in_future, DoseMg, Reason, WeightKg};
@@ -272,7 +272,8 @@ fn check(
             format!("administered on {date} (site time), which is study day {actual_day}"),
         ));
     }
-    let febrile = match escalation_day(protocol) {
+    let regimen = Regimen::of_protocol(protocol);
+    let febrile = match escalation_day(&regimen) {
         Some(n) if e.study_day >= n => {
             let day_n = day1
                 .checked_add_days(Days::new(u64::try_from(n - 1).unwrap_or(0)))
@@ -304,7 +305,7 @@ fn check(
         _ => false,
     };
     Ok(check_dose(
-        protocol,
+        &regimen,
         e.study_day,
         e.weight.value(),
         e.dose.value(),

@@ -26,7 +26,8 @@ use crate::auth::{Caller, Scope};
 use crate::db;
 pub use crate::db::subjects::{consent_window, find_subject, SubjectRef};
 pub use crate::domain::consent::ConsentWindow;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
+pub use crate::services::deletion::Deletion;
 use crate::services::idempotency::{self, Claim};
 use crate::state::AppState;
 
@@ -59,69 +60,6 @@ pub fn to_f64(d: &BigDecimal) -> f64 {
 /// A value already validated to `places` decimals, as stored.
 pub fn decimal(v: f64, places: usize) -> BigDecimal {
     BigDecimal::from_str(&format!("{v:.places$}")).unwrap_or_default()
-}
-
-/// A record about to be marked entered in error, found by its form (in scope, locked).
-pub struct Deletion<'a> {
-    pub caller: &'a Caller,
-    pub subject: &'a SubjectRef,
-    /// the table, as audited
-    pub entity: &'static str,
-    /// what the record is called in messages
-    pub noun: &'static str,
-    pub id: i64,
-    /// the version from If-Match, when sent
-    pub expected: Option<i32>,
-    pub reason: &'a crate::domain::values::Reason,
-}
-
-impl Deletion<'_> {
-    /// The steps every form shares: refuse a second deletion (409) and a stale If-Match
-    /// (412), let `mark` set the deletion columns, audit the old values with the reason, and
-    /// clear the record's verification and the casebook's signatures.
-    pub fn run<V: serde::Serialize>(
-        &self,
-        conn: &mut PgConnection,
-        already_deleted: bool,
-        version: i32,
-        before: &V,
-        mark: impl FnOnce(&mut PgConnection) -> AppResult<V>,
-    ) -> AppResult<V> {
-        if already_deleted {
-            return Err(AppError::Conflict(format!(
-                "This {} is already marked entered in error.",
-                self.noun
-            )));
-        }
-        if self.expected.is_some_and(|v| v != version) {
-            return Err(AppError::PreconditionFailed);
-        }
-        let after = mark(conn)?;
-        let old = serde_json::to_value(before).map_err(AppError::internal)?;
-        crate::audit::record(
-            conn,
-            &crate::audit::AuditEvent::new(
-                Some(&self.caller.actor),
-                "delete",
-                self.entity,
-                &self.caller.meta,
-            )
-            .record(self.id)
-            .site(Some(self.subject.site_id))
-            .subject(Some(self.subject.id))
-            .old(audit_view(old))
-            .reason(Some(self.reason.as_str())),
-        )?;
-        crate::services::guard::after_change(
-            conn,
-            self.caller,
-            self.entity,
-            Some(self.id),
-            self.subject.site_id,
-            self.subject.id,
-        )?;
-        Ok(after)
-    }
 }
 
 /// `{reason}`: the body of a DELETE (mark entered in error).

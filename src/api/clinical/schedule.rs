@@ -9,9 +9,7 @@ use utoipa::ToSchema;
 use crate::api::resource;
 use crate::auth::{authorize, Caller, Permission};
 use crate::db::{self, schedule as q};
-use crate::domain::study::schedule::{
-    self as rules, anchor_form, day_one, record_dates, AnchorFacts, Evidence, VisitStatus,
-};
+use crate::domain::study::schedule::{self as rules, day_one, record_dates, Evidence, VisitStatus};
 use crate::domain::time::local_date;
 use crate::error::AppResult;
 use crate::state::AppState;
@@ -72,14 +70,7 @@ pub async fn get(
     let body = db::run(&state.pool, move |conn| {
         let subject = find_subject(conn, &scope, &code)?;
         let injections = q::injections(conn, subject.id)?;
-        let facts = AnchorFacts {
-            enrolled_at: Some(q::enrolled_at(conn, subject.id)?),
-            injections: injections.iter().map(|(_, at)| *at).collect(),
-            item_values: match anchor_form(&def) {
-                Some((form, item)) => q::item_values(conn, subject.id, form, item)?,
-                None => Vec::new(),
-            },
-        };
+        let facts = q::anchor_facts(conn, &def, subject.id, None)?;
         let evidence = Evidence {
             records: q::visit_records(conn, subject.id)?,
             injection_days: injections.iter().map(|(d, _)| *d).collect(),

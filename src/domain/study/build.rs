@@ -163,6 +163,49 @@ fn roles(kind: RuleKind) -> &'static [RoleSpec] {
 }
 
 impl Builder<'_> {
+    /// Expressions run before the named rules (which need the checked values): one that
+    /// reads what a rule computes would always see it empty.
+    fn no_expression_reads_a_rule(&mut self, raw: &[raw::Form], forms: &[Form]) {
+        for rf in raw {
+            let Some(f) = forms.iter().find(|f| f.id == *rf.id.get_ref()) else {
+                continue;
+            };
+            let mut found = Vec::new();
+            let ruled = |e: &Expr| {
+                e.reads.iter().find_map(|r| {
+                    let rule = f.item(r)?.derived_by.as_deref()?;
+                    Some(format!(
+                        "reads `{r}`, which rule `{rule}` computes after the expressions run"
+                    ))
+                })
+            };
+            for ri in &rf.items {
+                let Some(i) = f.item(ri.id.get_ref()) else {
+                    continue;
+                };
+                for (e, raw_e, what) in [
+                    (&i.show_if, &ri.show_if, "show_if"),
+                    (&i.derive, &ri.derive, "derive"),
+                ] {
+                    if let (Some(m), Some(span)) = (e.as_ref().and_then(ruled), raw_e) {
+                        found.push((span.span(), format!("{what} of `{}`: {m}", i.id)));
+                    }
+                }
+            }
+            for rc in &rf.checks {
+                let Some(c) = f.checks.iter().find(|c| c.id == *rc.id.get_ref()) else {
+                    continue;
+                };
+                if let Some(m) = ruled(&c.expr) {
+                    found.push((rc.expr.span(), format!("check `{}`: {m}", c.id)));
+                }
+            }
+            for (span, m) in found {
+                self.err(span, m);
+            }
+        }
+    }
+
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -272,6 +315,7 @@ impl Builder<'_> {
         let eligibility = self.eligibility(&raw.eligibility);
         let treatments = self.treatments(&raw.treatments);
         let rules = self.rules(&raw.rules, &mut forms, &treatments);
+        self.no_expression_reads_a_rule(&raw.forms, &forms);
         // escalation names a fever rule, known only now
         for (t, rt) in treatments.iter().zip(&raw.treatments) {
             if let (

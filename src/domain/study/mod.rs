@@ -9,6 +9,7 @@ pub mod expr;
 pub mod model;
 mod raw;
 pub mod records;
+pub mod rules;
 pub mod schedule;
 pub mod values;
 pub mod view;
@@ -397,6 +398,17 @@ hours = 48
         let (_, e) = broken("on_rule = \"fever\"", "on_rule = \"fevre\"");
         assert!(
             e.iter().any(|m| m.contains("escalation.on_rule `fevre`")),
+            "{e:?}"
+        );
+        let (text, e) = broken(
+            "  codelist = \"sites\"",
+            "  codelist = \"sites\"\n  show_if = \"expected_mg > 0.0\"",
+        );
+        let line = line_of(&text, "show_if = \"expected_mg");
+        assert!(
+            e.contains(&format!(
+                "demo.toml:{line}: show_if of `site`: reads `expected_mg`, which rule `dose_rule` computes after the expressions run"
+            )),
             "{e:?}"
         );
         let (_, e) = broken("weight = \"weight_kg\", ", "");

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
 
-use super::model::{Definition, Form, Repeat};
+use super::model::{Definition, Form, Repeat, RuleKind};
 use super::values::{Flag, ItemValue};
 use crate::domain::partial_date::PartialDate;
 use crate::domain::time::{local_date, DateFloor};
@@ -85,12 +85,49 @@ pub fn changes(before: &Values, after: &Values) -> (Values, Values) {
     (old, new)
 }
 
-/// Where a record goes: its visit, and the key that makes a form entered once per
-/// scheduled visit unique (none where records repeat).
+/// Where a record goes: its visit, for a form entered per visit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub visit: Option<String>,
-    pub repeat_key: Option<String>,
+}
+
+/// What makes a record the only live one of its form for the subject (a unique key), and
+/// how a refusal names it: the scheduled visit of a form entered per visit; for a form
+/// entered per day, the study day its `study_day` rule gives, else the site-local date of
+/// its `dated_by` item. None where records repeat (logs, unscheduled visits).
+pub fn repeat_key(
+    def: &Definition,
+    form: &Form,
+    visit: Option<&str>,
+    values: &BTreeMap<String, ItemValue>,
+    tz: Tz,
+) -> Option<(String, String)> {
+    match form.repeat {
+        Repeat::PerVisit => def
+            .visit(visit?)
+            .filter(|v| !v.unscheduled)
+            .map(|v| (v.id.clone(), format!("visit {}", v.id))),
+        Repeat::PerDay => {
+            let day = def
+                .rules
+                .iter()
+                .filter(|r| r.kind == RuleKind::StudyDay && r.form.as_deref() == Some(&form.id))
+                .find_map(|r| match values.get(r.item("day")?) {
+                    Some(ItemValue::Integer(d)) => Some(*d),
+                    _ => None,
+                });
+            match day {
+                Some(d) => Some((format!("day:{d}"), format!("study day {d}"))),
+                None => match record_date(form, values, tz)? {
+                    RecordDate::Day(d) | RecordDate::At(_, d) => {
+                        Some((format!("date:{d}"), format!("{d} (site time)")))
+                    }
+                    RecordDate::Partial(_) => None,
+                },
+            }
+        }
+        Repeat::Any => None,
+    }
 }
 
 pub fn placement(
@@ -113,7 +150,6 @@ pub fn placement(
             match def.visit(id) {
                 Some(v) if v.forms.contains(&form.id) => Ok(Placement {
                     visit: Some(v.id.clone()),
-                    repeat_key: (!v.unscheduled).then(|| v.id.clone()),
                 }),
                 _ => Err(FieldError::new(
                     "visit",
@@ -132,10 +168,7 @@ pub fn placement(
                 form.id
             ),
         )),
-        (_, None) => Ok(Placement {
-            visit: None,
-            repeat_key: None,
-        }),
+        (_, None) => Ok(Placement { visit: None }),
     }
 }
 
@@ -285,7 +318,16 @@ mod tests {
             err(placement(&def, echo, Some("NOPE"))).is_some_and(|m| m.contains("must be a visit"))
         );
         let uns = placement(&def, echo, Some("UNS")).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(uns.repeat_key, None);
+        let none = BTreeMap::new();
+        let tz = chrono_tz::Europe::Paris;
+        assert_eq!(
+            repeat_key(&def, echo, uns.visit.as_deref(), &none, tz),
+            None
+        );
+        assert_eq!(
+            repeat_key(&def, echo, Some("V1"), &none, tz).map(|k| k.0),
+            Some("V1".to_owned())
+        );
         let ae = def.form("adverse_event").expect("ae");
         assert!(
             err(placement(&def, ae, Some("UNS"))).is_some_and(|m| m.starts_with("must be absent"))
