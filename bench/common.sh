@@ -19,6 +19,10 @@ STATE=$BENCH_DIR/out        # server pid, log, subject code (git-ignored)
 OUT=${OUT:-$STATE}          # raw tool outputs
 mkdir -p "$STATE"
 DEMO_PASSWORD="demo password for casebook"
+# The form of the engine that bench/entry.sh posts to (its "engine" contender): Kawasaki's
+# disease activity at the unscheduled visit, which repeats.
+ENGINE_FORM=${ENGINE_FORM:-disease_activity}
+ENGINE_BODY=${ENGINE_BODY:-'{"visit":"UNS","values":{"assessed_on":"2026-10-05","crp_mg_l":45.0,"wbc":12.5,"conjunctivitis":true,"oral_changes":false,"rash":true,"extremity_changes":false,"lymphadenopathy":false}}'}
 INVESTIGATOR=investigator.fr01@casebook.test
 export CASEBOOK_ENV=development RUST_LOG=${RUST_LOG:-warn}
 mkdir -p "$OUT"

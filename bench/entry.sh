@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 5: POST temperature through the server at 8 and 32 clients, interleaved with pgbench
 # -M prepared running bench/entry.sql (the same two inserts, scratch tables) at the same
-# concurrency. With APP_SEQUENCE=1 (the default) a third contender runs too: pgbench
+# concurrency; with ENGINE=1 (the default) also POST of a record of a form of the engine
+# ($ENGINE_FORM, body $ENGINE_BODY, see common.sh) through /subjects/{code}/forms/{form}. With APP_SEQUENCE=1 (the default) a third contender runs too: pgbench
 # replaying the server's own 8-statement sequence (bench/app_sequence.sql) on the real tables.
 # Each round: app, pgbench, [app sequence] at 8 clients, then the same at 32; even rounds
 # run them in reverse order. Run bench/up.sh first. Outputs in $OUT/entry-*.txt.
@@ -9,6 +10,7 @@ source "$(dirname "$0")/common.sh"
 export BENCH_LUA=$BENCH_DIR/lua
 CODE=$(cat "$STATE/subject_code.$BENCH_DB")
 APP_SEQUENCE=${APP_SEQUENCE:-1}
+ENGINE=${ENGINE:-1}
 D=$DURATION
 
 app() { # round clients
@@ -17,6 +19,13 @@ app() { # round clients
     TOKEN=$token wrk_run "entry-r$1-app-c$2" -t2 -c"$2" -d"${D}s" -s "$BENCH_LUA/temperature.lua" \
         "$BASE/api/v1/subjects/$CODE/temperatures"
     wait; cat "$OUT/entry-r$1-app-c$2.cpu"
+}
+engine() { # round clients
+    local token; token=$(login "$INVESTIGATOR")
+    cpu_sample $((D - 6)) "$OUT/entry-r$1-engine-c$2.cpu" &
+    TOKEN=$token FORM_BODY=$ENGINE_BODY wrk_run "entry-r$1-engine-c$2" -t2 -c"$2" -d"${D}s" \
+        -s "$BENCH_LUA/form.lua" "$BASE/api/v1/subjects/$CODE/forms/$ENGINE_FORM"
+    wait; cat "$OUT/entry-r$1-engine-c$2.cpu"
 }
 pgb() { # round clients label script [pgbench options]
     local r=$1 c=$2 label=$3 script=$4; shift 4
@@ -47,12 +56,14 @@ appseq() { # round clients: the server's statements, replayed by pgbench
         -D uid="$3" -D sid="$4" -D subject="$5" -D code="$CODE"
 }
 run_all() { # round clients
-    local steps=(app pgb appseq)
-    [ "$APP_SEQUENCE" = 1 ] || steps=(app pgb)
+    local steps=(app pgb)
+    [ "$ENGINE" = 1 ] && steps+=(engine)
+    [ "$APP_SEQUENCE" = 1 ] && steps+=(appseq)
     [ $(($1 % 2)) -eq 1 ] || steps=($(printf '%s\n' "${steps[@]}" | tac))
     for s in "${steps[@]}"; do
         case $s in
             app) app "$1" "$2" ;;
+            engine) engine "$1" "$2" ;;
             pgb) pgb "$1" "$2" pgbench "$BENCH_DIR/entry.sql" ;;
             appseq) appseq "$1" "$2" ;;
         esac

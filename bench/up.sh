@@ -36,5 +36,7 @@ curl -sf -o /dev/null -X POST "$BASE/api/v1/subjects/$CODE/consents" -H "Authori
 curl -sf -o /dev/null -w 'probe POST temperature: %{http_code}\n' -X POST "$BASE/api/v1/subjects/$CODE/temperatures" \
     -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"measured_at":"2026-10-05T08:00:00Z","celsius":38.4,"method":"rectal"}'
+curl -sf -o /dev/null -w "probe POST form $ENGINE_FORM: %{http_code}\n" -X POST "$BASE/api/v1/subjects/$CODE/forms/$ENGINE_FORM" \
+    -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d "$ENGINE_BODY"
 echo "$CODE" > "$STATE/subject_code.$BENCH_DB"
 echo "server pid $(cat "$STATE/server.pid") on $BASE, database $BENCH_DB, subject $CODE"
