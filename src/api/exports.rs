@@ -299,7 +299,9 @@ async fn sdtm(
     query: SdtmQuery,
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::Export)?;
-    let domain = Domain::parse(domain).ok_or(AppError::NotFound)?;
+    let domain = Domain::parse(domain)
+        .filter(|d| export::sdtm::exports(&state.study, d))
+        .ok_or(AppError::NotFound)?;
     let filters = Filters {
         site: query.site,
         ..Filters::default()

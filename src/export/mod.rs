@@ -87,36 +87,20 @@ impl Form {
     }
 }
 
-/// The SDTM-style domains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Domain {
-    Dm,
-    Ds,
-    Ex,
-    Vs,
-    Ae,
-}
+/// An SDTM dataset: DM, DS, EX, VS and AE from today's tables, and every domain the study
+/// definition maps a form to (`sdtm::domains`); the code is two upper-case letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain(String);
 
 impl Domain {
+    /// Two ASCII letters, in either case; whether the study exports it is `sdtm::domains`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_uppercase().as_str() {
-            "DM" => Some(Self::Dm),
-            "DS" => Some(Self::Ds),
-            "EX" => Some(Self::Ex),
-            "VS" => Some(Self::Vs),
-            "AE" => Some(Self::Ae),
-            _ => None,
-        }
+        (s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()))
+            .then(|| Self(s.to_ascii_uppercase()))
     }
 
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Dm => "DM",
-            Self::Ds => "DS",
-            Self::Ex => "EX",
-            Self::Vs => "VS",
-            Self::Ae => "AE",
-        }
+    pub fn code(&self) -> &str {
+        &self.0
     }
 }
 
@@ -148,7 +132,7 @@ impl Kind {
 
     /// What the audit row names as the entity: the form, `form_records` (the audit values
     /// name the form), `odm`, or the SDTM domain.
-    pub fn entity(&self) -> &'static str {
+    pub fn entity(&self) -> &str {
         match self {
             Self::Form(f) => f.table(),
             Self::Records(_) => "form_records",
@@ -482,7 +466,7 @@ fn write_body(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), S
         Kind::Form(form) => forms::write(conn, job, *form, out),
         Kind::Records(form) => records::write(conn, job, form, out),
         Kind::Odm => odm::write(conn, job, out),
-        Kind::Sdtm(domain, table) => sdtm::write(conn, job, *domain, *table, out),
+        Kind::Sdtm(domain, table) => sdtm::write(conn, job, domain, *table, out),
     }
 }
 

@@ -1,33 +1,86 @@
-//! SDTM-style datasets DM, DS, EX, VS and AE, as CSV or SAS XPORT v5.
+//! SDTM-style datasets: DM, DS, EX, VS and AE from today's tables, and every domain the study
+//! definition maps a form to, as CSV or SAS XPORT v5.
 //!
 //! Conventions:
 //! - USUBJID is the study id (protocol file), `-`, and the subject code;
 //! - rows are sorted by USUBJID, then the domain's date, then entry order; --SEQ numbers
 //!   them within each subject;
-//! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial AE dates
-//!   stay partial;
+//! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial dates stay
+//!   partial;
 //! - --DY counts from the site-local date of the first dose given (RFSTDTC), with no day 0;
 //!   empty when the date is partial or the subject has no dose;
 //! - records marked deleted and subjects marked deleted are never in SDTM.
+//!
+//! Form records (`crate::domain::study::sdtm` says which items become which rows): a
+//! findings form gives one row per item value (--TESTCD, --TEST, --CAT, --ORRES as stored,
+//! so decimals keep their digits, --ORRESU, --STRESC, --STRESN for numbers, --STRESU; no
+//! conversion: standard units are the units collected), an events or interventions form one
+//! row per record; VISITNUM (the visit's place in the definition), VISIT and VISITDY (its
+//! planned day) when the record has a visit. Their rows join today's in DS and EX, whose
+//! variables then gain --CAT, VISITNUM, VISIT, VISITDY and the annotated ones.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Date, Double, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{Array, Bool, Date, Double, Jsonb, Nullable, SmallInt, Text, Timestamptz};
+use serde_json::Value;
 
+use super::records::literal;
 use super::subjects::{self, SubjectInfo};
-use super::text::{csv_header, full_date, local_dtc, study_day, Csv};
-use super::xpt::{Cell, Var, XptWriter};
+use super::text::{csv_header, full_date, local_dtc, study_day, truncate, Csv};
+use super::xpt::XptWriter;
+use super::xpt::{Cell, Var, VarType};
 use super::{stream_rows, Domain, Job, Out, Stop, Table};
+use crate::domain::study::sdtm::{self as plan, Class, Plan, Source};
+use crate::domain::study::{Definition, Item, ItemType};
 use crate::domain::time::local_date;
 
 /// Longest subject code kept in SUBJID/USUBJID: site code (10) + `-` + number.
 const SUBJECT_CODE_LEN: u16 = 20;
 
-/// The variables of a domain, in order. STUDYID and USUBJID are as long as the study id
+/// The datasets of today's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Legacy {
+    Dm,
+    Ds,
+    Ex,
+    Vs,
+    Ae,
+}
+
+const LEGACY: [(&str, Legacy); 5] = [
+    ("DM", Legacy::Dm),
+    ("DS", Legacy::Ds),
+    ("EX", Legacy::Ex),
+    ("VS", Legacy::Vs),
+    ("AE", Legacy::Ae),
+];
+
+fn legacy(code: &str) -> Option<Legacy> {
+    LEGACY.iter().find(|(c, _)| *c == code).map(|(_, l)| *l)
+}
+
+/// The datasets the study exports: today's five, then each other domain its definition
+/// maps a form to.
+pub fn domains(def: &Definition) -> Vec<Domain> {
+    let mut codes: Vec<String> = LEGACY.iter().map(|(c, _)| (*c).to_owned()).collect();
+    for p in plan::plans(def) {
+        if !codes.contains(&p.domain) {
+            codes.push(p.domain);
+        }
+    }
+    codes.iter().filter_map(|c| Domain::parse(c)).collect()
+}
+
+/// Whether the study exports `domain`.
+pub fn exports(def: &Definition, domain: &Domain) -> bool {
+    domains(def).contains(domain)
+}
+
+/// The variables of a dataset, in order. STUDYID and USUBJID are as long as the study id
 /// needs.
-pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
+pub fn vars(domain: &Domain, study_id: &str, def: &Definition) -> Vec<Var> {
     let study_len = u16::try_from(study_id.len().clamp(1, 200)).unwrap_or(200);
     let mut v = vec![
         Var::char("STUDYID", "Study Identifier", study_len),
@@ -38,8 +91,39 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             (study_len + 1 + SUBJECT_CODE_LEN).min(200),
         ),
     ];
-    let rest: &[Var] = match domain {
-        Domain::Dm => &[
+    let plan = plan::plan(def, domain.code());
+    let rest = match (legacy(domain.code()), &plan) {
+        (Some(l), None) => legacy_vars(l),
+        (None, Some(p)) => plan_vars(p, def),
+        (Some(l), Some(p)) => merge(legacy_vars(l), plan_vars(p, def)),
+        (None, None) => Vec::new(),
+    };
+    v.extend(rest);
+    v
+}
+
+/// `extra`'s variables that `base` lacks, each placed before the next of its successors
+/// in `extra` that `base` has (timing variables stay last), or at the end.
+fn merge(mut base: Vec<Var>, extra: Vec<Var>) -> Vec<Var> {
+    for (i, var) in extra.iter().enumerate().rev() {
+        if let Some(have) = base.iter_mut().find(|b| b.name == var.name) {
+            if let (VarType::Char(a), VarType::Char(b)) = (have.kind, var.kind) {
+                have.kind = VarType::Char(a.max(b));
+            }
+            continue;
+        }
+        let at = extra[i + 1..]
+            .iter()
+            .find_map(|next| base.iter().position(|b| b.name == next.name))
+            .unwrap_or(base.len());
+        base.insert(at, var.clone());
+    }
+    base
+}
+
+fn legacy_vars(l: Legacy) -> Vec<Var> {
+    let rest: &[Var] = match l {
+        Legacy::Dm => &[
             Var::char(
                 "SUBJID",
                 "Subject Identifier for the Study",
@@ -59,7 +143,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("ACTARM", "Description of Actual Arm", 40),
             Var::char("COUNTRY", "Country", 3),
         ],
-        Domain::Ds => &[
+        Legacy::Ds => &[
             Var::num("DSSEQ", "Sequence Number"),
             Var::char("DSTERM", "Reported Term for the Disposition Event", 200),
             Var::char("DSDECOD", "Standardized Disposition Term", 40),
@@ -68,7 +152,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("DSSTDTC", "Start Date/Time of Disposition Event", 19),
             Var::num("DSSTDY", "Study Day of Start of Disposition Event"),
         ],
-        Domain::Ex => &[
+        Legacy::Ex => &[
             Var::num("EXSEQ", "Sequence Number"),
             Var::char("EXTRT", "Name of Treatment", 40),
             Var::num("EXDOSE", "Dose"),
@@ -84,7 +168,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::num("EXSTDY", "Study Day of Start of Treatment"),
             Var::num("EXENDY", "Study Day of End of Treatment"),
         ],
-        Domain::Vs => &[
+        Legacy::Vs => &[
             Var::num("VSSEQ", "Sequence Number"),
             Var::char("VSTESTCD", "Vital Signs Test Short Name", 8),
             Var::char("VSTEST", "Vital Signs Test Name", 40),
@@ -97,7 +181,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("VSDTC", "Date/Time of Measurements", 19),
             Var::num("VSDY", "Study Day of Vital Signs"),
         ],
-        Domain::Ae => &[
+        Legacy::Ae => &[
             Var::num("AESEQ", "Sequence Number"),
             Var::char("AETERM", "Reported Term for the Adverse Event", 200),
             Var::char("AEDECOD", "Dictionary-Derived Term", 200),
@@ -119,34 +203,214 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("AEOUT", "Outcome of Adverse Event", 40),
         ],
     };
-    v.extend_from_slice(rest);
-    v
+    rest.to_vec()
 }
 
-pub fn dataset_label(domain: Domain) -> &'static str {
-    match domain {
-        Domain::Dm => "Demographics",
-        Domain::Ds => "Disposition",
-        Domain::Ex => "Exposure",
-        Domain::Vs => "Vital Signs",
-        Domain::Ae => "Adverse Events",
+/// The SDTM IG's name of a dataset.
+pub fn dataset_label(code: &str) -> &'static str {
+    match code {
+        "DM" => "Demographics",
+        "DS" => "Disposition",
+        "EX" => "Exposure",
+        "EC" => "Exposure as Collected",
+        "CM" => "Concomitant/Prior Medications",
+        "PR" => "Procedures",
+        "SU" => "Substance Use",
+        "VS" => "Vital Signs",
+        "AE" => "Adverse Events",
+        "CE" => "Clinical Events",
+        "MH" => "Medical History",
+        "DV" => "Protocol Deviations",
+        "HO" => "Healthcare Encounters",
+        "LB" => "Laboratory Test Results",
+        "QS" => "Questionnaires",
+        "CV" => "Cardiovascular System Findings",
+        "FA" => "Findings About Events or Interventions",
+        "EG" => "ECG Test Results",
+        "PE" => "Physical Examination",
+        "MO" => "Morphology",
+        "RS" => "Disease Response and Clin Classification",
+        "IS" => "Immunogenicity Specimen Assessments",
+        _ => "Findings",
     }
 }
 
 /// The dataset label with the protocol, as far as 40 characters allow.
-fn label_with_protocol(domain: Domain, job: &Job) -> String {
+fn label_with_protocol(code: &str, job: &Job) -> String {
     let hash = job.protocol.file_hash.get(..8).unwrap_or_default();
     let full = format!(
         "{} {} {}",
-        dataset_label(domain),
+        dataset_label(code),
         job.protocol.file.study.id,
         hash
     );
     if full.len() <= 40 {
         full
     } else {
-        dataset_label(domain).to_owned()
+        dataset_label(code).to_owned()
     }
+}
+
+/// A variable's label by its name without the domain prefix.
+fn generic_label(suffix: &str) -> &'static str {
+    match suffix {
+        "SEQ" => "Sequence Number",
+        "TESTCD" => "Short Name of Test",
+        "TEST" => "Name of Test",
+        "OBJ" => "Object of the Observation",
+        "CAT" => "Category",
+        "ORRES" => "Result or Finding in Original Units",
+        "ORRESU" => "Original Units",
+        "STRESC" => "Character Result/Finding in Std Format",
+        "STRESN" => "Numeric Result/Finding in Standard Units",
+        "STRESU" => "Standard Units",
+        "TERM" => "Reported Term",
+        "DECOD" => "Standardized Term",
+        "TRT" => "Name of Treatment",
+        "DOSE" => "Dose",
+        "DOSU" => "Dose Units",
+        "DTC" => "Date/Time of Collection",
+        "DY" => "Study Day of Collection",
+        "STDTC" => "Start Date/Time",
+        "ENDTC" => "End Date/Time",
+        "STDY" => "Study Day of Start",
+        "ENDY" => "Study Day of End",
+        _ => "",
+    }
+}
+
+/// Numeric variables, by the end of their name; every other variable is character.
+fn is_numeric(name: &str) -> bool {
+    ["SEQ", "DY", "STRESN", "DOSE", "DOSTOT", "VISITNUM", "AGE"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+/// The longest text an item's values take (XPT character variables have a fixed length).
+fn value_len(item: &Item, def: &Definition) -> usize {
+    let codes = |id: &str| {
+        def.codelist(id)
+            .map(|c| c.codes.iter().map(|c| c.code.len()))
+    };
+    match &item.kind {
+        ItemType::Text { max_length } => *max_length as usize,
+        ItemType::Integer | ItemType::Decimal { .. } => 20,
+        ItemType::Boolean => 1,
+        ItemType::Date | ItemType::PartialDate => 10,
+        ItemType::DateTime => 19,
+        ItemType::Time => 8,
+        ItemType::Choice { codelist } => codes(codelist).and_then(Iterator::max).unwrap_or(1),
+        ItemType::Choices { codelist } => codes(codelist)
+            .map(|l| l.map(|n| n + 1).sum::<usize>())
+            .unwrap_or(1),
+    }
+}
+
+fn char_len(n: usize) -> u16 {
+    u16::try_from(n.clamp(1, 200)).unwrap_or(200)
+}
+
+/// The variables of the definition's forms in a dataset (after USUBJID).
+fn plan_vars(p: &Plan<'_>, def: &Definition) -> Vec<Var> {
+    let d = p.domain.as_str();
+    let sources = &p.sources;
+    let max = |f: &dyn Fn(&Source<'_>) -> usize| sources.iter().map(f).max().unwrap_or(1);
+    let tests = || sources.iter().flat_map(|s| s.tests.iter());
+    let cat_len = max(&|s| s.category().map_or(0, str::len));
+    let topic_len = max(&|s| {
+        s.item_for(&format!("{d}{}", plan::topic(p.class)))
+            .map_or(s.default_topic().len(), |i| value_len(i, def))
+    });
+    let res_len = tests().map(|t| value_len(t.item, def)).max().unwrap_or(1);
+    let unit_len = tests()
+        .filter_map(|t| t.item.unit.as_deref())
+        .map(|u| plan::unit(u).len())
+        .max()
+        .unwrap_or(1);
+    let test_len = tests()
+        .map(|t| t.item.label.len().min(40))
+        .max()
+        .unwrap_or(1);
+    let visit_len = def.visits.iter().map(|v| v.name.len()).max().unwrap_or(1);
+    let dose_unit_len = max(&|s| {
+        s.item_for(&format!("{d}DOSE"))
+            .and_then(|i| i.unit.as_deref())
+            .map_or(0, |u| plan::unit(u).len())
+    });
+
+    let head: Vec<(&str, usize)> = match p.class {
+        Class::Findings => {
+            let mut h = vec![("SEQ", 0), ("TESTCD", 8), ("TEST", test_len)];
+            if d == "FA" {
+                h.push(("OBJ", topic_len));
+            }
+            h.extend([
+                ("CAT", cat_len),
+                ("ORRES", res_len),
+                ("ORRESU", unit_len),
+                ("STRESC", res_len),
+                ("STRESN", 0),
+                ("STRESU", unit_len),
+            ]);
+            h
+        }
+        Class::Events if d == "DS" => vec![
+            ("SEQ", 0),
+            ("TERM", topic_len),
+            ("DECOD", topic_len),
+            ("CAT", cat_len),
+        ],
+        Class::Events => vec![("SEQ", 0), ("TERM", topic_len), ("CAT", cat_len)],
+        Class::Interventions => vec![
+            ("SEQ", 0),
+            ("TRT", topic_len),
+            ("CAT", cat_len),
+            ("DOSE", 0),
+            ("DOSU", dose_unit_len),
+        ],
+    };
+    let timing: Vec<&str> = match p.class {
+        Class::Findings => vec!["DTC", "DY"],
+        Class::Events if d == "DS" => vec!["STDTC", "STDY"],
+        Class::Events | Class::Interventions => vec!["STDTC", "ENDTC", "STDY", "ENDY"],
+    };
+    let named = |suffix: &str, len: usize| {
+        let name = format!("{d}{suffix}");
+        let kind = if is_numeric(&name) {
+            VarType::Num
+        } else {
+            VarType::Char(char_len(len))
+        };
+        Var::owned(name, generic_label(suffix).to_owned(), kind)
+    };
+    let mut vars: Vec<Var> = head.iter().map(|(s, l)| named(s, *l)).collect();
+    let timing_vars: Vec<Var> = [
+        Var::num("VISITNUM", "Visit Number"),
+        Var::char("VISIT", "Visit Name", char_len(visit_len)),
+        Var::num("VISITDY", "Planned Study Day of Visit"),
+    ]
+    .into_iter()
+    .chain(timing.iter().map(|s| named(s, 19)))
+    .collect();
+    for var in p.mapped_vars() {
+        if vars.iter().chain(&timing_vars).any(|v| v.name == var) {
+            continue;
+        }
+        let items = sources.iter().filter_map(|s| s.item_for(var));
+        let len = items.clone().map(|i| value_len(i, def)).max().unwrap_or(1);
+        let label = items
+            .map(|i| truncate(&i.label, 40).to_owned())
+            .next()
+            .unwrap_or_default();
+        let kind = if is_numeric(var) {
+            VarType::Num
+        } else {
+            VarType::Char(char_len(len))
+        };
+        vars.push(Var::owned(var.to_owned(), label, kind));
+    }
+    vars.extend(timing_vars);
+    vars
 }
 
 /// CSV or XPT, one row at a time.
@@ -178,42 +442,72 @@ impl Writer {
 pub fn write(
     conn: &mut PgConnection,
     job: &Job,
-    domain: Domain,
+    domain: &Domain,
     table: Table,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let study = job.protocol.file.study.id.as_str();
-    let vars = vars(domain, study);
-    let mut w = match table {
+    let code = domain.code();
+    let vars = vars(domain, study, &job.study);
+    let plan = plan::plan(&job.study, code);
+    let legacy = legacy(code);
+    // where each of today's variables sits once the definition's forms add theirs
+    let places: Option<Vec<usize>> = match (legacy, &plan) {
+        (Some(l), Some(_)) => Some(
+            ["STUDYID", "DOMAIN", "USUBJID"]
+                .into_iter()
+                .chain(legacy_vars(l).iter().map(|v| v.name.as_ref()))
+                .map(|name| vars.iter().position(|m| m.name == name).unwrap_or(0))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let w = match table {
         Table::Csv => {
-            let names: Vec<&str> = vars.iter().map(|v| v.name).collect();
+            let names: Vec<&str> = vars.iter().map(|v| v.name.as_ref()).collect();
             csv_header(&mut out.sink, &names)?;
             Writer::Csv
         }
         Table::Xpt => Writer::Xpt(XptWriter::begin(
             &mut out.sink,
-            domain.code(),
-            &label_with_protocol(domain, job),
-            vars,
+            code,
+            &label_with_protocol(code, job),
+            vars.clone(),
             job.started,
         )?),
+    };
+    let mut rows = Rows {
+        w,
+        vars: &vars,
+        places,
+        pending: Vec::new().into_iter().peekable(),
+        seq: Seq::default(),
     };
     subjects::for_each_batch(conn, job, out, |conn, batch, out| {
         let by_code: HashMap<&str, &SubjectInfo> =
             batch.iter().map(|s| (s.code.as_str(), s)).collect();
         let ctx = Ctx {
             study,
+            code,
+            def: &job.study,
             by_code: &by_code,
         };
-        match domain {
-            Domain::Dm => dm(&ctx, batch, &mut w, out),
-            Domain::Ds => ds(conn, &ctx, batch, &mut w, out),
-            Domain::Ex => ex(conn, &ctx, batch, &mut w, out),
-            Domain::Vs => vs(conn, &ctx, batch, &mut w, out),
-            Domain::Ae => ae(conn, &ctx, batch, &mut w, out),
+        if let Some(p) = &plan {
+            rows.pending = form_rows(conn, &ctx, p, batch, &vars)?
+                .into_iter()
+                .peekable();
         }
+        match legacy {
+            Some(Legacy::Dm) => dm(&ctx, batch, &mut rows, out)?,
+            Some(Legacy::Ds) => ds(conn, &ctx, batch, &mut rows, out)?,
+            Some(Legacy::Ex) => ex(conn, &ctx, batch, &mut rows, out)?,
+            Some(Legacy::Vs) => vs(conn, &ctx, batch, &mut rows, out)?,
+            Some(Legacy::Ae) => ae(conn, &ctx, batch, &mut rows, out)?,
+            None => {}
+        }
+        rows.flush(out, None)
     })?;
-    if let Writer::Xpt(x) = w {
+    if let Writer::Xpt(x) = rows.w {
         x.end(&mut out.sink)?;
     }
     Ok(())
@@ -221,6 +515,9 @@ pub fn write(
 
 struct Ctx<'a> {
     study: &'a str,
+    /// the domain code
+    code: &'a str,
+    def: &'a Definition,
     by_code: &'a HashMap<&'a str, &'a SubjectInfo>,
 }
 
@@ -235,6 +532,279 @@ impl Ctx<'_> {
             ))
         })
     }
+}
+
+/// An owned value of a row of a form record.
+#[derive(Debug, Clone)]
+enum Val {
+    Text(String),
+    Num(Option<f64>),
+}
+
+/// A row of a form record, waiting for its place among today's rows of the same subject.
+struct FormRow {
+    code: String,
+    /// its date (--DTC or --STDTC) as text: ISO 8601 text sorts as the dates do
+    key: String,
+    cells: Vec<Val>,
+}
+
+/// Writes the rows of a batch in order: today's rows as their queries stream them, the
+/// form records' rows (loaded per batch, sorted) slotted in by subject and date. --SEQ
+/// (the fourth variable of every dataset but DM) is numbered here.
+struct Rows<'a> {
+    w: Writer,
+    vars: &'a [Var],
+    /// today's variables' places among `vars`, when the definition adds variables
+    places: Option<Vec<usize>>,
+    pending: std::iter::Peekable<std::vec::IntoIter<FormRow>>,
+    seq: Seq,
+}
+
+impl Rows<'_> {
+    /// Writes the pending rows that come before `(code, key)` (all of them for `None`).
+    fn flush(&mut self, out: &mut Out, before: Option<(&str, &str)>) -> Result<(), Stop> {
+        while let Some(r) = self.pending.peek() {
+            if let Some(b) = before {
+                if (r.code.as_str(), r.key.as_str()) >= b {
+                    break;
+                }
+            }
+            let Some(r) = self.pending.next() else { break };
+            let seq = self.seq.next(&r.code);
+            let mut cells: Vec<Cell<'_>> = r
+                .cells
+                .iter()
+                .map(|v| match v {
+                    Val::Text(s) => Cell::Text(s),
+                    Val::Num(n) => Cell::Num(*n),
+                })
+                .collect();
+            cells[3] = Cell::Num(Some(seq));
+            self.w.row(out, &cells)?;
+        }
+        Ok(())
+    }
+
+    /// A row of today's tables, dated `key`; its --SEQ cell is set here.
+    fn legacy(
+        &mut self,
+        out: &mut Out,
+        code: &str,
+        key: &str,
+        cells: &mut [Cell<'_>],
+    ) -> Result<(), Stop> {
+        self.flush(out, Some((code, key)))?;
+        cells[3] = Cell::Num(Some(self.seq.next(code)));
+        self.plain(out, cells)
+    }
+
+    /// A row of today's tables as it is (DM: no --SEQ, no forms).
+    fn plain(&mut self, out: &mut Out, cells: &[Cell<'_>]) -> Result<(), Stop> {
+        match &self.places {
+            None => self.w.row(out, cells),
+            Some(places) => {
+                let mut all: Vec<Cell<'_>> = self.vars.iter().map(empty).collect();
+                for (c, at) in cells.iter().zip(places) {
+                    all[*at] = *c;
+                }
+                self.w.row(out, &all)
+            }
+        }
+    }
+}
+
+fn empty(v: &Var) -> Cell<'static> {
+    match v.kind {
+        VarType::Num => Cell::Num(None),
+        VarType::Char(_) => Cell::Text(""),
+    }
+}
+
+/// A stored value as SDTM text: codes and numbers as stored (decimals keep their digits),
+/// booleans `Y`/`N`, several codes separated by `;`, datetimes site-local without offset.
+fn text_value(item: &Item, v: Option<&Value>, s: &SubjectInfo) -> Option<String> {
+    match v? {
+        Value::Null => None,
+        Value::String(t) if item.kind == ItemType::DateTime => Some(
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| local_dtc(t.with_timezone(&Utc), s.tz()))
+                .unwrap_or_else(|_| t.clone()),
+        ),
+        Value::String(t) => Some(t.clone()),
+        Value::Bool(b) => Some(if *b { "Y" } else { "N" }.to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Array(codes) => Some(
+            codes
+                .iter()
+                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(";"),
+        ),
+        other => Some(other.to_string()),
+    }
+}
+
+fn number(item: &Item, v: Option<&Value>) -> Option<f64> {
+    match (&item.kind, v?) {
+        (ItemType::Integer | ItemType::Decimal { .. }, Value::String(t)) => t.parse().ok(),
+        (ItemType::Integer | ItemType::Decimal { .. }, Value::Number(n)) => n.as_f64(),
+        _ => None,
+    }
+}
+
+#[derive(Queryable)]
+struct RecordRow {
+    code: String,
+    form: String,
+    visit: Option<String>,
+    values: Value,
+}
+
+/// The rows of the batch's form records of the plan's forms, sorted by subject and date
+/// (then entry order, then item order).
+fn form_rows(
+    conn: &mut PgConnection,
+    ctx: &Ctx<'_>,
+    p: &Plan<'_>,
+    batch: &[SubjectInfo],
+    vars: &[Var],
+) -> Result<Vec<FormRow>, Stop> {
+    let forms: Vec<String> = p.sources.iter().map(|s| literal(&s.form.id)).collect();
+    let sql = format!(
+        "s.subject_code, x.form_id, x.visit_id, x.values \
+         FROM form_records x JOIN study_versions sv ON sv.id = x.study_version_id \
+         JOIN subjects s ON s.id = x.subject_id \
+         WHERE x.deleted_at IS NULL AND sv.study_id = {study} \
+           AND x.form_id = ANY(ARRAY[{forms}]::text[]) \
+           AND x.subject_id = ANY(ARRAY[{ids}]::int8[]) \
+         ORDER BY s.subject_code, x.id",
+        study = literal(&ctx.def.study.id),
+        forms = forms.join(","),
+        ids = subjects::ids(batch),
+    );
+    let at = |name: &str| vars.iter().position(|v| v.name == name);
+    let d = ctx.code;
+    let mut rows = Vec::new();
+    stream_rows::<(Text, Text, Nullable<Text>, Jsonb), RecordRow>(conn, &sql, |r| {
+        let Some(src) = p.sources.iter().find(|s| s.form.id == r.form) else {
+            return Ok(());
+        };
+        let s = ctx.subject(&r.code)?;
+        let value = |item: &Item| text_value(item, r.values.get(&item.id), s);
+        let mut cells: Vec<Val> = vars
+            .iter()
+            .map(|v| match v.kind {
+                VarType::Num => Val::Num(None),
+                VarType::Char(_) => Val::Text(String::new()),
+            })
+            .collect();
+        let set = |cells: &mut Vec<Val>, name: &str, v: Val| {
+            if let Some(i) = at(name) {
+                cells[i] = v;
+            }
+        };
+        set(&mut cells, "STUDYID", Val::Text(ctx.study.to_owned()));
+        set(&mut cells, "DOMAIN", Val::Text(d.to_owned()));
+        set(&mut cells, "USUBJID", Val::Text(ctx.usubjid(&r.code)));
+        if let Some((n, visit)) = r
+            .visit
+            .as_deref()
+            .and_then(|id| ctx.def.visits.iter().enumerate().find(|(_, v)| v.id == id))
+        {
+            set(&mut cells, "VISITNUM", Val::Num(Some((n + 1) as f64)));
+            set(&mut cells, "VISIT", Val::Text(visit.name.clone()));
+            set(&mut cells, "VISITDY", Val::Num(visit.day.map(f64::from)));
+        }
+        if let Some(cat) = src.category() {
+            set(&mut cells, &format!("{d}CAT"), Val::Text(cat.to_owned()));
+        }
+        if d == "FA" {
+            set(&mut cells, "FAOBJ", Val::Text(src.default_topic()));
+        }
+        let dtc_var = format!("{d}{}", plan::dtc(p.class));
+        let dtc = src
+            .item_for(&dtc_var)
+            .or_else(|| src.form.item(&src.form.dated_by))
+            .and_then(value)
+            .unwrap_or_default();
+        set(&mut cells, &dtc_var, Val::Text(dtc.clone()));
+        for (var, item) in &src.mapped {
+            let v = if is_numeric(var) {
+                Val::Num(number(item, r.values.get(&item.id)))
+            } else {
+                Val::Text(value(item).unwrap_or_default())
+            };
+            set(&mut cells, var, v);
+        }
+        // study days from the dates the row carries
+        let dy = |t: &str| full_date(truncate(t, 10)).and_then(|date| day(s, date));
+        let dy_of = |cells: &Vec<Val>, from: &str| match at(from).map(|i| &cells[i]) {
+            Some(Val::Text(t)) => dy(t),
+            _ => None,
+        };
+        for (from, to) in [("DTC", "DY"), ("STDTC", "STDY"), ("ENDTC", "ENDY")] {
+            let (from, to) = (format!("{d}{from}"), format!("{d}{to}"));
+            if src.item_for(&to).is_none() {
+                let n = dy_of(&cells, &from);
+                set(&mut cells, &to, Val::Num(n));
+            }
+        }
+        match p.class {
+            Class::Findings => {
+                for t in &src.tests {
+                    let Some(res) = value(t.item) else { continue };
+                    let mut row = cells.clone();
+                    let unit = t.item.unit.as_deref().map(plan::unit).unwrap_or_default();
+                    set(&mut row, &format!("{d}TESTCD"), Val::Text(t.testcd.clone()));
+                    set(
+                        &mut row,
+                        &format!("{d}TEST"),
+                        Val::Text(truncate(&t.item.label, 40).to_owned()),
+                    );
+                    set(&mut row, &format!("{d}ORRES"), Val::Text(res.clone()));
+                    set(&mut row, &format!("{d}ORRESU"), Val::Text(unit.to_owned()));
+                    set(&mut row, &format!("{d}STRESC"), Val::Text(res));
+                    let n = number(t.item, r.values.get(&t.item.id));
+                    set(&mut row, &format!("{d}STRESN"), Val::Num(n));
+                    set(&mut row, &format!("{d}STRESU"), Val::Text(unit.to_owned()));
+                    rows.push(FormRow {
+                        code: r.code.clone(),
+                        key: dtc.clone(),
+                        cells: row,
+                    });
+                }
+            }
+            Class::Events | Class::Interventions => {
+                let topic = format!("{d}{}", plan::topic(p.class));
+                if src.item_for(&topic).is_none() {
+                    set(&mut cells, &topic, Val::Text(src.default_topic()));
+                }
+                if d == "DS" && src.item_for("DSDECOD").is_none() {
+                    set(&mut cells, "DSDECOD", Val::Text(src.default_topic()));
+                }
+                let dose = format!("{d}DOSE");
+                if let Some(u) = src.item_for(&dose).and_then(|i| i.unit.as_deref()) {
+                    if src.item_for(&format!("{d}DOSU")).is_none() {
+                        set(
+                            &mut cells,
+                            &format!("{d}DOSU"),
+                            Val::Text(plan::unit(u).into()),
+                        );
+                    }
+                }
+                rows.push(FormRow {
+                    code: r.code.clone(),
+                    key: dtc,
+                    cells,
+                });
+            }
+        }
+        Ok(())
+    })?;
+    // stable: entry order, then item order, within a subject and date
+    rows.sort_by(|a, b| (&a.code, &a.key).cmp(&(&b.code, &b.key)));
+    Ok(rows)
 }
 
 /// Numbers rows within a subject (rows arrive grouped by subject).
@@ -271,7 +841,12 @@ fn age_years(birth_year_month: &str, at: NaiveDate) -> Option<f64> {
     (months >= 0).then_some(f64::from(months / 12))
 }
 
-fn dm(ctx: &Ctx<'_>, batch: &[SubjectInfo], w: &mut Writer, out: &mut Out) -> Result<(), Stop> {
+fn dm(
+    ctx: &Ctx<'_>,
+    batch: &[SubjectInfo],
+    rows: &mut Rows<'_>,
+    out: &mut Out,
+) -> Result<(), Stop> {
     for s in batch {
         let tz = s.tz();
         let rfst = s.first_dose.map(|t| local_dtc(t, tz)).unwrap_or_default();
@@ -288,7 +863,7 @@ fn dm(ctx: &Ctx<'_>, batch: &[SubjectInfo], w: &mut Writer, out: &mut Out) -> Re
         } else {
             ("NOTTRT", "Not Treated")
         };
-        w.row(
+        rows.plain(
             out,
             &[
                 Cell::Text(ctx.study),
@@ -329,7 +904,7 @@ fn ds(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let ids = subjects::ids(batch);
@@ -359,17 +934,18 @@ fn ds(
          ) e JOIN subjects s ON s.id = e.subject_id \
          ORDER BY s.subject_code, e.dt, e.rank, e.id"
     );
-    let mut seq = Seq::default();
     stream_rows::<(Text, Date, Text, Text, Text, Nullable<Text>), DsRow>(conn, &sql, |r| {
         let s = ctx.subject(&r.code)?;
         let date = r.date.format("%Y-%m-%d").to_string();
-        w.row(
+        rows.legacy(
             out,
-            &[
+            &r.code,
+            &date,
+            &mut [
                 Cell::Text(ctx.study),
                 Cell::Text("DS"),
                 Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(Some(seq.next(&r.code))),
+                Cell::Num(None),
                 Cell::Text(&r.term),
                 Cell::Text(&r.decod),
                 Cell::Text(&r.cat),
@@ -397,7 +973,7 @@ fn ex(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
@@ -408,7 +984,6 @@ fn ex(
          ORDER BY s.subject_code, x.administered_at, x.id",
         subjects::ids(batch)
     );
-    let mut seq = Seq::default();
     stream_rows::<(Text, Timestamptz, Double, Text, Text, Bool, Nullable<Text>), ExRow>(
         conn,
         &sql,
@@ -424,13 +999,15 @@ fn ex(
             } else {
                 ""
             };
-            w.row(
+            rows.legacy(
                 out,
-                &[
+                &r.code,
+                &dtc,
+                &mut [
                     Cell::Text(ctx.study),
                     Cell::Text("EX"),
                     Cell::Text(&ctx.usubjid(&r.code)),
-                    Cell::Num(Some(seq.next(&r.code))),
+                    Cell::Num(None),
                     Cell::Text("ANAKINRA"),
                     Cell::Num(Some(r.dose_mg)),
                     Cell::Text("mg"),
@@ -475,7 +1052,7 @@ fn vs(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
@@ -485,19 +1062,20 @@ fn vs(
          ORDER BY s.subject_code, x.measured_at, x.id",
         subjects::ids(batch)
     );
-    let mut seq = Seq::default();
     stream_rows::<(Text, Timestamptz, Text, Text), VsRow>(conn, &sql, |r| {
         let s = ctx.subject(&r.code)?;
         let dtc = local_dtc(r.measured_at, s.tz());
         let value = r.celsius.parse::<f64>().ok();
         let loc = vs_location(&r.method);
-        w.row(
+        rows.legacy(
             out,
-            &[
+            &r.code,
+            &dtc,
+            &mut [
                 Cell::Text(ctx.study),
                 Cell::Text("VS"),
                 Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(Some(seq.next(&r.code))),
+                Cell::Num(None),
                 Cell::Text("TEMP"),
                 Cell::Text("Temperature"),
                 Cell::Text(&r.celsius),
@@ -578,7 +1156,7 @@ fn ae(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
@@ -589,7 +1167,6 @@ fn ae(
          ORDER BY s.subject_code, x.onset_date, x.id",
         subjects::ids(batch)
     );
-    let mut seq = Seq::default();
     stream_rows::<
         (
             Text,
@@ -615,13 +1192,15 @@ fn ae(
             .map(|c| yn(r.criteria.iter().any(|x| x == c)))
             .collect();
         let end = r.end_date.as_deref().unwrap_or_default();
-        w.row(
+        rows.legacy(
             out,
-            &[
+            &r.code,
+            &r.onset_date,
+            &mut [
                 Cell::Text(ctx.study),
                 Cell::Text("AE"),
                 Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(Some(seq.next(&r.code))),
+                Cell::Num(None),
                 Cell::Text(&r.term),
                 Cell::Text(r.meddra_term.as_deref().unwrap_or_default()),
                 Cell::Num(r.meddra_code.as_deref().and_then(|c| c.parse::<f64>().ok())),
@@ -650,15 +1229,88 @@ fn ae(
 mod tests {
     use super::*;
 
+    const STUDIES: [(&str, &str); 5] = [
+        (
+            "kawasaki",
+            include_str!("../../config/studies/kawasaki.toml"),
+        ),
+        ("thera", include_str!("../../config/studies/thera.toml")),
+        ("mkd", include_str!("../../config/studies/mkd.toml")),
+        ("nlrp12", include_str!("../../config/studies/nlrp12.toml")),
+        (
+            "ssc",
+            include_str!("../../config/studies/ssc-calcinosis.toml"),
+        ),
+    ];
+
+    fn study(i: usize) -> Definition {
+        let (name, text) = STUDIES[i];
+        crate::domain::study::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    }
+
     #[test]
-    fn names_and_labels_fit_xport_v5() {
-        for d in [Domain::Dm, Domain::Ds, Domain::Ex, Domain::Vs, Domain::Ae] {
-            for v in vars(d, "KD-ANAKINRA") {
-                assert!(v.name.len() <= 8, "{}", v.name);
-                assert!(v.label.len() <= 40, "{}", v.label);
-                assert_eq!(v.name, v.name.to_ascii_uppercase());
+    fn names_and_labels_of_every_study_fit_xport_v5() {
+        for i in 0..STUDIES.len() {
+            let def = study(i);
+            for d in domains(&def) {
+                let vars = vars(&d, "KD-ANAKINRA", &def);
+                for (n, v) in vars.iter().enumerate() {
+                    assert!(v.name.len() <= 8, "{}", v.name);
+                    assert!(v.label.len() <= 40, "{}", v.label);
+                    assert!(!v.label.is_empty(), "{}", v.name);
+                    assert_eq!(v.name, v.name.to_ascii_uppercase());
+                    assert!(
+                        vars[..n].iter().all(|w| w.name != v.name),
+                        "{} twice in {}",
+                        v.name,
+                        d.code()
+                    );
+                }
+                if d.code() != "DM" {
+                    assert!(
+                        vars[3].name.ends_with("SEQ"),
+                        "{}: --SEQ is fourth",
+                        d.code()
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn each_study_exports_the_domains_its_forms_name() {
+        let codes = |i| -> Vec<String> {
+            domains(&study(i))
+                .iter()
+                .map(|d| d.code().to_owned())
+                .collect()
+        };
+        assert_eq!(codes(0), ["DM", "DS", "EX", "VS", "AE", "CV", "FA"]);
+        assert_eq!(codes(1), ["DM", "DS", "EX", "VS", "AE", "QS", "LB"]);
+        assert_eq!(codes(2), ["DM", "DS", "EX", "VS", "AE", "CE", "LB"]);
+    }
+
+    #[test]
+    fn forms_add_their_variables_to_todays_before_the_timing_ones() {
+        let def = study(2);
+        let ex = Domain::parse("ex").unwrap_or_else(|| panic!("EX"));
+        let names: Vec<String> = vars(&ex, "MKD-IL1", &def)
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect();
+        let legacy: Vec<String> = legacy_vars(Legacy::Ex)
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect();
+        let kept: Vec<&String> = names.iter().filter(|n| legacy.contains(n)).collect();
+        assert_eq!(kept, legacy.iter().collect::<Vec<_>>(), "today's, in order");
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap_or(usize::MAX);
+        assert_eq!(at("EXCAT"), at("EXTRT") + 1);
+        assert!(at("VISITDY") + 1 == at("EXSTDTC"), "{names:?}");
+        assert!(at("VISITNUM") < at("VISIT"));
+        // Kawasaki's EX is today's alone
+        let kd = vars(&ex, "KD-ANAKINRA", &study(0));
+        assert_eq!(kd.len(), 3 + legacy.len());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod hardening_data;
 mod identity;
 mod monitoring;
 mod schedule;
+mod sdtm;
 mod seed;
 mod study_definition;
 mod study_versions;

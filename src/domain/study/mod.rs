@@ -10,6 +10,7 @@ pub mod model;
 mod raw;
 pub mod records;
 pub mod schedule;
+pub mod sdtm;
 pub mod values;
 pub mod view;
 
