@@ -60,7 +60,7 @@ enum Command {
     /// every file is audited as `system:cli`.
     Export {
         /// csv: one file per form; odm: one ODM 1.3.2 file; sdtm-xpt, sdtm-csv: one file
-        /// per SDTM domain
+        /// per SDTM domain (sdtm-xpt with their Define-XML 2.1, define.xml)
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// directory for the files (created if missing)
@@ -415,9 +415,11 @@ fn export(
         .chain(study.record_forms().map(|f| Kind::Records(f.id.clone())))
         .collect(),
         ExportFormat::Odm => vec![Kind::Odm],
+        // the datasets and their Define-XML, whose def:leaf names them
         ExportFormat::SdtmXpt => domains
             .into_iter()
             .map(|d| Kind::Sdtm(d, Table::Xpt))
+            .chain([Kind::Define])
             .collect(),
         ExportFormat::SdtmCsv => domains
             .into_iter()

@@ -19,6 +19,7 @@ use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/exports/odm.xml").route(web::get().to(odm)))
+        .service(resource("/exports/sdtm/define.xml").route(web::get().to(define)))
         .service(resource("/exports/sdtm/{domain}.csv").route(web::get().to(sdtm_csv)))
         .service(resource("/exports/sdtm/{domain}.xpt").route(web::get().to(sdtm_xpt)))
         .service(resource("/exports/{form}.csv").route(web::get().to(form_csv)));
@@ -364,4 +365,23 @@ pub async fn sdtm_xpt(
     query: web::Query<SdtmQuery>,
 ) -> AppResult<HttpResponse> {
     sdtm(state, caller, &domain, Table::Xpt, query.into_inner()).await
+}
+
+/// Define-XML 2.1 metadata of the SDTM datasets (valid against the Define-XML 2.1 schema).
+///
+/// One ItemGroupDef per dataset that `/exports/sdtm/{domain}.xpt` serves for the running
+/// study (DM, DS, EX, VS, AE and each domain its definition maps a form to), with its class
+/// (def:Class), structure, keys (STUDYID, USUBJID, --SEQ), and its XPT file as def:leaf
+/// (`lb.xpt`, relative to this file); one ItemDef per variable (`IT.<domain>.<variable>`)
+/// with data type, length, label and origin (Collected for what an item fills, Derived,
+/// Assigned); for each findings dataset of the definition's forms, a code list of its test
+/// codes decoded by the items' labels. Audited as an export (entity `define`, rows = datasets).
+#[utoipa::path(get, path = "/api/v1/exports/sdtm/define.xml", tag = "exports",
+    responses((status = 200, description = "Define-XML 2.1", content_type = "application/xml", body = String),
+        (status = 403, body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn define(state: web::Data<AppState>, caller: Caller) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::Export)?;
+    start(state, caller, scope, Kind::Define, Filters::default()).await
 }

@@ -187,7 +187,7 @@ impl Modify for ProblemResponses {
         monitoring::queries::reopen, monitoring::verify::verify, monitoring::signatures::list,
         monitoring::signatures::sign, monitoring::locks::list, monitoring::locks::create,
         monitoring::locks::unlock,
-        exports::form_csv, exports::odm, exports::sdtm_csv, exports::sdtm_xpt,
+        exports::form_csv, exports::odm, exports::sdtm_csv, exports::sdtm_xpt, exports::define,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError)),
     modifiers(&BearerAuth, &ProblemResponses),

@@ -19,6 +19,7 @@
 //! Rust; no text from a request is ever put into SQL (site codes are resolved to ids first,
 //! subject codes are bound).
 
+pub mod define;
 pub mod forms;
 pub mod odm;
 pub mod records;
@@ -118,6 +119,8 @@ pub enum Kind {
     Records(String),
     Odm,
     Sdtm(Domain, Table),
+    /// Define-XML 2.1 of the SDTM datasets
+    Define,
 }
 
 impl Kind {
@@ -127,6 +130,7 @@ impl Kind {
             Self::Odm => "odm",
             Self::Sdtm(_, Table::Csv) => "sdtm-csv",
             Self::Sdtm(_, Table::Xpt) => "sdtm-xpt",
+            Self::Define => "define-xml",
         }
     }
 
@@ -138,6 +142,7 @@ impl Kind {
             Self::Records(_) => "form_records",
             Self::Odm => "odm",
             Self::Sdtm(d, _) => d.code(),
+            Self::Define => "define",
         }
     }
 
@@ -146,7 +151,7 @@ impl Kind {
             Self::Form(_) | Self::Records(_) | Self::Sdtm(_, Table::Csv) => {
                 "text/csv; charset=utf-8; header=present"
             }
-            Self::Odm => "application/xml; charset=utf-8",
+            Self::Odm | Self::Define => "application/xml; charset=utf-8",
             Self::Sdtm(_, Table::Xpt) => "application/octet-stream",
         }
     }
@@ -169,6 +174,8 @@ impl Kind {
             Self::Odm => format!("{safe}_odm_{stamp}.xml"),
             Self::Sdtm(d, Table::Csv) => format!("{}.csv", d.code().to_ascii_lowercase()),
             Self::Sdtm(d, Table::Xpt) => format!("{}.xpt", d.code().to_ascii_lowercase()),
+            // the name the XPT files' `def:leaf` references are relative to
+            Self::Define => "define.xml".into(),
         }
     }
 }
@@ -467,6 +474,7 @@ fn write_body(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), S
         Kind::Records(form) => records::write(conn, job, form, out),
         Kind::Odm => odm::write(conn, job, out),
         Kind::Sdtm(domain, table) => sdtm::write(conn, job, domain, *table, out),
+        Kind::Define => define::write(job, out),
     }
 }
 

@@ -31,7 +31,7 @@ impl Raw {
     pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).expect("UTF-8 body")
     }
-    fn header(&self, name: &str) -> &str {
+    pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -519,9 +519,15 @@ print("valid")
 
 /// Validates against tests/schemas/odm-1.3.2/ODM1-3-2.xsd; panics with lxml's errors.
 pub fn assert_valid_odm(xml: &[u8]) {
+    assert_valid_against("odm-1.3.2/ODM1-3-2.xsd", xml, "ODM");
+}
+
+/// Validates against `tests/schemas/<xsd>`; panics with lxml's errors.
+pub fn assert_valid_against(xsd: &str, xml: &[u8], what: &str) {
     let py = python_with("lxml");
-    let xsd =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/odm-1.3.2/ODM1-3-2.xsd");
+    let xsd = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/schemas")
+        .join(xsd);
     let file = temp_file("xml", xml);
     let out = Command::new(&py)
         .args(["-c", VALIDATE_ODM])
@@ -532,7 +538,7 @@ pub fn assert_valid_odm(xml: &[u8]) {
     let _ = std::fs::remove_file(&file);
     assert!(
         out.status.success(),
-        "ODM does not validate:\n{}{}\n{}",
+        "{what} does not validate:\n{}{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(xml)
@@ -1082,10 +1088,26 @@ async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
     assert!(String::from_utf8_lossy(&odm[0].1).contains("<SubjectData SubjectKey=\"FRA-001\""));
     let xpt = cli_export(&s, &xpt_dir, &["--format", "sdtm-xpt", "--site", "FRA"]);
     let names: Vec<&str> = xpt.iter().map(|(n, _)| n.as_str()).collect();
-    // today's five and the domains of Kawasaki's echocardiography and disease activity
+    // today's five, the domains of Kawasaki's echocardiography and disease activity, and
+    // the Define-XML that describes them
     assert_eq!(
         names,
-        ["ae.xpt", "cv.xpt", "dm.xpt", "ds.xpt", "ex.xpt", "fa.xpt", "vs.xpt"]
+        [
+            "ae.xpt",
+            "cv.xpt",
+            "define.xml",
+            "dm.xpt",
+            "ds.xpt",
+            "ex.xpt",
+            "fa.xpt",
+            "vs.xpt"
+        ]
+    );
+    let define = &xpt.iter().find(|(n, _)| n == "define.xml").unwrap().1;
+    assert_valid_against(
+        "define-2.1/cdisc-define-2.1/define2-1-0.xsd",
+        define,
+        "Define-XML",
     );
 
     // every file audited as the system, with the protocol and the file's SHA-256
@@ -1099,7 +1121,7 @@ async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
         .order(a::id)
         .load(&mut s.app.conn())
         .expect("audit rows");
-    assert_eq!(rows.len(), 8 + 1 + 7, "{rows:?}");
+    assert_eq!(rows.len(), 8 + 1 + 8, "{rows:?}");
     let all: Vec<&(String, Vec<u8>)> = files.iter().chain(&odm).chain(&xpt).collect();
     for (entity, actor, values) in &rows {
         assert_eq!(*actor, None, "no user for {entity}");

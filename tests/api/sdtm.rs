@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::clinical::{enrolled, injection};
-use crate::exports::{fetch, parse_csv, read_xpt};
+use crate::exports::{assert_valid_against, fetch, parse_csv, read_xpt};
 use crate::helpers::TestApp;
 
 /// The protocol's study id (today's exports name the study by the protocol file).
@@ -390,4 +390,98 @@ async fn form_datasets_read_back_from_xpt_equal_to_the_csv_and_are_audited() {
     assert_eq!(v["completed"], true);
     assert_eq!(rows[1].2.as_ref().unwrap()["format"], "sdtm-xpt");
     assert_eq!(rows[1].2.as_ref().unwrap()["rows"], 5);
+}
+
+const DEFINE_XSD: &str = "define-2.1/cdisc-define-2.1/define2-1-0.xsd";
+
+#[actix_web::test]
+async fn define_xml_describes_every_dataset_and_is_schema_valid() {
+    let s = study().await;
+    let r = fetch(&s.app, "/api/v1/exports/sdtm/define.xml", &s.sponsor).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").starts_with("application/xml"));
+    assert!(r.header("content-disposition").contains("define.xml"));
+    assert_valid_against(DEFINE_XSD, &r.body, "Define-XML");
+    let xml = r.text();
+    for code in ["DM", "DS", "EX", "VS", "AE", "LB", "CE"] {
+        assert!(
+            xml.contains(&format!("<ItemGroupDef OID=\"IG.{code}\" Name=\"{code}\"")),
+            "{code}"
+        );
+        let file = format!("{}.xpt", code.to_ascii_lowercase());
+        assert!(xml.contains(&format!(
+            "<def:leaf ID=\"LF.{code}\" xlink:href=\"{file}\">"
+        )));
+    }
+    assert!(!xml.contains("IG.QS"), "no form of this study maps to QS");
+    // the variables in the order of the dataset
+    let (header, _) = dataset(&s, "/api/v1/exports/sdtm/lb.csv").await;
+    let lb = xml
+        .split("<ItemGroupDef OID=\"IG.LB\"")
+        .nth(1)
+        .and_then(|g| g.split("</ItemGroupDef>").next())
+        .unwrap();
+    let refs: Vec<&str> = lb
+        .split("ItemOID=\"IT.LB.")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .collect();
+    assert_eq!(refs, header);
+    assert!(lb.contains("<def:Class Name=\"FINDINGS\"/>"));
+    assert!(xml.contains("<def:Class Name=\"EVENTS\"/>"));
+    assert!(xml.contains("<def:Class Name=\"INTERVENTIONS\"/>"));
+    assert!(xml.contains("<def:Class Name=\"SPECIAL PURPOSE\"/>"));
+    assert!(lb.contains(
+        "<ItemRef ItemOID=\"IT.LB.LBSEQ\" OrderNumber=\"4\" Mandatory=\"Yes\" KeySequence=\"3\"/>"
+    ));
+    assert!(xml.contains(
+        "<ItemDef OID=\"IT.LB.LBORRES\" Name=\"LBORRES\" DataType=\"text\" Length=\"20\" SASFieldName=\"LBORRES\">"
+    ));
+    assert!(xml.contains(
+        "<ItemDef OID=\"IT.LB.LBSTRESN\" Name=\"LBSTRESN\" DataType=\"float\" Length=\"8\" SASFieldName=\"LBSTRESN\">"
+    ));
+    let spec = xml
+        .split("<ItemDef OID=\"IT.LB.LBSPEC\"")
+        .nth(1)
+        .and_then(|d| d.split("</ItemDef>").next())
+        .unwrap();
+    assert!(spec.contains("<TranslatedText xml:lang=\"en\">Specimen</TranslatedText>"));
+    assert!(spec.contains("<def:Origin Type=\"Collected\" Source=\"Investigator\"/>"));
+    assert!(xml.contains("<CodeListRef CodeListOID=\"CL.LB.LBTESTCD\"/>"));
+    assert!(xml.contains(
+        "<CodeListItem CodedValue=\"CRP_MG_L\">\n<Decode>\n<TranslatedText xml:lang=\"en\">C-reactive protein</TranslatedText>"
+    ));
+
+    use casebook::schema::audit_log as a;
+    let rows: Vec<(Option<String>, Option<Value>)> = a::table
+        .filter(a::action.eq("export"))
+        .filter(a::entity_table.eq("define"))
+        .select((a::actor_role, a::new_values))
+        .load(&mut s.app.conn())
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let v = rows[0].1.as_ref().unwrap();
+    assert_eq!(rows[0].0.as_deref(), Some("sponsor"));
+    assert_eq!(v["format"], "define-xml");
+    assert_eq!(v["rows"], 7, "one per dataset");
+    assert_eq!(v["completed"], true);
+}
+
+/// Each shipped study's Define-XML validates: the domains and annotations of all five.
+#[actix_web::test]
+async fn the_define_xml_of_every_shipped_study_is_schema_valid() {
+    for file in [
+        "kawasaki.toml",
+        "thera.toml",
+        "mkd.toml",
+        "nlrp12.toml",
+        "ssc-calcinosis.toml",
+    ] {
+        let path = format!("{}/config/studies/{file}", env!("CARGO_MANIFEST_DIR"));
+        let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &path)]).await;
+        let sponsor = app.token(Role::Sponsor, &[]).await;
+        let r = fetch(&app, "/api/v1/exports/sdtm/define.xml", &sponsor).await;
+        assert_eq!(r.status, 200, "{file}");
+        assert_valid_against(DEFINE_XSD, &r.body, file);
+    }
 }
