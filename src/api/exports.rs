@@ -1,5 +1,6 @@
-//! Export endpoints (sponsor and admin): streamed CSV per form, CDISC ODM 1.3.2, and
-//! SDTM-style datasets as CSV or SAS XPORT. See `crate::export` for how they stream.
+//! Export endpoints (sponsor and admin): streamed CSV per form, CDISC ODM 1.3.2, SDTM-style
+//! datasets as CSV or SAS XPORT and their Define-XML 2.1. See `crate::export` for how they
+//! stream.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -310,7 +311,8 @@ async fn sdtm(
     start(state, caller, scope, Kind::Sdtm(domain, table), filters).await
 }
 
-/// An SDTM-style dataset as CSV (streamed): DM, DS, EX, VS or AE.
+/// An SDTM-style dataset as CSV (streamed): DM, DS, EX, VS, AE, or a domain a form of the
+/// running study definition maps to (`sdtm = { domain = "LB" }`); any other domain is 404.
 ///
 /// USUBJID = study id + `-` + subject code. Rows sorted by USUBJID, then date, then entry
 /// order; --SEQ numbers them within a subject. --DTC are site-local date/times as collected
@@ -330,8 +332,21 @@ async fn sdtm(
 ///   VSSTRESN, VSSTRESU, VSLOC (from the method), VSDTC, VSDY
 /// - AE: AESEQ, AETERM, AEDECOD, AEPTCD, AESTDTC, AEENDTC, AESTDY, AEENDY, AETOXGR, AESER,
 ///   AESDTH, AESLIFE, AESHOSP, AESDISAB, AESCONG, AESMIE, AEREL, AEACN, AEOUT
+/// - a findings domain of the definition's forms (VS, LB, QS, CV, FA, ...: one row per item
+///   value): --SEQ, --TESTCD (from the item id), --TEST (its label), --CAT (the form's
+///   category; FA also FAOBJ), --ORRES (as stored: decimals at the item's digits, booleans
+///   Y/N), --ORRESU, --STRESC, --STRESN, --STRESU, the variables items are annotated with
+///   (`LBSPEC`), VISITNUM, VISIT, VISITDY, --DTC (the form's dated_by item), --DY
+/// - an events or interventions domain of the definition's forms (AE, CE, DS, MH / EX, CM,
+///   ...: one row per record): --SEQ, --TERM or --TRT (the item annotated with it, else the
+///   form's category or name), --CAT, EX/CM: --DOSE, --DOSU, the annotated variables,
+///   VISITNUM, VISIT, VISITDY, --STDTC, --ENDTC, --STDY, --ENDY (DS: --STDTC, --STDY)
+///
+/// In DS, EX and VS the forms' rows join today's, and the variables above that today's
+/// dataset lacks (--CAT, VISITNUM, VISIT, VISITDY, annotated ones) come before its timing
+/// variables. Records entered in error are never included.
 #[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.csv", tag = "exports",
-    params(("domain" = String, Path, description = "dm, ds, ex, vs or ae"), SdtmQuery),
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...)"), SdtmQuery),
     responses((status = 200, description = "the dataset as CSV", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
@@ -352,7 +367,7 @@ pub async fn sdtm_csv(
 /// variables of fixed length (free text up to 200 bytes), numerics as IBM floating point.
 /// The dataset label names the protocol and the start of its file hash where it fits.
 #[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.xpt", tag = "exports",
-    params(("domain" = String, Path, description = "dm, ds, ex, vs or ae"), SdtmQuery),
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...)"), SdtmQuery),
     responses((status = 200, description = "SAS XPORT v5", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),

@@ -1,4 +1,5 @@
-//! Exports for sponsors: streamed CSV, CDISC ODM 1.3.2 XML, SDTM-style datasets.
+//! Exports for sponsors: streamed CSV, CDISC ODM 1.3.2 XML, SDTM-style datasets and their
+//! Define-XML 2.1.
 //!
 //! How an export runs:
 //! - the handler checks policy and filters, takes a pooled connection (so that a busy pool
@@ -6,7 +7,8 @@
 //! - a blocking thread runs the queries in one REPEATABLE READ transaction (one snapshot for
 //!   the whole file), loads rows with `load_iter::<_, PgRowByRowLoadingMode>` (the default
 //!   loading mode buffers the whole result: measured.md), in keyset batches, and writes
-//!   encoded 64 KiB chunks into a bounded channel ([`sink`]): memory stays constant;
+//!   encoded 64 KiB chunks into a bounded channel ([`sink`]): memory stays constant (SDTM
+//!   holds one batch of subjects' form-record rows, to sort them among today's);
 //! - a client that goes away (or stops reading for a minute) stops the work at the end of
 //!   the current batch;
 //! - the export is audited on the same connection before the last chunk leaves, with the
