@@ -580,7 +580,9 @@ impl Rows<'_> {
                     Val::Num(n) => Cell::Num(*n),
                 })
                 .collect();
-            cells[3] = Cell::Num(Some(seq));
+            if let Some(c) = cells.get_mut(3) {
+                *c = Cell::Num(Some(seq));
+            }
             self.w.row(out, &cells)?;
         }
         Ok(())
@@ -595,7 +597,10 @@ impl Rows<'_> {
         cells: &mut [Cell<'_>],
     ) -> Result<(), Stop> {
         self.flush(out, Some((code, key)))?;
-        cells[3] = Cell::Num(Some(self.seq.next(code)));
+        let seq = self.seq.next(code);
+        if let Some(c) = cells.get_mut(3) {
+            *c = Cell::Num(Some(seq));
+        }
         self.plain(out, cells)
     }
 
@@ -760,7 +765,7 @@ fn form_rows(
                     set(
                         &mut row,
                         &format!("{d}TEST"),
-                        Val::Text(truncate(&t.item.label, 40).to_owned()),
+                        Val::Text(truncate(&t.item.label, 40).trim_end().to_owned()),
                     );
                     set(&mut row, &format!("{d}ORRES"), Val::Text(res.clone()));
                     set(&mut row, &format!("{d}ORRESU"), Val::Text(unit.to_owned()));
