@@ -317,7 +317,8 @@ async fn sdtm(
 /// USUBJID = study id + `-` + subject code. Rows sorted by USUBJID, then date, then entry
 /// order; --SEQ numbers them within a subject. --DTC are site-local date/times as collected
 /// (ISO 8601 without offset; AE dates may be partial); --DY counts from the site-local date
-/// of the first dose (RFSTDTC), with no day 0. Records marked deleted are never included.
+/// of the first exposure (RFSTDTC: the first injection given or record of a form mapped to
+/// EX; RFENDTC the last), with no day 0. Records marked deleted are never included.
 /// Text cells that a spreadsheet would run as a formula get a leading `'`, as in the form
 /// CSV exports (the XPT file carries the exact text).
 ///

@@ -7,8 +7,9 @@
 //!   them within each subject;
 //! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial dates stay
 //!   partial;
-//! - --DY counts from the site-local date of the first dose given (RFSTDTC), with no day 0;
-//!   empty when the date is partial or the subject has no dose;
+//! - --DY counts from the site-local date of the first exposure (RFSTDTC: today's injections
+//!   given and the records of the definition's forms mapped to EX), with no day 0; empty
+//!   when the date is partial or the subject has no exposure;
 //! - records marked deleted and subjects marked deleted are never in SDTM.
 //!
 //! Form records (`crate::domain::study::sdtm` says which items become which rows): a
@@ -853,9 +854,8 @@ fn dm(
     out: &mut Out,
 ) -> Result<(), Stop> {
     for s in batch {
-        let tz = s.tz();
-        let rfst = s.first_dose.map(|t| local_dtc(t, tz)).unwrap_or_default();
-        let rfen = s.last_dose.map(|t| local_dtc(t, tz)).unwrap_or_default();
+        let rfst = s.rfstdtc().unwrap_or_default();
+        let rfen = s.rfendtc().unwrap_or_default();
         let rfic = s
             .first_consent
             .map(|d| d.format("%Y-%m-%d").to_string())
@@ -863,7 +863,7 @@ fn dm(
         let age_at = s.first_consent.or_else(|| s.day1());
         let age = age_at.and_then(|d| age_years(&s.birth_year_month, d));
         let sex = if s.sex == "male" { "M" } else { "F" };
-        let (actarmcd, actarm) = if s.first_dose.is_some() {
+        let (actarmcd, actarm) = if !rfst.is_empty() {
             ("ANAKINRA", "Anakinra")
         } else {
             ("NOTTRT", "Not Treated")

@@ -25,7 +25,8 @@ struct Study {
 
 /// FRA-001: a day-1 injection (today's table) at 08:00 Paris, a rescue dose before it and
 /// one two days later, vital signs at D1 and a temperature (today's table), labs at D1 and
-/// W4, a crisis and one entered in error. FRB-001: labs at D1.
+/// W4, a crisis and one entered in error. FRB-001: a rescue dose (its only exposure) and labs
+/// at D1 the same day.
 async fn study() -> Study {
     let path = format!("{}/tests/studies/sdtm.toml", env!("CARGO_MANIFEST_DIR"));
     let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &path)]).await;
@@ -79,6 +80,11 @@ async fn study() -> Study {
         form(&fra, "labs"),
         json!({"visit": "W4", "values": {"sampled_on": "2026-11-02", "crp_mg_l": "0.50",
             "specimen": "PLASMA"}}),
+    )
+    .await;
+    post(
+        form(&frb, "dosing"),
+        json!({"values": {"given_at": "2026-10-06T10:00:00Z", "drug": "ANAKINRA", "dose_mg": "5.00"}}),
     )
     .await;
     post(
@@ -197,7 +203,7 @@ async fn findings_forms_give_one_row_per_item_value_with_exact_results_and_units
     assert_eq!(frb.len(), 1);
     assert_eq!(frb[0]["LBSEQ"], "1", "--SEQ counts within each subject");
     assert_eq!(frb[0]["LBORRES"], "3.00");
-    assert_eq!(frb[0]["LBDY"], "", "no dose: no study day");
+    assert_eq!(frb[0]["LBDY"], "1", "day 1 from the form's dose alone");
 
     // the site filter
     let (_, only_fra) = dataset(&s, "/api/v1/exports/sdtm/lb.csv?site=FRA").await;
@@ -259,6 +265,10 @@ async fn form_rows_join_todays_vs_and_ex_in_date_order() {
             "VISITDY", "EXSTDTC", "EXENDTC", "EXSTDY", "EXENDY"
         ])
     );
+    let ex: Vec<_> = ex
+        .iter()
+        .filter(|r| r["USUBJID"].ends_with(&s.fra))
+        .collect();
     let got: Vec<(&str, &str, &str, &str, &str, &str)> = ex
         .iter()
         .map(|r| {
@@ -281,6 +291,15 @@ async fn form_rows_join_todays_vs_and_ex_in_date_order() {
         ]
     );
     assert_eq!(ex[0]["EXTRT"], "ANAKINRA", "the item annotated EXTRT");
+
+    // the reference dates span today's injections and the forms' doses
+    let (_, dm) = dataset(&s, "/api/v1/exports/sdtm/dm.csv").await;
+    let fra = dm.iter().find(|r| r["SUBJID"] == s.fra).unwrap();
+    assert_eq!(fra["RFSTDTC"], "2026-10-05T07:00:00");
+    assert_eq!(fra["RFENDTC"], "2026-10-07T12:00:00");
+    let frb = dm.iter().find(|r| r["SUBJID"] == "FRB-001").unwrap();
+    assert_eq!(frb["RFSTDTC"], "2026-10-06T12:00:00");
+    assert_eq!(frb["ACTARMCD"], "ANAKINRA", "treated through the form");
     assert_eq!(ex[1]["EXROUTE"], "SUBCUTANEOUS");
     assert_eq!(ex[1]["EXLOT"], "LOT-1");
 }
