@@ -19,6 +19,9 @@ use crate::domain::study::Definition;
 const SDTMIG: &str = "3.4";
 
 fn class_name(code: &str) -> &'static str {
+    if code.starts_with("SUPP") {
+        return "RELATIONSHIP";
+    }
     match code {
         "DM" => "SPECIAL PURPOSE",
         "FA" => "FINDINGS ABOUT",
@@ -31,6 +34,9 @@ fn class_name(code: &str) -> &'static str {
 }
 
 fn structure(code: &str) -> String {
+    if let Some(parent) = code.strip_prefix("SUPP") {
+        return format!("One record per supplemental qualifier per {parent} record");
+    }
     match code {
         "DM" => "One record per subject".into(),
         other => match plan::class(other) {
@@ -74,8 +80,20 @@ fn data_type(var: &Var) -> &'static str {
     }
 }
 
-/// The dataset's keys: the study, the subject, and the sequence number.
+/// The dataset's keys: the study, the subject, and the sequence number (`SUPP--`: the
+/// parent record and the qualifier's name).
 fn key_sequence(code: &str, name: &str) -> Option<&'static str> {
+    if code.starts_with("SUPP") {
+        return match name {
+            "STUDYID" => Some("1"),
+            "RDOMAIN" => Some("2"),
+            "USUBJID" => Some("3"),
+            "IDVAR" => Some("4"),
+            "IDVARVAL" => Some("5"),
+            "QNAM" => Some("6"),
+            _ => None,
+        };
+    }
     match name {
         "STUDYID" => Some("1"),
         "USUBJID" => Some("2"),
@@ -211,7 +229,7 @@ fn item_group(x: &mut Xml<'_>, code: &str, vars: &[Var]) -> io::Result<()> {
             ("def:ArchiveLocationID", &leaf),
         ],
     )?;
-    x.translated("Description", dataset_label(code))?;
+    x.translated("Description", &dataset_label(code))?;
     for (n, v) in vars.iter().enumerate() {
         let oid = format!("IT.{code}.{}", v.name);
         let order = (n + 1).to_string();

@@ -90,16 +90,24 @@ impl Form {
     }
 }
 
-/// An SDTM dataset: DM, DS, EX, VS and AE from today's tables, and every domain the study
-/// definition maps a form to (`sdtm::domains`); the code is two upper-case letters.
+/// An SDTM dataset: DM, DS, EX, VS and AE from today's tables, every domain the study
+/// definition maps a form to, and their `SUPP--` datasets (`sdtm::domains`); the code is two
+/// upper-case letters, or `SUPP` and two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain(String);
 
 impl Domain {
-    /// Two ASCII letters, in either case; whether the study exports it is `sdtm::domains`.
+    /// Two ASCII letters, or `supp` and two, in either case; whether the study exports it is
+    /// `sdtm::domains`.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()))
-            .then(|| Self(s.to_ascii_uppercase()))
+        let up = s.to_ascii_uppercase();
+        let letters = up.strip_prefix("SUPP").unwrap_or(&up);
+        (letters.len() == 2 && letters.bytes().all(|b| b.is_ascii_uppercase())).then_some(Self(up))
+    }
+
+    /// The parent domain of a `SUPP--` dataset.
+    pub fn supp_of(&self) -> Option<&str> {
+        self.0.strip_prefix("SUPP")
     }
 
     pub fn code(&self) -> &str {

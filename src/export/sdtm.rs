@@ -66,11 +66,18 @@ fn legacy(code: &str) -> Option<Legacy> {
 /// maps a form to.
 pub fn domains(def: &Definition) -> Vec<Domain> {
     let mut codes: Vec<String> = LEGACY.iter().map(|(c, _)| (*c).to_owned()).collect();
-    for p in plan::plans(def) {
+    let plans = plan::plans(def);
+    for p in &plans {
         if !codes.contains(&p.domain) {
-            codes.push(p.domain);
+            codes.push(p.domain.clone());
         }
     }
+    codes.extend(
+        plans
+            .iter()
+            .filter(|p| p.has_supp())
+            .map(|p| format!("SUPP{}", p.domain)),
+    );
     codes.iter().filter_map(|c| Domain::parse(c)).collect()
 }
 
@@ -92,6 +99,25 @@ pub fn vars(domain: &Domain, study_id: &str, def: &Definition) -> Vec<Var> {
             (study_len + 1 + SUBJECT_CODE_LEN).min(200),
         ),
     ];
+    if let Some(parent) = domain.supp_of() {
+        v[1] = Var::char("RDOMAIN", "Related Domain Abbreviation", 2);
+        let qval = plan::plan(def, parent)
+            .iter()
+            .flat_map(|p| p.sources.iter().flat_map(|s| s.supp.iter()))
+            .map(|t| value_len(t.item, def))
+            .max()
+            .unwrap_or(1);
+        v.extend([
+            Var::char("IDVAR", "Identifying Variable", 8),
+            Var::char("IDVARVAL", "Identifying Variable Value", 20),
+            Var::char("QNAM", "Qualifier Variable Name", 8),
+            Var::char("QLABEL", "Qualifier Variable Label", 40),
+            Var::char("QVAL", "Data Value", char_len(qval)),
+            Var::char("QORIG", "Origin", 8),
+            Var::char("QEVAL", "Evaluator", 1),
+        ]);
+        return v;
+    }
     let plan = plan::plan(def, domain.code());
     let rest = match (legacy(domain.code()), &plan) {
         (Some(l), None) => legacy_vars(l),
@@ -208,7 +234,14 @@ fn legacy_vars(l: Legacy) -> Vec<Var> {
 }
 
 /// The SDTM IG's name of a dataset.
-pub fn dataset_label(code: &str) -> &'static str {
+pub fn dataset_label(code: &str) -> String {
+    match code.strip_prefix("SUPP") {
+        Some(parent) => format!("Supplemental Qualifiers for {parent}"),
+        None => ig_label(code).to_owned(),
+    }
+}
+
+fn ig_label(code: &str) -> &'static str {
     match code {
         "DM" => "Demographics",
         "DS" => "Disposition",
@@ -248,7 +281,7 @@ fn label_with_protocol(code: &str, job: &Job) -> String {
     if full.len() <= 40 {
         full
     } else {
-        dataset_label(code).to_owned()
+        dataset_label(code)
     }
 }
 
@@ -448,13 +481,15 @@ pub fn write(
     out: &mut Out,
 ) -> Result<(), Stop> {
     let study = job.protocol.file.study.id.as_str();
-    let code = domain.code();
     let vars = vars(domain, study, &job.study);
+    // a SUPP-- dataset replays its parent's rows to number them as the parent does
+    let supp = domain.supp_of();
+    let code = supp.unwrap_or(domain.code());
     let plan = plan::plan(&job.study, code);
     let legacy = legacy(code);
     // where each of today's variables sits once the definition's forms add theirs
     let places: Option<Vec<usize>> = match (legacy, &plan) {
-        (Some(l), Some(_)) => Some(
+        (Some(l), Some(_)) if supp.is_none() => Some(
             ["STUDYID", "DOMAIN", "USUBJID"]
                 .into_iter()
                 .chain(legacy_vars(l).iter().map(|v| v.name.as_ref()))
@@ -471,8 +506,8 @@ pub fn write(
         }
         Table::Xpt => Writer::Xpt(XptWriter::begin(
             &mut out.sink,
-            code,
-            &label_with_protocol(code, job),
+            domain.code(),
+            &label_with_protocol(domain.code(), job),
             vars.clone(),
             job.started,
         )?),
@@ -483,6 +518,7 @@ pub fn write(
         places,
         pending: Vec::new().into_iter().peekable(),
         seq: Seq::default(),
+        supp: supp.map(|parent| (study, parent)),
     };
     subjects::for_each_batch(conn, job, out, |conn, batch, out| {
         let by_code: HashMap<&str, &SubjectInfo> =
@@ -548,6 +584,8 @@ struct FormRow {
     /// its date (--DTC or --STDTC) as text: ISO 8601 text sorts as the dates do
     key: String,
     cells: Vec<Val>,
+    /// its supplemental qualifiers: QNAM, QLABEL, QVAL, QORIG
+    supp: Vec<[String; 4]>,
 }
 
 /// Writes the rows of a batch in order: today's rows as their queries stream them, the
@@ -560,6 +598,9 @@ struct Rows<'a> {
     places: Option<Vec<usize>>,
     pending: std::iter::Peekable<std::vec::IntoIter<FormRow>>,
     seq: Seq,
+    /// writing the `SUPP--` dataset of this parent (with the study id): the parent's rows
+    /// are numbered, not written
+    supp: Option<(&'a str, &'a str)>,
 }
 
 impl Rows<'_> {
@@ -573,6 +614,28 @@ impl Rows<'_> {
             }
             let Some(r) = self.pending.next() else { break };
             let seq = self.seq.next(&r.code);
+            if let Some((study, parent)) = self.supp {
+                let usubjid = format!("{study}-{}", r.code);
+                let (idvar, idvarval) = (format!("{parent}SEQ"), seq.to_string());
+                for [qnam, qlabel, qval, qorig] in &r.supp {
+                    self.w.row(
+                        out,
+                        &[
+                            Cell::Text(study),
+                            Cell::Text(parent),
+                            Cell::Text(&usubjid),
+                            Cell::Text(&idvar),
+                            Cell::Text(&idvarval),
+                            Cell::Text(qnam),
+                            Cell::Text(qlabel),
+                            Cell::Text(qval),
+                            Cell::Text(qorig),
+                            Cell::Text(""),
+                        ],
+                    )?;
+                }
+                continue;
+            }
             let mut cells: Vec<Cell<'_>> = r
                 .cells
                 .iter()
@@ -599,6 +662,9 @@ impl Rows<'_> {
     ) -> Result<(), Stop> {
         self.flush(out, Some((code, key)))?;
         let seq = self.seq.next(code);
+        if self.supp.is_some() {
+            return Ok(());
+        }
         if let Some(c) = cells.get_mut(3) {
             *c = Cell::Num(Some(seq));
         }
@@ -778,6 +844,7 @@ fn form_rows(
                         code: r.code.clone(),
                         key: dtc.clone(),
                         cells: row,
+                        supp: Vec::new(),
                     });
                 }
             }
@@ -799,10 +866,25 @@ fn form_rows(
                         );
                     }
                 }
+                let supp = src
+                    .supp
+                    .iter()
+                    .filter_map(|t| {
+                        let qval = value(t.item)?;
+                        let origin = if t.item.derived() { "DERIVED" } else { "CRF" };
+                        Some([
+                            t.testcd.clone(),
+                            truncate(&t.item.label, 40).trim_end().to_owned(),
+                            qval,
+                            origin.to_owned(),
+                        ])
+                    })
+                    .collect();
                 rows.push(FormRow {
                     code: r.code.clone(),
                     key: dtc,
                     cells,
+                    supp,
                 });
             }
         }
@@ -1271,7 +1353,7 @@ mod tests {
                         d.code()
                     );
                 }
-                if d.code() != "DM" {
+                if d.code() != "DM" && d.supp_of().is_none() {
                     assert!(
                         vars[3].name.ends_with("SEQ"),
                         "{}: --SEQ is fourth",
@@ -1292,7 +1374,10 @@ mod tests {
         };
         assert_eq!(codes(0), ["DM", "DS", "EX", "VS", "AE", "CV", "FA"]);
         assert_eq!(codes(1), ["DM", "DS", "EX", "VS", "AE", "QS", "LB"]);
-        assert_eq!(codes(2), ["DM", "DS", "EX", "VS", "AE", "CE", "LB"]);
+        assert_eq!(
+            codes(2),
+            ["DM", "DS", "EX", "VS", "AE", "CE", "LB", "SUPPEX", "SUPPDS", "SUPPCE"]
+        );
     }
 
     #[test]

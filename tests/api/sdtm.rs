@@ -56,12 +56,14 @@ async fn study() -> Study {
     .await;
     post(
         form(&fra, "dosing"),
-        json!({"values": {"given_at": "2026-10-07T10:00:00Z", "drug": "ANAKINRA", "dose_mg": "10.50"}}),
+        json!({"values": {"given_at": "2026-10-07T10:00:00Z", "drug": "ANAKINRA", "dose_mg": "10.50",
+            "reason": "fever on day 3"}}),
     )
     .await;
     post(
         form(&fra, "dosing"),
-        json!({"values": {"given_at": "2026-10-05T05:00:00Z", "drug": "ANAKINRA", "dose_mg": "2.25"}}),
+        json!({"values": {"given_at": "2026-10-05T05:00:00Z", "drug": "ANAKINRA", "dose_mg": "2.25",
+            "reason": "pain"}}),
     )
     .await;
     post(
@@ -331,7 +333,53 @@ async fn event_forms_give_one_row_per_record_and_unknown_domains_are_404() {
     assert_eq!(c["CEENDY"], "4");
     assert!(!c.values().any(|v| v == "not in CE"));
 
+    // the items without an annotation, numbered as their parent rows
+    let (header, supp) = dataset(&s, "/api/v1/exports/sdtm/suppce.csv").await;
+    assert_eq!(
+        header,
+        names(&[
+            "STUDYID", "RDOMAIN", "USUBJID", "IDVAR", "IDVARVAL", "QNAM", "QLABEL", "QVAL",
+            "QORIG", "QEVAL"
+        ])
+    );
+    let got: Vec<Vec<&str>> = supp
+        .iter()
+        .map(|r| {
+            [
+                "RDOMAIN", "IDVAR", "IDVARVAL", "QNAM", "QLABEL", "QVAL", "QORIG",
+            ]
+            .iter()
+            .map(|c| r[*c].as_str())
+            .collect()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [["CE", "CESEQ", "1", "NOTE", "Note", "not in CE", "CRF"]]
+    );
+    let (_, supp) = dataset(&s, "/api/v1/exports/sdtm/suppex.csv").await;
+    let got: Vec<(&str, &str, &str)> = supp
+        .iter()
+        .map(|r| {
+            (
+                r["USUBJID"].as_str(),
+                r["IDVARVAL"].as_str(),
+                r["QVAL"].as_str(),
+            )
+        })
+        .collect();
+    let fra = format!("{STUDY}-{}", s.fra);
+    assert_eq!(
+        got,
+        [
+            (fra.as_str(), "1", "pain"),
+            // EXSEQ 2 is today's injection
+            (fra.as_str(), "3", "fever on day 3"),
+        ]
+    );
+
     for path in [
+        "/api/v1/exports/sdtm/supplb.csv",
         "/api/v1/exports/sdtm/qs.csv",
         "/api/v1/exports/sdtm/cv.xpt",
         "/api/v1/exports/sdtm/l.csv",
@@ -349,7 +397,7 @@ async fn event_forms_give_one_row_per_record_and_unknown_domains_are_404() {
 #[actix_web::test]
 async fn form_datasets_read_back_from_xpt_equal_to_the_csv_and_are_audited() {
     let s = study().await;
-    for domain in ["lb", "vs", "ex", "ce"] {
+    for domain in ["lb", "vs", "ex", "ce", "suppex"] {
         let csv = fetch(
             &s.app,
             &format!("/api/v1/exports/sdtm/{domain}.csv"),
@@ -422,7 +470,7 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
     assert!(r.header("content-disposition").contains("define.xml"));
     assert_valid_against(DEFINE_XSD, &r.body, "Define-XML");
     let xml = r.text();
-    for code in ["DM", "DS", "EX", "VS", "AE", "LB", "CE"] {
+    for code in ["DM", "DS", "EX", "VS", "AE", "LB", "CE", "SUPPEX", "SUPPCE"] {
         assert!(
             xml.contains(&format!("<ItemGroupDef OID=\"IG.{code}\" Name=\"{code}\"")),
             "{code}"
@@ -450,6 +498,7 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
     assert!(xml.contains("<def:Class Name=\"EVENTS\"/>"));
     assert!(xml.contains("<def:Class Name=\"INTERVENTIONS\"/>"));
     assert!(xml.contains("<def:Class Name=\"SPECIAL PURPOSE\"/>"));
+    assert!(xml.contains("<def:Class Name=\"RELATIONSHIP\"/>"));
     assert!(lb.contains(
         "<ItemRef ItemOID=\"IT.LB.LBSEQ\" OrderNumber=\"4\" Mandatory=\"Yes\" KeySequence=\"3\"/>"
     ));
@@ -482,7 +531,7 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
     let v = rows[0].1.as_ref().unwrap();
     assert_eq!(rows[0].0.as_deref(), Some("sponsor"));
     assert_eq!(v["format"], "define-xml");
-    assert_eq!(v["rows"], 7, "one per dataset");
+    assert_eq!(v["rows"], 9, "one per dataset");
     assert_eq!(v["completed"], true);
 }
 

@@ -11,8 +11,8 @@
 //! - Events (AE, CE, DS, MH, DV, HO) and interventions (EX, EC, CM, PR, SU, AG, ML): one row
 //!   per record; annotated items fill their variables, the topic (`--TERM`, `--TRT`) is the
 //!   item annotated with it or else the form's SDTM category or name; `--STDTC` is the item
-//!   annotated with it or else the `dated_by` item. Items without an annotation are not in
-//!   these datasets (they are in the form's CSV and in ODM).
+//!   annotated with it or else the `dated_by` item. Items without an annotation are
+//!   supplemental qualifiers (`SUPP--`: QNAM from the item id, as test codes are).
 
 use super::model::{Definition, Form, Item};
 
@@ -66,6 +66,9 @@ pub struct Source<'a> {
     pub tests: Vec<Test<'a>>,
     /// items that fill a variable of the record (`EXDOSE`, `LBSPEC`), by variable name
     pub mapped: Vec<(String, &'a Item)>,
+    /// events and interventions: the items without an annotation, as supplemental
+    /// qualifiers (`testcd` is their QNAM)
+    pub supp: Vec<Test<'a>>,
 }
 
 impl Source<'_> {
@@ -96,6 +99,11 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// Whether the domain has a `SUPP--` dataset.
+    pub fn has_supp(&self) -> bool {
+        self.sources.iter().any(|s| !s.supp.is_empty())
+    }
+
     /// Variables the items are annotated with, in first-seen order (without the topic,
     /// which has its own place).
     pub fn mapped_vars(&self) -> Vec<&str> {
@@ -175,10 +183,16 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
             .iter()
             .flat_map(|s| s.tests.iter().map(|t| t.testcd.clone()))
             .collect();
+        let mut qnams: Vec<String> = plan
+            .sources
+            .iter()
+            .flat_map(|s| s.supp.iter().map(|t| t.testcd.clone()))
+            .collect();
         let mut source = Source {
             form,
             tests: Vec::new(),
             mapped: Vec::new(),
+            supp: Vec::new(),
         };
         for item in form.items.iter().filter(|i| i.id != form.dated_by) {
             let var = item.sdtm.as_deref().and_then(var_name);
@@ -189,8 +203,12 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
                     source.mapped.push((v.to_owned(), item));
                     continue;
                 }
-                // events and interventions carry annotated items only
-                (_, None) => continue,
+                (_, None) => {
+                    let qnam = unique_testcd(&item.id, &qnams);
+                    qnams.push(qnam.clone());
+                    source.supp.push(Test { item, testcd: qnam });
+                    continue;
+                }
             }
             let testcd = unique_testcd(&item.id, &taken);
             taken.push(testcd.clone());
@@ -369,12 +387,20 @@ dated_by = "on"
     }
 
     #[test]
-    fn events_carry_annotated_items_only() {
+    fn events_carry_annotated_items_and_the_others_as_supplemental_qualifiers() {
         let d = def();
         let ce = plan(&d, "CE").unwrap_or_else(|| panic!("CE"));
         assert_eq!(ce.class, Class::Events);
         assert!(ce.sources[0].tests.is_empty());
         assert_eq!(ce.mapped_vars(), ["CEENDTC"]);
+        let supp: Vec<&str> = ce.sources[0]
+            .supp
+            .iter()
+            .map(|t| t.testcd.as_str())
+            .collect();
+        assert_eq!(supp, ["SCORE"]);
+        assert!(ce.has_supp());
+        assert!(!plans(&d)[0].has_supp(), "findings have none");
         assert_eq!(ce.sources[0].default_topic(), "CRISIS");
         assert!(plan(&d, "LB").is_none());
     }
