@@ -343,11 +343,15 @@ async fn sdtm(
 ///   form's category or name), --CAT, EX/CM: --DOSE, --DOSU, the annotated variables,
 ///   VISITNUM, VISIT, VISITDY, --STDTC, --ENDTC, --STDY, --ENDY (DS: --STDTC, --STDY)
 ///
+/// - SUPP-- of such an events or interventions domain (`suppce`): the items without an
+///   annotation: STUDYID, RDOMAIN, USUBJID, IDVAR (--SEQ), IDVARVAL, QNAM, QLABEL, QVAL,
+///   QORIG (CRF or DERIVED), QEVAL
+///
 /// In DS, EX and VS the forms' rows join today's, and the variables above that today's
 /// dataset lacks (--CAT, VISITNUM, VISIT, VISITDY, annotated ones) come before its timing
 /// variables. Records entered in error are never included.
 #[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.csv", tag = "exports",
-    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...)"), SdtmQuery),
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...) or its supp-- dataset (suppce)"), SdtmQuery),
     responses((status = 200, description = "the dataset as CSV", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
@@ -368,7 +372,7 @@ pub async fn sdtm_csv(
 /// variables of fixed length (free text up to 200 bytes), numerics as IBM floating point.
 /// The dataset label names the protocol and the start of its file hash where it fits.
 #[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.xpt", tag = "exports",
-    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...)"), SdtmQuery),
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...) or its supp-- dataset (suppce)"), SdtmQuery),
     responses((status = 200, description = "SAS XPORT v5", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
