@@ -119,14 +119,13 @@ impl Plan<'_> {
     }
 }
 
-/// The variable name an annotation gives, when it is one XPT v5 can carry (1-8 upper-case
-/// letters, digits or `_`, starting with a letter).
-fn var_name(s: &str) -> Option<&str> {
-    let ok = (1..=8).contains(&s.len())
+/// Whether an item's `sdtm` annotation is a variable name XPT v5 can carry (1-8 upper-case
+/// letters, digits or `_`, starting with a letter): checked when the definition loads.
+pub fn is_variable_name(s: &str) -> bool {
+    (1..=8).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_uppercase())
         && s.chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    ok.then_some(s)
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The test code of an item id: upper case; when longer than 8, without its `_`; cut to 8.
@@ -195,7 +194,7 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
             supp: Vec::new(),
         };
         for item in form.items.iter().filter(|i| i.id != form.dated_by) {
-            let var = item.sdtm.as_deref().and_then(var_name);
+            let var = item.sdtm.as_deref();
             match (plan.class, var) {
                 (Class::Findings, None) => {}
                 (Class::Findings, Some(v)) if v == orres => {}
@@ -415,12 +414,25 @@ dated_by = "on"
     }
 
     #[test]
-    fn annotations_that_are_not_variable_names_are_ignored() {
-        assert_eq!(var_name("EXDOSE"), Some("EXDOSE"));
-        assert_eq!(var_name("VISITDY"), Some("VISITDY"));
-        assert_eq!(var_name("TOOLONGNAME"), None);
-        assert_eq!(var_name("exdose"), None);
-        assert_eq!(var_name(""), None);
+    fn an_annotation_that_is_no_variable_name_is_a_load_error_naming_its_line() {
+        for bad in ["cv_method", "CVMETHODS", "1CV", ""] {
+            let text = STUDY.replacen("\"CVMETHOD\"", &format!("\"{bad}\""), 1);
+            let line = text[..text.find(&format!("sdtm = \"{bad}\"")).unwrap_or(0)]
+                .matches('\n')
+                .count()
+                + 1;
+            let errors: Vec<String> = match super::super::parse("s.toml", &text) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.iter().map(ToString::to_string).collect(),
+            };
+            assert!(
+                errors.iter().any(|e| e.starts_with(&format!(
+                    "s.toml:{line}: sdtm `{bad}`: an SDTM variable name"
+                ))),
+                "{bad}: {errors:?}"
+            );
+        }
+        assert!(is_variable_name("VISITDY"));
         assert_eq!(unit("°C"), "C");
         assert_eq!(unit("mg/L"), "mg/L");
     }
