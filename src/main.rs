@@ -60,7 +60,7 @@ enum Command {
     /// every file is audited as `system:cli`.
     Export {
         /// csv: one file per form; odm: one ODM 1.3.2 file; sdtm-xpt, sdtm-csv: one file
-        /// per SDTM domain
+        /// per SDTM domain (sdtm-xpt with their Define-XML 2.1, define.xml)
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// directory for the files (created if missing)
@@ -363,7 +363,7 @@ fn export(
     site: Option<String>,
     include_deleted: bool,
 ) -> ExitCode {
-    use casebook::export::{self, Domain, Filters, Form, Job, Kind, Table};
+    use casebook::export::{self, Filters, Form, Job, Kind, Table};
     use diesel::prelude::*;
 
     if include_deleted && format != ExportFormat::Csv {
@@ -400,7 +400,7 @@ fn export(
     if let Err(e) = std::fs::create_dir_all(dir) {
         return fail(format!("cannot create {}: {e}", dir.display()));
     }
-    let domains = [Domain::Dm, Domain::Ds, Domain::Ex, Domain::Vs, Domain::Ae];
+    let domains = export::sdtm::domains(&study);
     let kinds: Vec<Kind> = match format {
         ExportFormat::Csv => [
             Form::Subjects,
@@ -415,8 +415,16 @@ fn export(
         .chain(study.record_forms().map(|f| Kind::Records(f.id.clone())))
         .collect(),
         ExportFormat::Odm => vec![Kind::Odm],
-        ExportFormat::SdtmXpt => domains.map(|d| Kind::Sdtm(d, Table::Xpt)).to_vec(),
-        ExportFormat::SdtmCsv => domains.map(|d| Kind::Sdtm(d, Table::Csv)).to_vec(),
+        // the datasets and their Define-XML, whose def:leaf names them
+        ExportFormat::SdtmXpt => domains
+            .into_iter()
+            .map(|d| Kind::Sdtm(d, Table::Xpt))
+            .chain([Kind::Define])
+            .collect(),
+        ExportFormat::SdtmCsv => domains
+            .into_iter()
+            .map(|d| Kind::Sdtm(d, Table::Csv))
+            .collect(),
     };
     // one request id and one time stamp for the files of this run
     let meta = cli_meta("export");
@@ -425,7 +433,7 @@ fn export(
     let tty = std::io::stderr().is_terminal();
     for kind in kinds {
         let name = kind.file_name(&study_id, started);
-        let entity = kind.entity();
+        let entity = kind.entity().to_owned();
         let path = dir.join(&name);
         let part = dir.join(format!("{name}.part"));
         let file = match std::fs::File::create(&part) {

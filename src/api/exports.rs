@@ -1,5 +1,6 @@
-//! Export endpoints (sponsor and admin): streamed CSV per form, CDISC ODM 1.3.2, and
-//! SDTM-style datasets as CSV or SAS XPORT. See `crate::export` for how they stream.
+//! Export endpoints (sponsor and admin): streamed CSV per form, CDISC ODM 1.3.2, SDTM-style
+//! datasets as CSV or SAS XPORT and their Define-XML 2.1. See `crate::export` for how they
+//! stream.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -19,6 +20,7 @@ use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/exports/odm.xml").route(web::get().to(odm)))
+        .service(resource("/exports/sdtm/define.xml").route(web::get().to(define)))
         .service(resource("/exports/sdtm/{domain}.csv").route(web::get().to(sdtm_csv)))
         .service(resource("/exports/sdtm/{domain}.xpt").route(web::get().to(sdtm_xpt)))
         .service(resource("/exports/{form}.csv").route(web::get().to(form_csv)));
@@ -299,7 +301,9 @@ async fn sdtm(
     query: SdtmQuery,
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::Export)?;
-    let domain = Domain::parse(domain).ok_or(AppError::NotFound)?;
+    let domain = Domain::parse(domain)
+        .filter(|d| export::sdtm::exports(&state.study, d))
+        .ok_or(AppError::NotFound)?;
     let filters = Filters {
         site: query.site,
         ..Filters::default()
@@ -307,12 +311,14 @@ async fn sdtm(
     start(state, caller, scope, Kind::Sdtm(domain, table), filters).await
 }
 
-/// An SDTM-style dataset as CSV (streamed): DM, DS, EX, VS or AE.
+/// An SDTM-style dataset as CSV (streamed): DM, DS, EX, VS, AE, or a domain a form of the
+/// running study definition maps to (`sdtm = { domain = "LB" }`); any other domain is 404.
 ///
 /// USUBJID = study id + `-` + subject code. Rows sorted by USUBJID, then date, then entry
 /// order; --SEQ numbers them within a subject. --DTC are site-local date/times as collected
 /// (ISO 8601 without offset; AE dates may be partial); --DY counts from the site-local date
-/// of the first dose (RFSTDTC), with no day 0. Records marked deleted are never included.
+/// of the first exposure (RFSTDTC: the first injection given or record of a form mapped to
+/// EX; RFENDTC the last), with no day 0. Records marked deleted are never included.
 /// Text cells that a spreadsheet would run as a formula get a leading `'`, as in the form
 /// CSV exports (the XPT file carries the exact text).
 ///
@@ -327,8 +333,25 @@ async fn sdtm(
 ///   VSSTRESN, VSSTRESU, VSLOC (from the method), VSDTC, VSDY
 /// - AE: AESEQ, AETERM, AEDECOD, AEPTCD, AESTDTC, AEENDTC, AESTDY, AEENDY, AETOXGR, AESER,
 ///   AESDTH, AESLIFE, AESHOSP, AESDISAB, AESCONG, AESMIE, AEREL, AEACN, AEOUT
+/// - a findings domain of the definition's forms (VS, LB, QS, CV, FA, ...: one row per item
+///   value): --SEQ, --TESTCD (from the item id), --TEST (its label), --CAT (the form's
+///   category; FA also FAOBJ), --ORRES (as stored: decimals at the item's digits, booleans
+///   Y/N), --ORRESU, --STRESC, --STRESN, --STRESU, the variables items are annotated with
+///   (`LBSPEC`), VISITNUM, VISIT, VISITDY, --DTC (the form's dated_by item), --DY
+/// - an events or interventions domain of the definition's forms (AE, CE, DS, MH / EX, CM,
+///   ...: one row per record): --SEQ, --TERM or --TRT (the item annotated with it, else the
+///   form's category or name), --CAT, EX/CM: --DOSE, --DOSU, the annotated variables,
+///   VISITNUM, VISIT, VISITDY, --STDTC, --ENDTC, --STDY, --ENDY (DS: --STDTC, --STDY)
+///
+/// - SUPP-- of such an events or interventions domain (`suppce`): the items without an
+///   annotation: STUDYID, RDOMAIN, USUBJID, IDVAR (--SEQ), IDVARVAL, QNAM, QLABEL, QVAL,
+///   QORIG (CRF or DERIVED), QEVAL
+///
+/// In DS, EX and VS the forms' rows join today's, and the variables above that today's
+/// dataset lacks (--CAT, VISITNUM, VISIT, VISITDY, annotated ones) come before its timing
+/// variables. Records entered in error are never included.
 #[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.csv", tag = "exports",
-    params(("domain" = String, Path, description = "dm, ds, ex, vs or ae"), SdtmQuery),
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...) or its supp-- dataset (suppce)"), SdtmQuery),
     responses((status = 200, description = "the dataset as CSV", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
@@ -349,7 +372,7 @@ pub async fn sdtm_csv(
 /// variables of fixed length (free text up to 200 bytes), numerics as IBM floating point.
 /// The dataset label names the protocol and the start of its file hash where it fits.
 #[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.xpt", tag = "exports",
-    params(("domain" = String, Path, description = "dm, ds, ex, vs or ae"), SdtmQuery),
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...) or its supp-- dataset (suppce)"), SdtmQuery),
     responses((status = 200, description = "SAS XPORT v5", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
@@ -362,4 +385,23 @@ pub async fn sdtm_xpt(
     query: web::Query<SdtmQuery>,
 ) -> AppResult<HttpResponse> {
     sdtm(state, caller, &domain, Table::Xpt, query.into_inner()).await
+}
+
+/// Define-XML 2.1 metadata of the SDTM datasets (valid against the Define-XML 2.1 schema).
+///
+/// One ItemGroupDef per dataset that `/exports/sdtm/{domain}.xpt` serves for the running
+/// study (DM, DS, EX, VS, AE and each domain its definition maps a form to), with its class
+/// (def:Class), structure, keys (STUDYID, USUBJID, --SEQ), and its XPT file as def:leaf
+/// (`lb.xpt`, relative to this file); one ItemDef per variable (`IT.<domain>.<variable>`)
+/// with data type, length, label and origin (Collected for what an item fills, Derived,
+/// Assigned); for each findings dataset of the definition's forms, a code list of its test
+/// codes decoded by the items' labels. Audited as an export (entity `define`, rows = datasets).
+#[utoipa::path(get, path = "/api/v1/exports/sdtm/define.xml", tag = "exports",
+    responses((status = 200, description = "Define-XML 2.1", content_type = "application/xml", body = String),
+        (status = 403, body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn define(state: web::Data<AppState>, caller: Caller) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::Export)?;
+    start(state, caller, scope, Kind::Define, Filters::default()).await
 }

@@ -1,4 +1,5 @@
-//! Exports for sponsors: streamed CSV, CDISC ODM 1.3.2 XML, SDTM-style datasets.
+//! Exports for sponsors: streamed CSV, CDISC ODM 1.3.2 XML, SDTM-style datasets and their
+//! Define-XML 2.1.
 //!
 //! How an export runs:
 //! - the handler checks policy and filters, takes a pooled connection (so that a busy pool
@@ -6,7 +7,8 @@
 //! - a blocking thread runs the queries in one REPEATABLE READ transaction (one snapshot for
 //!   the whole file), loads rows with `load_iter::<_, PgRowByRowLoadingMode>` (the default
 //!   loading mode buffers the whole result: measured.md), in keyset batches, and writes
-//!   encoded 64 KiB chunks into a bounded channel ([`sink`]): memory stays constant;
+//!   encoded 64 KiB chunks into a bounded channel ([`sink`]): memory stays constant (SDTM
+//!   holds one batch of subjects' form-record rows, to sort them among today's);
 //! - a client that goes away (or stops reading for a minute) stops the work at the end of
 //!   the current batch;
 //! - the export is audited on the same connection before the last chunk leaves, with the
@@ -19,6 +21,7 @@
 //! Rust; no text from a request is ever put into SQL (site codes are resolved to ids first,
 //! subject codes are bound).
 
+pub mod define;
 pub mod forms;
 pub mod odm;
 pub mod records;
@@ -87,36 +90,28 @@ impl Form {
     }
 }
 
-/// The SDTM-style domains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Domain {
-    Dm,
-    Ds,
-    Ex,
-    Vs,
-    Ae,
-}
+/// An SDTM dataset: DM, DS, EX, VS and AE from today's tables, every domain the study
+/// definition maps a form to, and their `SUPP--` datasets (`sdtm::domains`); the code is two
+/// upper-case letters, or `SUPP` and two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain(String);
 
 impl Domain {
+    /// Two ASCII letters, or `supp` and two, in either case; whether the study exports it is
+    /// `sdtm::domains`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_uppercase().as_str() {
-            "DM" => Some(Self::Dm),
-            "DS" => Some(Self::Ds),
-            "EX" => Some(Self::Ex),
-            "VS" => Some(Self::Vs),
-            "AE" => Some(Self::Ae),
-            _ => None,
-        }
+        let up = s.to_ascii_uppercase();
+        let letters = up.strip_prefix("SUPP").unwrap_or(&up);
+        (letters.len() == 2 && letters.bytes().all(|b| b.is_ascii_uppercase())).then_some(Self(up))
     }
 
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Dm => "DM",
-            Self::Ds => "DS",
-            Self::Ex => "EX",
-            Self::Vs => "VS",
-            Self::Ae => "AE",
-        }
+    /// The parent domain of a `SUPP--` dataset.
+    pub fn supp_of(&self) -> Option<&str> {
+        self.0.strip_prefix("SUPP")
+    }
+
+    pub fn code(&self) -> &str {
+        &self.0
     }
 }
 
@@ -134,6 +129,8 @@ pub enum Kind {
     Records(String),
     Odm,
     Sdtm(Domain, Table),
+    /// Define-XML 2.1 of the SDTM datasets
+    Define,
 }
 
 impl Kind {
@@ -143,17 +140,19 @@ impl Kind {
             Self::Odm => "odm",
             Self::Sdtm(_, Table::Csv) => "sdtm-csv",
             Self::Sdtm(_, Table::Xpt) => "sdtm-xpt",
+            Self::Define => "define-xml",
         }
     }
 
     /// What the audit row names as the entity: the form, `form_records` (the audit values
     /// name the form), `odm`, or the SDTM domain.
-    pub fn entity(&self) -> &'static str {
+    pub fn entity(&self) -> &str {
         match self {
             Self::Form(f) => f.table(),
             Self::Records(_) => "form_records",
             Self::Odm => "odm",
             Self::Sdtm(d, _) => d.code(),
+            Self::Define => "define",
         }
     }
 
@@ -162,7 +161,7 @@ impl Kind {
             Self::Form(_) | Self::Records(_) | Self::Sdtm(_, Table::Csv) => {
                 "text/csv; charset=utf-8; header=present"
             }
-            Self::Odm => "application/xml; charset=utf-8",
+            Self::Odm | Self::Define => "application/xml; charset=utf-8",
             Self::Sdtm(_, Table::Xpt) => "application/octet-stream",
         }
     }
@@ -185,6 +184,8 @@ impl Kind {
             Self::Odm => format!("{safe}_odm_{stamp}.xml"),
             Self::Sdtm(d, Table::Csv) => format!("{}.csv", d.code().to_ascii_lowercase()),
             Self::Sdtm(d, Table::Xpt) => format!("{}.xpt", d.code().to_ascii_lowercase()),
+            // the name the XPT files' `def:leaf` references are relative to
+            Self::Define => "define.xml".into(),
         }
     }
 }
@@ -482,7 +483,8 @@ fn write_body(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), S
         Kind::Form(form) => forms::write(conn, job, *form, out),
         Kind::Records(form) => records::write(conn, job, form, out),
         Kind::Odm => odm::write(conn, job, out),
-        Kind::Sdtm(domain, table) => sdtm::write(conn, job, *domain, *table, out),
+        Kind::Sdtm(domain, table) => sdtm::write(conn, job, domain, *table, out),
+        Kind::Define => define::write(job, out),
     }
 }
 

@@ -500,8 +500,8 @@ const EVENTS: [(&str, &str, &str); 3] = [
 const UNITS: [(&str, &str); 3] = [("MU.KG", "kg"), ("MU.MG", "mg"), ("MU.C", "C")];
 
 /// Minimal streaming XML: the caller keeps the element order of the schema.
-struct Xml<'a> {
-    w: &'a mut Sink,
+pub(super) struct Xml<'a> {
+    pub(super) w: &'a mut Sink,
 }
 
 impl Xml<'_> {
@@ -517,27 +517,27 @@ impl Xml<'_> {
         }
         Ok(())
     }
-    fn open(&mut self, tag: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
+    pub(super) fn open(&mut self, tag: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
         self.start(tag, attrs)?;
         self.w.write_all(b">\n")
     }
-    fn empty(&mut self, tag: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
+    pub(super) fn empty(&mut self, tag: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
         self.start(tag, attrs)?;
         self.w.write_all(b"/>\n")
     }
-    fn close(&mut self, tag: &str) -> io::Result<()> {
+    pub(super) fn close(&mut self, tag: &str) -> io::Result<()> {
         self.w.write_all(b"</")?;
         self.w.write_all(tag.as_bytes())?;
         self.w.write_all(b">\n")
     }
-    fn text(&mut self, tag: &str, attrs: &[(&str, &str)], text: &str) -> io::Result<()> {
+    pub(super) fn text(&mut self, tag: &str, attrs: &[(&str, &str)], text: &str) -> io::Result<()> {
         self.start(tag, attrs)?;
         self.w.write_all(b">")?;
         xml_escape(self.w, text)?;
         self.close(tag)
     }
     /// `<Description><TranslatedText xml:lang="en">…</TranslatedText></Description>`
-    fn translated(&mut self, tag: &str, text: &str) -> io::Result<()> {
+    pub(super) fn translated(&mut self, tag: &str, text: &str) -> io::Result<()> {
         self.open(tag, &[])?;
         self.text("TranslatedText", &[("xml:lang", "en")], text)?;
         self.close(tag)

@@ -96,7 +96,7 @@ struct Row {
 }
 
 /// A literal for ids the definition checked (identifiers): quotes doubled all the same.
-fn literal(s: &str) -> String {
+pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

@@ -1,14 +1,24 @@
-//! SDTM-style datasets DM, DS, EX, VS and AE, as CSV or SAS XPORT v5.
+//! SDTM-style datasets: DM, DS, EX, VS and AE from today's tables, and every domain the study
+//! definition maps a form to, as CSV or SAS XPORT v5.
 //!
 //! Conventions:
 //! - USUBJID is the study id (protocol file), `-`, and the subject code;
 //! - rows are sorted by USUBJID, then the domain's date, then entry order; --SEQ numbers
 //!   them within each subject;
-//! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial AE dates
-//!   stay partial;
-//! - --DY counts from the site-local date of the first dose given (RFSTDTC), with no day 0;
-//!   empty when the date is partial or the subject has no dose;
+//! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial dates stay
+//!   partial;
+//! - --DY counts from the site-local date of the first exposure (RFSTDTC: today's injections
+//!   given and the records of the definition's forms mapped to EX), with no day 0; empty
+//!   when the date is partial or the subject has no exposure;
 //! - records marked deleted and subjects marked deleted are never in SDTM.
+//!
+//! Form records (`crate::domain::study::sdtm` says which items become which rows): a
+//! findings form gives one row per item value (--TESTCD, --TEST, --CAT, --ORRES as stored,
+//! so decimals keep their digits, --ORRESU, --STRESC, --STRESN for numbers, --STRESU; no
+//! conversion: standard units are the units collected), an events or interventions form one
+//! row per record; VISITNUM (the visit's place in the definition), VISIT and VISITDY (its
+//! planned day) when the record has a visit. Their rows join today's in DS and EX, whose
+//! variables then gain --CAT, VISITNUM, VISIT, VISITDY and the annotated ones.
 
 use std::collections::HashMap;
 
@@ -18,16 +28,69 @@ use diesel::sql_types::{Array, Bool, Date, Double, Nullable, SmallInt, Text, Tim
 
 use super::subjects::{self, SubjectInfo};
 use super::text::{csv_header, full_date, local_dtc, study_day, Csv};
-use super::xpt::{Cell, Var, XptWriter};
+use super::xpt::XptWriter;
+use super::xpt::{Cell, Var, VarType};
 use super::{stream_rows, Domain, Job, Out, Stop, Table};
+use crate::domain::study::sdtm as plan;
+use crate::domain::study::Definition;
 use crate::domain::time::local_date;
+
+mod records;
+
+use records::{char_len, form_rows, plan_vars, value_len, FormRow, Val};
 
 /// Longest subject code kept in SUBJID/USUBJID: site code (10) + `-` + number.
 const SUBJECT_CODE_LEN: u16 = 20;
 
-/// The variables of a domain, in order. STUDYID and USUBJID are as long as the study id
+/// The datasets of today's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Legacy {
+    Dm,
+    Ds,
+    Ex,
+    Vs,
+    Ae,
+}
+
+const LEGACY: [(&str, Legacy); 5] = [
+    ("DM", Legacy::Dm),
+    ("DS", Legacy::Ds),
+    ("EX", Legacy::Ex),
+    ("VS", Legacy::Vs),
+    ("AE", Legacy::Ae),
+];
+
+fn legacy(code: &str) -> Option<Legacy> {
+    LEGACY.iter().find(|(c, _)| *c == code).map(|(_, l)| *l)
+}
+
+/// The datasets the study exports: today's five, then each other domain its definition
+/// maps a form to.
+pub fn domains(def: &Definition) -> Vec<Domain> {
+    let mut codes: Vec<String> = LEGACY.iter().map(|(c, _)| (*c).to_owned()).collect();
+    let plans = plan::plans(def);
+    for p in &plans {
+        if !codes.contains(&p.domain) {
+            codes.push(p.domain.clone());
+        }
+    }
+    codes.extend(
+        plans
+            .iter()
+            .filter(|p| p.has_supp())
+            .map(|p| format!("SUPP{}", p.domain)),
+    );
+    codes.iter().filter_map(|c| Domain::parse(c)).collect()
+}
+
+/// Whether the study exports `domain`.
+pub fn exports(def: &Definition, domain: &Domain) -> bool {
+    domains(def).contains(domain)
+}
+
+/// The variables of a dataset, in order. STUDYID and USUBJID are as long as the study id
 /// needs.
-pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
+pub fn vars(domain: &Domain, study_id: &str, def: &Definition) -> Vec<Var> {
     let study_len = u16::try_from(study_id.len().clamp(1, 200)).unwrap_or(200);
     let mut v = vec![
         Var::char("STUDYID", "Study Identifier", study_len),
@@ -38,8 +101,58 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             (study_len + 1 + SUBJECT_CODE_LEN).min(200),
         ),
     ];
-    let rest: &[Var] = match domain {
-        Domain::Dm => &[
+    if let Some(parent) = domain.supp_of() {
+        v[1] = Var::char("RDOMAIN", "Related Domain Abbreviation", 2);
+        let qval = plan::plan(def, parent)
+            .iter()
+            .flat_map(|p| p.sources.iter().flat_map(|s| s.supp.iter()))
+            .map(|t| value_len(t.item, def))
+            .max()
+            .unwrap_or(1);
+        v.extend([
+            Var::char("IDVAR", "Identifying Variable", 8),
+            Var::char("IDVARVAL", "Identifying Variable Value", 20),
+            Var::char("QNAM", "Qualifier Variable Name", 8),
+            Var::char("QLABEL", "Qualifier Variable Label", 40),
+            Var::char("QVAL", "Data Value", char_len(qval)),
+            Var::char("QORIG", "Origin", 8),
+            Var::char("QEVAL", "Evaluator", 1),
+        ]);
+        return v;
+    }
+    let plan = plan::plan(def, domain.code());
+    let rest = match (legacy(domain.code()), &plan) {
+        (Some(l), None) => legacy_vars(l),
+        (None, Some(p)) => plan_vars(p, def),
+        (Some(l), Some(p)) => merge(legacy_vars(l), plan_vars(p, def)),
+        (None, None) => Vec::new(),
+    };
+    v.extend(rest);
+    v
+}
+
+/// `extra`'s variables that `base` lacks, each placed before the next of its successors
+/// in `extra` that `base` has (timing variables stay last), or at the end.
+fn merge(mut base: Vec<Var>, extra: Vec<Var>) -> Vec<Var> {
+    for (i, var) in extra.iter().enumerate().rev() {
+        if let Some(have) = base.iter_mut().find(|b| b.name == var.name) {
+            if let (VarType::Char(a), VarType::Char(b)) = (have.kind, var.kind) {
+                have.kind = VarType::Char(a.max(b));
+            }
+            continue;
+        }
+        let at = extra[i + 1..]
+            .iter()
+            .find_map(|next| base.iter().position(|b| b.name == next.name))
+            .unwrap_or(base.len());
+        base.insert(at, var.clone());
+    }
+    base
+}
+
+fn legacy_vars(l: Legacy) -> Vec<Var> {
+    let rest: &[Var] = match l {
+        Legacy::Dm => &[
             Var::char(
                 "SUBJID",
                 "Subject Identifier for the Study",
@@ -59,7 +172,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("ACTARM", "Description of Actual Arm", 40),
             Var::char("COUNTRY", "Country", 3),
         ],
-        Domain::Ds => &[
+        Legacy::Ds => &[
             Var::num("DSSEQ", "Sequence Number"),
             Var::char("DSTERM", "Reported Term for the Disposition Event", 200),
             Var::char("DSDECOD", "Standardized Disposition Term", 40),
@@ -68,7 +181,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("DSSTDTC", "Start Date/Time of Disposition Event", 19),
             Var::num("DSSTDY", "Study Day of Start of Disposition Event"),
         ],
-        Domain::Ex => &[
+        Legacy::Ex => &[
             Var::num("EXSEQ", "Sequence Number"),
             Var::char("EXTRT", "Name of Treatment", 40),
             Var::num("EXDOSE", "Dose"),
@@ -84,7 +197,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::num("EXSTDY", "Study Day of Start of Treatment"),
             Var::num("EXENDY", "Study Day of End of Treatment"),
         ],
-        Domain::Vs => &[
+        Legacy::Vs => &[
             Var::num("VSSEQ", "Sequence Number"),
             Var::char("VSTESTCD", "Vital Signs Test Short Name", 8),
             Var::char("VSTEST", "Vital Signs Test Name", 40),
@@ -97,7 +210,7 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("VSDTC", "Date/Time of Measurements", 19),
             Var::num("VSDY", "Study Day of Vital Signs"),
         ],
-        Domain::Ae => &[
+        Legacy::Ae => &[
             Var::num("AESEQ", "Sequence Number"),
             Var::char("AETERM", "Reported Term for the Adverse Event", 200),
             Var::char("AEDECOD", "Dictionary-Derived Term", 200),
@@ -119,33 +232,58 @@ pub fn vars(domain: Domain, study_id: &str) -> Vec<Var> {
             Var::char("AEOUT", "Outcome of Adverse Event", 40),
         ],
     };
-    v.extend_from_slice(rest);
-    v
+    rest.to_vec()
 }
 
-pub fn dataset_label(domain: Domain) -> &'static str {
-    match domain {
-        Domain::Dm => "Demographics",
-        Domain::Ds => "Disposition",
-        Domain::Ex => "Exposure",
-        Domain::Vs => "Vital Signs",
-        Domain::Ae => "Adverse Events",
+/// The SDTM IG's name of a dataset.
+pub fn dataset_label(code: &str) -> String {
+    match code.strip_prefix("SUPP") {
+        Some(parent) => format!("Supplemental Qualifiers for {parent}"),
+        None => ig_label(code).to_owned(),
+    }
+}
+
+fn ig_label(code: &str) -> &'static str {
+    match code {
+        "DM" => "Demographics",
+        "DS" => "Disposition",
+        "EX" => "Exposure",
+        "EC" => "Exposure as Collected",
+        "CM" => "Concomitant/Prior Medications",
+        "PR" => "Procedures",
+        "SU" => "Substance Use",
+        "VS" => "Vital Signs",
+        "AE" => "Adverse Events",
+        "CE" => "Clinical Events",
+        "MH" => "Medical History",
+        "DV" => "Protocol Deviations",
+        "HO" => "Healthcare Encounters",
+        "LB" => "Laboratory Test Results",
+        "QS" => "Questionnaires",
+        "CV" => "Cardiovascular System Findings",
+        "FA" => "Findings About Events or Interventions",
+        "EG" => "ECG Test Results",
+        "PE" => "Physical Examination",
+        "MO" => "Morphology",
+        "RS" => "Disease Response and Clin Classification",
+        "IS" => "Immunogenicity Specimen Assessments",
+        _ => "Findings",
     }
 }
 
 /// The dataset label with the protocol, as far as 40 characters allow.
-fn label_with_protocol(domain: Domain, job: &Job) -> String {
+fn label_with_protocol(code: &str, job: &Job) -> String {
     let hash = job.protocol.file_hash.get(..8).unwrap_or_default();
     let full = format!(
         "{} {} {}",
-        dataset_label(domain),
+        dataset_label(code),
         job.protocol.file.study.id,
         hash
     );
     if full.len() <= 40 {
         full
     } else {
-        dataset_label(domain).to_owned()
+        dataset_label(code)
     }
 }
 
@@ -178,42 +316,75 @@ impl Writer {
 pub fn write(
     conn: &mut PgConnection,
     job: &Job,
-    domain: Domain,
+    domain: &Domain,
     table: Table,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let study = job.protocol.file.study.id.as_str();
-    let vars = vars(domain, study);
-    let mut w = match table {
+    let vars = vars(domain, study, &job.study);
+    // a SUPP-- dataset replays its parent's rows to number them as the parent does
+    let supp = domain.supp_of();
+    let code = supp.unwrap_or(domain.code());
+    let plan = plan::plan(&job.study, code);
+    let legacy = legacy(code);
+    // where each of today's variables sits once the definition's forms add theirs
+    let places: Option<Vec<usize>> = match (legacy, &plan) {
+        (Some(l), Some(_)) if supp.is_none() => Some(
+            ["STUDYID", "DOMAIN", "USUBJID"]
+                .into_iter()
+                .chain(legacy_vars(l).iter().map(|v| v.name.as_ref()))
+                .map(|name| vars.iter().position(|m| m.name == name).unwrap_or(0))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let w = match table {
         Table::Csv => {
-            let names: Vec<&str> = vars.iter().map(|v| v.name).collect();
+            let names: Vec<&str> = vars.iter().map(|v| v.name.as_ref()).collect();
             csv_header(&mut out.sink, &names)?;
             Writer::Csv
         }
         Table::Xpt => Writer::Xpt(XptWriter::begin(
             &mut out.sink,
             domain.code(),
-            &label_with_protocol(domain, job),
-            vars,
+            &label_with_protocol(domain.code(), job),
+            vars.clone(),
             job.started,
         )?),
+    };
+    let mut rows = Rows {
+        w,
+        vars: &vars,
+        places,
+        pending: Vec::new().into_iter().peekable(),
+        seq: Seq::default(),
+        supp: supp.map(|parent| (study, parent)),
     };
     subjects::for_each_batch(conn, job, out, |conn, batch, out| {
         let by_code: HashMap<&str, &SubjectInfo> =
             batch.iter().map(|s| (s.code.as_str(), s)).collect();
         let ctx = Ctx {
             study,
+            code,
+            def: &job.study,
             by_code: &by_code,
         };
-        match domain {
-            Domain::Dm => dm(&ctx, batch, &mut w, out),
-            Domain::Ds => ds(conn, &ctx, batch, &mut w, out),
-            Domain::Ex => ex(conn, &ctx, batch, &mut w, out),
-            Domain::Vs => vs(conn, &ctx, batch, &mut w, out),
-            Domain::Ae => ae(conn, &ctx, batch, &mut w, out),
+        if let Some(p) = &plan {
+            rows.pending = form_rows(conn, &ctx, p, batch, &vars)?
+                .into_iter()
+                .peekable();
         }
+        match legacy {
+            Some(Legacy::Dm) => dm(&ctx, batch, &mut rows, out)?,
+            Some(Legacy::Ds) => ds(conn, &ctx, batch, &mut rows, out)?,
+            Some(Legacy::Ex) => ex(conn, &ctx, batch, &mut rows, out)?,
+            Some(Legacy::Vs) => vs(conn, &ctx, batch, &mut rows, out)?,
+            Some(Legacy::Ae) => ae(conn, &ctx, batch, &mut rows, out)?,
+            None => {}
+        }
+        rows.flush(out, None)
     })?;
-    if let Writer::Xpt(x) = w {
+    if let Writer::Xpt(x) = rows.w {
         x.end(&mut out.sink)?;
     }
     Ok(())
@@ -221,6 +392,9 @@ pub fn write(
 
 struct Ctx<'a> {
     study: &'a str,
+    /// the domain code
+    code: &'a str,
+    def: &'a Definition,
     by_code: &'a HashMap<&'a str, &'a SubjectInfo>,
 }
 
@@ -234,6 +408,111 @@ impl Ctx<'_> {
                 "record of a subject outside the batch",
             ))
         })
+    }
+}
+
+/// Writes the rows of a batch in order: today's rows as their queries stream them, the
+/// form records' rows (loaded per batch, sorted) slotted in by subject and date. --SEQ
+/// (the fourth variable of every dataset but DM) is numbered here.
+struct Rows<'a> {
+    w: Writer,
+    vars: &'a [Var],
+    /// today's variables' places among `vars`, when the definition adds variables
+    places: Option<Vec<usize>>,
+    pending: std::iter::Peekable<std::vec::IntoIter<FormRow>>,
+    seq: Seq,
+    /// writing the `SUPP--` dataset of this parent (with the study id): the parent's rows
+    /// are numbered, not written
+    supp: Option<(&'a str, &'a str)>,
+}
+
+impl Rows<'_> {
+    /// Writes the pending rows that come before `(code, key)` (all of them for `None`).
+    fn flush(&mut self, out: &mut Out, before: Option<(&str, &str)>) -> Result<(), Stop> {
+        while let Some(r) = self.pending.peek() {
+            if let Some(b) = before {
+                if (r.code.as_str(), r.key.as_str()) >= b {
+                    break;
+                }
+            }
+            let Some(r) = self.pending.next() else { break };
+            let seq = self.seq.next(&r.code);
+            if let Some((study, parent)) = self.supp {
+                let usubjid = format!("{study}-{}", r.code);
+                let (idvar, idvarval) = (format!("{parent}SEQ"), seq.to_string());
+                for [qnam, qlabel, qval, qorig] in &r.supp {
+                    self.w.row(
+                        out,
+                        &[
+                            Cell::Text(study),
+                            Cell::Text(parent),
+                            Cell::Text(&usubjid),
+                            Cell::Text(&idvar),
+                            Cell::Text(&idvarval),
+                            Cell::Text(qnam),
+                            Cell::Text(qlabel),
+                            Cell::Text(qval),
+                            Cell::Text(qorig),
+                            Cell::Text(""),
+                        ],
+                    )?;
+                }
+                continue;
+            }
+            let mut cells: Vec<Cell<'_>> = r
+                .cells
+                .iter()
+                .map(|v| match v {
+                    Val::Text(s) => Cell::Text(s),
+                    Val::Num(n) => Cell::Num(*n),
+                })
+                .collect();
+            if let Some(c) = cells.get_mut(3) {
+                *c = Cell::Num(Some(seq));
+            }
+            self.w.row(out, &cells)?;
+        }
+        Ok(())
+    }
+
+    /// A row of today's tables, dated `key`; its --SEQ cell is set here.
+    fn legacy(
+        &mut self,
+        out: &mut Out,
+        code: &str,
+        key: &str,
+        cells: &mut [Cell<'_>],
+    ) -> Result<(), Stop> {
+        self.flush(out, Some((code, key)))?;
+        let seq = self.seq.next(code);
+        if self.supp.is_some() {
+            return Ok(());
+        }
+        if let Some(c) = cells.get_mut(3) {
+            *c = Cell::Num(Some(seq));
+        }
+        self.plain(out, cells)
+    }
+
+    /// A row of today's tables as it is (DM: no --SEQ, no forms).
+    fn plain(&mut self, out: &mut Out, cells: &[Cell<'_>]) -> Result<(), Stop> {
+        match &self.places {
+            None => self.w.row(out, cells),
+            Some(places) => {
+                let mut all: Vec<Cell<'_>> = self.vars.iter().map(empty).collect();
+                for (c, at) in cells.iter().zip(places) {
+                    all[*at] = *c;
+                }
+                self.w.row(out, &all)
+            }
+        }
+    }
+}
+
+fn empty(v: &Var) -> Cell<'static> {
+    match v.kind {
+        VarType::Num => Cell::Num(None),
+        VarType::Char(_) => Cell::Text(""),
     }
 }
 
@@ -271,11 +550,15 @@ fn age_years(birth_year_month: &str, at: NaiveDate) -> Option<f64> {
     (months >= 0).then_some(f64::from(months / 12))
 }
 
-fn dm(ctx: &Ctx<'_>, batch: &[SubjectInfo], w: &mut Writer, out: &mut Out) -> Result<(), Stop> {
+fn dm(
+    ctx: &Ctx<'_>,
+    batch: &[SubjectInfo],
+    rows: &mut Rows<'_>,
+    out: &mut Out,
+) -> Result<(), Stop> {
     for s in batch {
-        let tz = s.tz();
-        let rfst = s.first_dose.map(|t| local_dtc(t, tz)).unwrap_or_default();
-        let rfen = s.last_dose.map(|t| local_dtc(t, tz)).unwrap_or_default();
+        let rfst = s.rfstdtc().unwrap_or_default();
+        let rfen = s.rfendtc().unwrap_or_default();
         let rfic = s
             .first_consent
             .map(|d| d.format("%Y-%m-%d").to_string())
@@ -283,12 +566,12 @@ fn dm(ctx: &Ctx<'_>, batch: &[SubjectInfo], w: &mut Writer, out: &mut Out) -> Re
         let age_at = s.first_consent.or_else(|| s.day1());
         let age = age_at.and_then(|d| age_years(&s.birth_year_month, d));
         let sex = if s.sex == "male" { "M" } else { "F" };
-        let (actarmcd, actarm) = if s.first_dose.is_some() {
+        let (actarmcd, actarm) = if !rfst.is_empty() {
             ("ANAKINRA", "Anakinra")
         } else {
             ("NOTTRT", "Not Treated")
         };
-        w.row(
+        rows.plain(
             out,
             &[
                 Cell::Text(ctx.study),
@@ -329,7 +612,7 @@ fn ds(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let ids = subjects::ids(batch);
@@ -359,17 +642,18 @@ fn ds(
          ) e JOIN subjects s ON s.id = e.subject_id \
          ORDER BY s.subject_code, e.dt, e.rank, e.id"
     );
-    let mut seq = Seq::default();
     stream_rows::<(Text, Date, Text, Text, Text, Nullable<Text>), DsRow>(conn, &sql, |r| {
         let s = ctx.subject(&r.code)?;
         let date = r.date.format("%Y-%m-%d").to_string();
-        w.row(
+        rows.legacy(
             out,
-            &[
+            &r.code,
+            &date,
+            &mut [
                 Cell::Text(ctx.study),
                 Cell::Text("DS"),
                 Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(Some(seq.next(&r.code))),
+                Cell::Num(None),
                 Cell::Text(&r.term),
                 Cell::Text(&r.decod),
                 Cell::Text(&r.cat),
@@ -397,7 +681,7 @@ fn ex(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
@@ -408,7 +692,6 @@ fn ex(
          ORDER BY s.subject_code, x.administered_at, x.id",
         subjects::ids(batch)
     );
-    let mut seq = Seq::default();
     stream_rows::<(Text, Timestamptz, Double, Text, Text, Bool, Nullable<Text>), ExRow>(
         conn,
         &sql,
@@ -424,13 +707,15 @@ fn ex(
             } else {
                 ""
             };
-            w.row(
+            rows.legacy(
                 out,
-                &[
+                &r.code,
+                &dtc,
+                &mut [
                     Cell::Text(ctx.study),
                     Cell::Text("EX"),
                     Cell::Text(&ctx.usubjid(&r.code)),
-                    Cell::Num(Some(seq.next(&r.code))),
+                    Cell::Num(None),
                     Cell::Text("ANAKINRA"),
                     Cell::Num(Some(r.dose_mg)),
                     Cell::Text("mg"),
@@ -475,7 +760,7 @@ fn vs(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
@@ -485,19 +770,20 @@ fn vs(
          ORDER BY s.subject_code, x.measured_at, x.id",
         subjects::ids(batch)
     );
-    let mut seq = Seq::default();
     stream_rows::<(Text, Timestamptz, Text, Text), VsRow>(conn, &sql, |r| {
         let s = ctx.subject(&r.code)?;
         let dtc = local_dtc(r.measured_at, s.tz());
         let value = r.celsius.parse::<f64>().ok();
         let loc = vs_location(&r.method);
-        w.row(
+        rows.legacy(
             out,
-            &[
+            &r.code,
+            &dtc,
+            &mut [
                 Cell::Text(ctx.study),
                 Cell::Text("VS"),
                 Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(Some(seq.next(&r.code))),
+                Cell::Num(None),
                 Cell::Text("TEMP"),
                 Cell::Text("Temperature"),
                 Cell::Text(&r.celsius),
@@ -578,7 +864,7 @@ fn ae(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     batch: &[SubjectInfo],
-    w: &mut Writer,
+    rows: &mut Rows<'_>,
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
@@ -589,7 +875,6 @@ fn ae(
          ORDER BY s.subject_code, x.onset_date, x.id",
         subjects::ids(batch)
     );
-    let mut seq = Seq::default();
     stream_rows::<
         (
             Text,
@@ -615,13 +900,15 @@ fn ae(
             .map(|c| yn(r.criteria.iter().any(|x| x == c)))
             .collect();
         let end = r.end_date.as_deref().unwrap_or_default();
-        w.row(
+        rows.legacy(
             out,
-            &[
+            &r.code,
+            &r.onset_date,
+            &mut [
                 Cell::Text(ctx.study),
                 Cell::Text("AE"),
                 Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(Some(seq.next(&r.code))),
+                Cell::Num(None),
                 Cell::Text(&r.term),
                 Cell::Text(r.meddra_term.as_deref().unwrap_or_default()),
                 Cell::Num(r.meddra_code.as_deref().and_then(|c| c.parse::<f64>().ok())),
@@ -650,15 +937,91 @@ fn ae(
 mod tests {
     use super::*;
 
+    const STUDIES: [(&str, &str); 5] = [
+        (
+            "kawasaki",
+            include_str!("../../config/studies/kawasaki.toml"),
+        ),
+        ("thera", include_str!("../../config/studies/thera.toml")),
+        ("mkd", include_str!("../../config/studies/mkd.toml")),
+        ("nlrp12", include_str!("../../config/studies/nlrp12.toml")),
+        (
+            "ssc",
+            include_str!("../../config/studies/ssc-calcinosis.toml"),
+        ),
+    ];
+
+    fn study(i: usize) -> Definition {
+        let (name, text) = STUDIES[i];
+        crate::domain::study::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    }
+
     #[test]
-    fn names_and_labels_fit_xport_v5() {
-        for d in [Domain::Dm, Domain::Ds, Domain::Ex, Domain::Vs, Domain::Ae] {
-            for v in vars(d, "KD-ANAKINRA") {
-                assert!(v.name.len() <= 8, "{}", v.name);
-                assert!(v.label.len() <= 40, "{}", v.label);
-                assert_eq!(v.name, v.name.to_ascii_uppercase());
+    fn names_and_labels_of_every_study_fit_xport_v5() {
+        for i in 0..STUDIES.len() {
+            let def = study(i);
+            for d in domains(&def) {
+                let vars = vars(&d, "KD-ANAKINRA", &def);
+                for (n, v) in vars.iter().enumerate() {
+                    assert!(v.name.len() <= 8, "{}", v.name);
+                    assert!(v.label.len() <= 40, "{}", v.label);
+                    assert!(!v.label.is_empty(), "{}", v.name);
+                    assert_eq!(v.name, v.name.to_ascii_uppercase());
+                    assert!(
+                        vars[..n].iter().all(|w| w.name != v.name),
+                        "{} twice in {}",
+                        v.name,
+                        d.code()
+                    );
+                }
+                if d.code() != "DM" && d.supp_of().is_none() {
+                    assert!(
+                        vars[3].name.ends_with("SEQ"),
+                        "{}: --SEQ is fourth",
+                        d.code()
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn each_study_exports_the_domains_its_forms_name() {
+        let codes = |i| -> Vec<String> {
+            domains(&study(i))
+                .iter()
+                .map(|d| d.code().to_owned())
+                .collect()
+        };
+        assert_eq!(codes(0), ["DM", "DS", "EX", "VS", "AE", "CV", "FA"]);
+        assert_eq!(codes(1), ["DM", "DS", "EX", "VS", "AE", "QS", "LB"]);
+        assert_eq!(
+            codes(2),
+            ["DM", "DS", "EX", "VS", "AE", "CE", "LB", "SUPPEX", "SUPPDS", "SUPPCE"]
+        );
+    }
+
+    #[test]
+    fn forms_add_their_variables_to_todays_before_the_timing_ones() {
+        let def = study(2);
+        let ex = Domain::parse("ex").unwrap_or_else(|| panic!("EX"));
+        let names: Vec<String> = vars(&ex, "MKD-IL1", &def)
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect();
+        let legacy: Vec<String> = legacy_vars(Legacy::Ex)
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect();
+        let kept: Vec<&String> = names.iter().filter(|n| legacy.contains(n)).collect();
+        assert_eq!(kept, legacy.iter().collect::<Vec<_>>(), "today's, in order");
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap_or(usize::MAX);
+        assert_eq!(at("EXCAT"), at("EXTRT") + 1);
+        assert!(at("VISITDY") + 1 == at("EXSTDTC"), "{names:?}");
+        assert!(at("VISITNUM") < at("VISIT"));
+        // Kawasaki's EX is today's alone
+        let kd = vars(&ex, "KD-ANAKINRA", &study(0));
+        assert_eq!(kd.len(), 3 + legacy.len());
     }
 
     #[test]

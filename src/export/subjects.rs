@@ -10,7 +10,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Date, Nullable, Text, Timestamptz};
 use serde_json::Value;
 
-use crate::domain::time::{local_date, parse_zone};
+use super::records::literal;
+use super::text::local_dtc;
+use crate::domain::study::sdtm as plan;
+use crate::domain::time::parse_zone;
 use crate::schema::{sites, subjects as s};
 
 use super::{Job, Out, Stop};
@@ -41,6 +44,10 @@ pub struct SubjectInfo {
     /// first and last dose given (not marked deleted)
     pub first_dose: Option<DateTime<Utc>>,
     pub last_dose: Option<DateTime<Utc>>,
+    /// first start and last end (or start) of the live records of the study definition's
+    /// forms mapped to EX, as stored (ISO 8601 text: a date, or a datetime in UTC)
+    pub exposure_first: Option<String>,
+    pub exposure_last: Option<String>,
     /// when the status last became `completed` (audit trail)
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -50,10 +57,76 @@ impl SubjectInfo {
         parse_zone(&self.time_zone).unwrap_or(Tz::UTC)
     }
 
-    /// The SDTM reference start: the site-local date of the first dose.
-    pub fn day1(&self) -> Option<NaiveDate> {
-        self.first_dose.map(|t| local_date(t, self.tz()))
+    /// A stored date or UTC datetime as SDTM --DTC text (site-local, no offset).
+    fn local(&self, stored: &str) -> String {
+        DateTime::parse_from_rfc3339(stored)
+            .map(|t| local_dtc(t.with_timezone(&Utc), self.tz()))
+            .unwrap_or_else(|_| stored.to_owned())
     }
+
+    /// RFSTDTC: the first exposure, from today's injections or the definition's EX forms.
+    pub fn rfstdtc(&self) -> Option<String> {
+        let dose = self.first_dose.map(|t| local_dtc(t, self.tz()));
+        let form = self.exposure_first.as_deref().map(|v| self.local(v));
+        match (dose, form) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// RFENDTC: the last exposure, as [`Self::rfstdtc`].
+    pub fn rfendtc(&self) -> Option<String> {
+        let dose = self.last_dose.map(|t| local_dtc(t, self.tz()));
+        let form = self.exposure_last.as_deref().map(|v| self.local(v));
+        match (dose, form) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The SDTM reference start: the site-local date of the first exposure.
+    pub fn day1(&self) -> Option<NaiveDate> {
+        self.rfstdtc()
+            .and_then(|d| NaiveDate::parse_from_str(d.get(..10)?, "%Y-%m-%d").ok())
+    }
+}
+
+/// `(SELECT min|max(...))` over the stored start (or end) of the subject's live records of
+/// the definition's EX forms; NULL when it has none.
+fn exposure_sql(job: &Job, last: bool) -> String {
+    let Some(plan) = plan::plan(&job.study, "EX") else {
+        return "NULL::text".into();
+    };
+    let parts: Vec<String> = plan
+        .sources
+        .iter()
+        .map(|src| {
+            let start = src
+                .item_for("EXSTDTC")
+                .map_or(src.form.dated_by.as_str(), |i| i.id.as_str());
+            let value = match src.item_for("EXENDTC").filter(|_| last) {
+                Some(end) => format!(
+                    "coalesce(x.values->>{}, x.values->>{})",
+                    literal(&end.id),
+                    literal(start)
+                ),
+                None => format!("x.values->>{}", literal(start)),
+            };
+            format!(
+                "SELECT {value} AS v FROM form_records x \
+                 JOIN study_versions sv ON sv.id = x.study_version_id \
+                 WHERE x.subject_id = subjects.id AND x.deleted_at IS NULL \
+                   AND sv.study_id = {study} AND x.form_id = {form}",
+                study = literal(&job.study.study.id),
+                form = literal(&src.form.id),
+            )
+        })
+        .collect();
+    format!(
+        "(SELECT {}(t.v) FROM ({}) t)",
+        if last { "max" } else { "min" },
+        parts.join(" UNION ALL ")
+    )
 }
 
 fn load_batch(conn: &mut PgConnection, job: &Job, after: &str) -> QueryResult<Vec<SubjectInfo>> {
@@ -96,6 +169,8 @@ fn load_batch(conn: &mut PgConnection, job: &Job, after: &str) -> QueryResult<Ve
                       WHERE a.entity_table = 'subjects' AND a.record_id = subjects.id \
                         AND a.new_values ->> 'status' = 'completed')",
                 ),
+                sql::<Nullable<Text>>(&exposure_sql(job, false)),
+                sql::<Nullable<Text>>(&exposure_sql(job, true)),
             ),
         ))
         .filter(s::deleted_at.is_null())
@@ -140,6 +215,8 @@ struct SubjectDerived {
     first_dose: Option<DateTime<Utc>>,
     last_dose: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    exposure_first: Option<String>,
+    exposure_last: Option<String>,
 }
 
 impl SubjectHead {
@@ -165,6 +242,8 @@ impl SubjectHead {
             first_dose: d.first_dose,
             last_dose: d.last_dose,
             completed_at: d.completed_at,
+            exposure_first: d.exposure_first,
+            exposure_last: d.exposure_last,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! two weeks) and brings `encoding_rs` for transcoding we do not need. The format is small
 //! and fully specified; this file is tested against pyreadstat (tests/api/exports.rs).
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
@@ -26,28 +27,36 @@ pub enum VarType {
 }
 
 /// One variable of a dataset.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Var {
     /// at most 8 characters, upper case
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// at most 40 characters
-    pub label: &'static str,
+    pub label: Cow<'static, str>,
     pub kind: VarType,
 }
 
 impl Var {
     pub const fn char(name: &'static str, label: &'static str, len: u16) -> Self {
         Self {
-            name,
-            label,
+            name: Cow::Borrowed(name),
+            label: Cow::Borrowed(label),
             kind: VarType::Char(len),
         }
     }
     pub const fn num(name: &'static str, label: &'static str) -> Self {
         Self {
-            name,
-            label,
+            name: Cow::Borrowed(name),
+            label: Cow::Borrowed(label),
             kind: VarType::Num,
+        }
+    }
+    /// A variable whose name or label the study definition gives.
+    pub fn owned(name: String, label: String, kind: VarType) -> Self {
+        Self {
+            name: Cow::Owned(name),
+            label: Cow::Owned(label),
+            kind,
         }
     }
     fn len(&self) -> usize {
@@ -204,7 +213,7 @@ impl XptWriter {
             w.write_all(&len.to_be_bytes())?;
             w.write_all(&(i as u16 + 1).to_be_bytes())?; // nvar0
             field(w, &v.name.to_ascii_uppercase(), 8)?;
-            field(w, v.label, 40)?;
+            field(w, &v.label, 40)?;
             field(w, "", 8)?; // nform
             w.write_all(&0u16.to_be_bytes())?; // nfl
             w.write_all(&0u16.to_be_bytes())?; // nfd

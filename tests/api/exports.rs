@@ -31,7 +31,7 @@ impl Raw {
     pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).expect("UTF-8 body")
     }
-    fn header(&self, name: &str) -> &str {
+    pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -472,7 +472,7 @@ async fn an_export_leaves_one_audit_row_with_its_row_count_and_hash() {
 
 /// A Python that can import `module`: $CASEBOOK_PYTHON, the project's .venv, or python3.
 /// Fails the test (never skips it) when there is none.
-fn python_with(module: &str) -> String {
+pub fn python_with(module: &str) -> String {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let mut candidates = Vec::new();
     if let Ok(p) = std::env::var("CASEBOOK_PYTHON") {
@@ -496,7 +496,7 @@ fn python_with(module: &str) -> String {
     );
 }
 
-fn temp_file(ext: &str, bytes: &[u8]) -> PathBuf {
+pub fn temp_file(ext: &str, bytes: &[u8]) -> PathBuf {
     let p = std::env::temp_dir().join(format!(
         "casebook-export-{}.{ext}",
         uuid::Uuid::new_v4().simple()
@@ -519,9 +519,15 @@ print("valid")
 
 /// Validates against tests/schemas/odm-1.3.2/ODM1-3-2.xsd; panics with lxml's errors.
 pub fn assert_valid_odm(xml: &[u8]) {
+    assert_valid_against("odm-1.3.2/ODM1-3-2.xsd", xml, "ODM");
+}
+
+/// Validates against `tests/schemas/<xsd>`; panics with lxml's errors.
+pub fn assert_valid_against(xsd: &str, xml: &[u8], what: &str) {
     let py = python_with("lxml");
-    let xsd =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/odm-1.3.2/ODM1-3-2.xsd");
+    let xsd = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/schemas")
+        .join(xsd);
     let file = temp_file("xml", xml);
     let out = Command::new(&py)
         .args(["-c", VALIDATE_ODM])
@@ -532,7 +538,7 @@ pub fn assert_valid_odm(xml: &[u8]) {
     let _ = std::fs::remove_file(&file);
     assert!(
         out.status.success(),
-        "ODM does not validate:\n{}{}\n{}",
+        "{what} does not validate:\n{}{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(xml)
@@ -675,7 +681,7 @@ print(json.dumps({"names": list(meta.column_names), "labels": list(meta.column_l
                   "table": meta.table_name, "file_label": meta.file_label, "rows": rows}))
 "#;
 
-fn read_xpt(bytes: &[u8]) -> Value {
+pub fn read_xpt(bytes: &[u8]) -> Value {
     let py = python_with("pyreadstat");
     let file = temp_file("xpt", bytes);
     let out = Command::new(&py)
@@ -718,9 +724,14 @@ async fn xpt_reads_back_with_the_same_names_labels_and_values_as_the_csv() {
         let read = read_xpt(&xpt.body);
         let code = domain.to_ascii_uppercase();
         assert_eq!(read["table"], code.as_str());
-        let vars = sdtm::vars(Domain::parse(domain).unwrap(), STUDY);
-        let names: Vec<&str> = vars.iter().map(|v| v.name).collect();
-        let labels: Vec<&str> = vars.iter().map(|v| v.label).collect();
+        let def = casebook::services::study::load(&PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/studies/kawasaki.toml"
+        )))
+        .unwrap();
+        let vars = sdtm::vars(&Domain::parse(domain).unwrap(), STUDY, &def);
+        let names: Vec<&str> = vars.iter().map(|v| v.name.as_ref()).collect();
+        let labels: Vec<&str> = vars.iter().map(|v| v.label.as_ref()).collect();
         assert_eq!(read["names"], json!(names), "{domain}");
         assert_eq!(read["labels"], json!(labels), "{domain}");
         assert_eq!(rows[0], names, "{domain}: the CSV has the same variables");
@@ -1077,7 +1088,27 @@ async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
     assert!(String::from_utf8_lossy(&odm[0].1).contains("<SubjectData SubjectKey=\"FRA-001\""));
     let xpt = cli_export(&s, &xpt_dir, &["--format", "sdtm-xpt", "--site", "FRA"]);
     let names: Vec<&str> = xpt.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["ae.xpt", "dm.xpt", "ds.xpt", "ex.xpt", "vs.xpt"]);
+    // today's five, the domains of Kawasaki's echocardiography and disease activity, and
+    // the Define-XML that describes them
+    assert_eq!(
+        names,
+        [
+            "ae.xpt",
+            "cv.xpt",
+            "define.xml",
+            "dm.xpt",
+            "ds.xpt",
+            "ex.xpt",
+            "fa.xpt",
+            "vs.xpt"
+        ]
+    );
+    let define = &xpt.iter().find(|(n, _)| n == "define.xml").unwrap().1;
+    assert_valid_against(
+        "define-2.1/cdisc-define-2.1/define2-1-0.xsd",
+        define,
+        "Define-XML",
+    );
 
     // every file audited as the system, with the protocol and the file's SHA-256
     let study = s.app.get("/api/v1/study", &s.sponsor).await;
@@ -1090,7 +1121,7 @@ async fn the_command_line_exports_files_equal_to_the_api_and_audits_them() {
         .order(a::id)
         .load(&mut s.app.conn())
         .expect("audit rows");
-    assert_eq!(rows.len(), 8 + 1 + 5, "{rows:?}");
+    assert_eq!(rows.len(), 8 + 1 + 8, "{rows:?}");
     let all: Vec<&(String, Vec<u8>)> = files.iter().chain(&odm).chain(&xpt).collect();
     for (entity, actor, values) in &rows {
         assert_eq!(*actor, None, "no user for {entity}");

@@ -550,6 +550,15 @@ pub const ROUTES: &[Route] = &[
         expect_own: [200, 403, 403, 200],
         expect_other: [200, 403, 403, 200],
     },
+    Route {
+        method: "GET",
+        path: "/api/v1/exports/sdtm/define.xml",
+        own: "/api/v1/exports/sdtm/define.xml",
+        other: "/api/v1/exports/sdtm/define.xml",
+        body: none,
+        expect_own: [200, 403, 403, 200],
+        expect_other: [200, 403, 403, 200],
+    },
     // monitoring: queries 1 (FRA-001) and 2 (FRB-001) exist, raised on consents 1 and 2
     Route {
         method: "GET",

@@ -20,6 +20,7 @@ mod identity;
 mod monitoring;
 mod monitoring_forms;
 mod schedule;
+mod sdtm;
 mod seed;
 mod study_definition;
 mod study_versions;

@@ -698,6 +698,18 @@ impl Builder<'_> {
                         self.err(u.span(), "unit: must not be empty");
                     }
                 }
+                if let Some(v) = &i.sdtm {
+                    if !super::sdtm::is_variable_name(v.get_ref()) {
+                        self.err(
+                            v.span(),
+                            format!(
+                                "sdtm `{}`: an SDTM variable name (1 to 8 upper case letters, \
+                                 digits or `_`, starting with a letter: VSORRES, EXDOSE)",
+                                v.get_ref()
+                            ),
+                        );
+                    }
+                }
                 items.push(Item {
                     id: iid,
                     label: i.label.clone(),

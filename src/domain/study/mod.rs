@@ -11,6 +11,7 @@ mod raw;
 pub mod records;
 pub mod rules;
 pub mod schedule;
+pub mod sdtm;
 pub mod values;
 pub mod view;
 

@@ -1,0 +1,439 @@
+//! How the forms of a study definition become SDTM rows: the domain's class (SDTM IG 3.x:
+//! findings, events, interventions), which items are tests, which fill a variable of the
+//! record, and the test codes. No I/O: the SDTM export (`crate::export::sdtm`) reads the
+//! records and writes the rows this plan describes.
+//!
+//! - Findings (VS, LB, QS, CV, FA and any domain not listed below): one row per item value,
+//!   `--TESTCD` from the item id, `--TEST` its label, `--ORRES` the value as stored. The
+//!   items that are tests are those without an `sdtm` annotation and those annotated
+//!   `--ORRES`; an item annotated with another variable (`LBSPEC`, `VSLOC`, `QSDTC`) fills
+//!   that variable on every row of its record. The `dated_by` item dates the rows (`--DTC`).
+//! - Events (AE, CE, DS, MH, DV, HO) and interventions (EX, EC, CM, PR, SU, AG, ML): one row
+//!   per record; annotated items fill their variables, the topic (`--TERM`, `--TRT`) is the
+//!   item annotated with it or else the form's SDTM category or name; `--STDTC` is the item
+//!   annotated with it or else the `dated_by` item. Items without an annotation are
+//!   supplemental qualifiers (`SUPP--`: QNAM from the item id, as test codes are).
+
+use super::model::{Definition, Form, Item};
+
+/// The SDTM general observation class of a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Findings,
+    Events,
+    Interventions,
+}
+
+/// The class of a domain code (two upper-case letters): the SDTM IG's interventions and
+/// events domains by name, every other domain a findings one.
+pub fn class(domain: &str) -> Class {
+    match domain {
+        "EX" | "EC" | "CM" | "PR" | "SU" | "AG" | "ML" => Class::Interventions,
+        "AE" | "CE" | "DS" | "MH" | "DV" | "HO" => Class::Events,
+        _ => Class::Findings,
+    }
+}
+
+/// The topic variable of a class: one row per test, event or treatment.
+pub fn topic(class: Class) -> &'static str {
+    match class {
+        Class::Findings => "TESTCD",
+        Class::Events => "TERM",
+        Class::Interventions => "TRT",
+    }
+}
+
+/// The variable that dates a record's rows.
+pub fn dtc(class: Class) -> &'static str {
+    match class {
+        Class::Findings => "DTC",
+        Class::Events | Class::Interventions => "STDTC",
+    }
+}
+
+/// An item that becomes one row of a findings dataset.
+#[derive(Debug, Clone)]
+pub struct Test<'a> {
+    pub item: &'a Item,
+    pub testcd: String,
+}
+
+/// One form's share of a dataset.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub form: &'a Form,
+    /// findings only: the items that are tests, in definition order
+    pub tests: Vec<Test<'a>>,
+    /// items that fill a variable of the record (`EXDOSE`, `LBSPEC`), by variable name
+    pub mapped: Vec<(String, &'a Item)>,
+    /// events and interventions: the items without an annotation, as supplemental
+    /// qualifiers (`testcd` is their QNAM)
+    pub supp: Vec<Test<'a>>,
+}
+
+impl Source<'_> {
+    /// The item that fills `var`, if one is annotated with it.
+    pub fn item_for(&self, var: &str) -> Option<&Item> {
+        self.mapped.iter().find(|(v, _)| v == var).map(|(_, i)| *i)
+    }
+
+    /// `--CAT`: the form's SDTM category, if it has one.
+    pub fn category(&self) -> Option<&str> {
+        self.form.sdtm.as_ref().and_then(|s| s.category.as_deref())
+    }
+
+    /// The topic when no item carries it: the category, else the form's name in upper case.
+    pub fn default_topic(&self) -> String {
+        self.category()
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.form.name.to_uppercase())
+    }
+}
+
+/// The forms that contribute to one domain's dataset.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub domain: String,
+    pub class: Class,
+    pub sources: Vec<Source<'a>>,
+}
+
+impl Plan<'_> {
+    /// Whether the domain has a `SUPP--` dataset.
+    pub fn has_supp(&self) -> bool {
+        self.sources.iter().any(|s| !s.supp.is_empty())
+    }
+
+    /// Variables the items are annotated with, in first-seen order (without the topic,
+    /// which has its own place).
+    pub fn mapped_vars(&self) -> Vec<&str> {
+        let mut vars: Vec<&str> = Vec::new();
+        for s in &self.sources {
+            for (v, _) in &s.mapped {
+                if !vars.contains(&v.as_str()) {
+                    vars.push(v);
+                }
+            }
+        }
+        vars
+    }
+}
+
+/// Whether an item's `sdtm` annotation is a variable name XPT v5 can carry (1-8 upper-case
+/// letters, digits or `_`, starting with a letter): checked when the definition loads.
+pub fn is_variable_name(s: &str) -> bool {
+    (1..=8).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_uppercase())
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The test code of an item id: upper case; when longer than 8, without its `_`; cut to 8.
+fn base_testcd(id: &str) -> String {
+    let up = id.to_ascii_uppercase();
+    let short = if up.len() > 8 {
+        up.replace('_', "")
+    } else {
+        up
+    };
+    short.chars().take(8).collect()
+}
+
+/// A test code unused in `taken`: the base code, else its first characters and a number.
+fn unique_testcd(id: &str, taken: &[String]) -> String {
+    let base = base_testcd(id);
+    if !taken.contains(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| {
+            let n = n.to_string();
+            let keep = 8usize.saturating_sub(n.len()).min(base.len());
+            format!("{}{n}", &base[..keep])
+        })
+        .find(|c| !taken.contains(c))
+        .unwrap_or(base)
+}
+
+/// The plan of every domain the definition's form records reach, in the order the forms
+/// first name them.
+pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
+    let mut plans: Vec<Plan<'_>> = Vec::new();
+    for form in def.record_forms() {
+        // DM is built from the subjects themselves
+        let Some(sdtm) = form.sdtm.as_ref().filter(|s| s.domain != "DM") else {
+            continue;
+        };
+        let at = match plans.iter().position(|p| p.domain == sdtm.domain) {
+            Some(at) => at,
+            None => {
+                plans.push(Plan {
+                    domain: sdtm.domain.clone(),
+                    class: class(&sdtm.domain),
+                    sources: Vec::new(),
+                });
+                plans.len() - 1
+            }
+        };
+        let plan = &mut plans[at];
+        let orres = format!("{}ORRES", plan.domain);
+        let mut taken: Vec<String> = plan
+            .sources
+            .iter()
+            .flat_map(|s| s.tests.iter().map(|t| t.testcd.clone()))
+            .collect();
+        let mut qnams: Vec<String> = plan
+            .sources
+            .iter()
+            .flat_map(|s| s.supp.iter().map(|t| t.testcd.clone()))
+            .collect();
+        let mut source = Source {
+            form,
+            tests: Vec::new(),
+            mapped: Vec::new(),
+            supp: Vec::new(),
+        };
+        for item in form.items.iter().filter(|i| i.id != form.dated_by) {
+            let var = item.sdtm.as_deref();
+            match (plan.class, var) {
+                (Class::Findings, None) => {}
+                (Class::Findings, Some(v)) if v == orres => {}
+                (_, Some(v)) => {
+                    source.mapped.push((v.to_owned(), item));
+                    continue;
+                }
+                (_, None) => {
+                    let qnam = unique_testcd(&item.id, &qnams);
+                    qnams.push(qnam.clone());
+                    source.supp.push(Test { item, testcd: qnam });
+                    continue;
+                }
+            }
+            let testcd = unique_testcd(&item.id, &taken);
+            taken.push(testcd.clone());
+            source.tests.push(Test { item, testcd });
+        }
+        plan.sources.push(source);
+    }
+    plans
+}
+
+/// The plan of one domain, if a form of the definition maps to it.
+pub fn plan<'a>(def: &'a Definition, domain: &str) -> Option<Plan<'a>> {
+    plans(def).into_iter().find(|p| p.domain == domain)
+}
+
+/// SDTM's unit for a definition's unit (CDISC UNIT terms are ASCII: `C`, not `°C`).
+pub fn unit(u: &str) -> &str {
+    match u {
+        "°C" => "C",
+        "°F" => "F",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STUDY: &str = r#"
+[study]
+id = "S"
+name = "S"
+
+[consent]
+versions = ["1"]
+signers = ["participant"]
+
+[schedule]
+anchor = "enrolment"
+
+[[visits]]
+id = "D1"
+name = "Day 1"
+day = 1
+forms = ["echo", "labs"]
+
+[[forms]]
+id = "echo"
+name = "Echo"
+repeat = "per_visit"
+dated_by = "performed_on"
+sdtm = { domain = "CV", category = "CORONARY ARTERIES" }
+
+  [[forms.items]]
+  id = "performed_on"
+  label = "Date"
+  type = "date"
+  required = true
+
+  [[forms.items]]
+  id = "aneurysm"
+  label = "Aneurysm"
+  type = "boolean"
+
+  [[forms.items]]
+  id = "aneurysm_size_mm"
+  label = "Size"
+  type = "decimal"
+  decimals = 1
+  unit = "mm"
+  sdtm = "CVORRES"
+
+  [[forms.items]]
+  id = "method"
+  label = "Method"
+  type = "text"
+  max_length = 20
+  sdtm = "CVMETHOD"
+
+[[forms]]
+id = "labs"
+name = "Labs"
+repeat = "per_visit"
+dated_by = "sampled_on"
+sdtm = { domain = "CV" }
+
+  [[forms.items]]
+  id = "sampled_on"
+  label = "Date"
+  type = "date"
+  required = true
+
+  [[forms.items]]
+  id = "aneurysm"
+  label = "Aneurysm again"
+  type = "boolean"
+
+[[forms]]
+id = "crisis"
+name = "Crisis"
+repeat = "any"
+dated_by = "start_date"
+sdtm = { domain = "CE" }
+
+  [[forms.items]]
+  id = "start_date"
+  label = "Start"
+  type = "date"
+  required = true
+
+  [[forms.items]]
+  id = "end_date"
+  label = "End"
+  type = "date"
+  sdtm = "CEENDTC"
+
+  [[forms.items]]
+  id = "score"
+  label = "Score"
+  type = "integer"
+
+[[forms]]
+id = "plain"
+name = "Plain"
+repeat = "any"
+dated_by = "on"
+
+  [[forms.items]]
+  id = "on"
+  label = "Date"
+  type = "date"
+  required = true
+"#;
+
+    fn def() -> Definition {
+        super::super::parse("s.toml", STUDY).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn classes_follow_the_sdtm_ig() {
+        assert_eq!(class("EX"), Class::Interventions);
+        assert_eq!(class("CM"), Class::Interventions);
+        assert_eq!(class("AE"), Class::Events);
+        assert_eq!(class("DS"), Class::Events);
+        assert_eq!(class("CE"), Class::Events);
+        for d in ["VS", "LB", "QS", "CV", "FA"] {
+            assert_eq!(class(d), Class::Findings, "{d}");
+        }
+    }
+
+    #[test]
+    fn findings_rows_are_the_items_not_annotated_elsewhere_with_unique_test_codes() {
+        let d = def();
+        let plans = plans(&d);
+        let domains: Vec<&str> = plans.iter().map(|p| p.domain.as_str()).collect();
+        assert_eq!(domains, ["CV", "CE"], "forms without sdtm are not in SDTM");
+        let cv = &plans[0];
+        assert_eq!(cv.sources.len(), 2);
+        let codes: Vec<&str> = cv.sources[0]
+            .tests
+            .iter()
+            .map(|t| t.testcd.as_str())
+            .collect();
+        assert_eq!(codes, ["ANEURYSM", "ANEURYS2"], "the dating item is --DTC");
+        assert_eq!(
+            cv.sources[1].tests[0].testcd, "ANEURYS3",
+            "unique in the domain"
+        );
+        assert_eq!(cv.mapped_vars(), ["CVMETHOD"]);
+        assert_eq!(
+            cv.sources[0].item_for("CVMETHOD").map(|i| i.id.as_str()),
+            Some("method")
+        );
+        assert_eq!(cv.sources[0].default_topic(), "CORONARY ARTERIES");
+        assert_eq!(cv.sources[1].category(), None);
+    }
+
+    #[test]
+    fn events_carry_annotated_items_and_the_others_as_supplemental_qualifiers() {
+        let d = def();
+        let ce = plan(&d, "CE").unwrap_or_else(|| panic!("CE"));
+        assert_eq!(ce.class, Class::Events);
+        assert!(ce.sources[0].tests.is_empty());
+        assert_eq!(ce.mapped_vars(), ["CEENDTC"]);
+        let supp: Vec<&str> = ce.sources[0]
+            .supp
+            .iter()
+            .map(|t| t.testcd.as_str())
+            .collect();
+        assert_eq!(supp, ["SCORE"]);
+        assert!(ce.has_supp());
+        assert!(!plans(&d)[0].has_supp(), "findings have none");
+        assert_eq!(ce.sources[0].default_topic(), "CRISIS");
+        assert!(plan(&d, "LB").is_none());
+    }
+
+    #[test]
+    fn test_codes_fit_eight_characters() {
+        assert_eq!(base_testcd("crp_mg_l"), "CRP_MG_L");
+        assert_eq!(base_testcd("lmca_z"), "LMCA_Z");
+        assert_eq!(base_testcd("mevalonic_aciduria"), "MEVALONI");
+        let taken = ["MEVALONI".to_owned()];
+        assert_eq!(unique_testcd("mevalonic_aciduria", &taken), "MEVALON2");
+    }
+
+    #[test]
+    fn an_annotation_that_is_no_variable_name_is_a_load_error_naming_its_line() {
+        for bad in ["cv_method", "CVMETHODS", "1CV", ""] {
+            let text = STUDY.replacen("\"CVMETHOD\"", &format!("\"{bad}\""), 1);
+            let line = text[..text.find(&format!("sdtm = \"{bad}\"")).unwrap_or(0)]
+                .matches('\n')
+                .count()
+                + 1;
+            let errors: Vec<String> = match super::super::parse("s.toml", &text) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.iter().map(ToString::to_string).collect(),
+            };
+            assert!(
+                errors.iter().any(|e| e.starts_with(&format!(
+                    "s.toml:{line}: sdtm `{bad}`: an SDTM variable name"
+                ))),
+                "{bad}: {errors:?}"
+            );
+        }
+        assert!(is_variable_name("VISITDY"));
+        assert_eq!(unit("°C"), "C");
+        assert_eq!(unit("mg/L"), "mg/L");
+    }
+}
