@@ -111,7 +111,7 @@ fn testcd_list(code: &str, def: &Definition, var: &str) -> Option<String> {
 
 pub fn write(job: &Job, out: &mut Out) -> Result<(), Stop> {
     let def: &Definition = &job.study;
-    let study = job.protocol.file.study.id.as_str();
+    let study = def.study.id.as_str();
     let created = timestamp(job.started);
     let file_oid = format!(
         "CASEBOOK.DEFINE.{study}.{}",

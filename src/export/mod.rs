@@ -463,11 +463,11 @@ fn audit_export(
             "id": job.protocol.file.study.id,
             "file_hash": job.protocol.file_hash,
         },
+        "study": {"id": job.study.study.id, "sha256": job.study.sha256},
         "started_at": job.started,
     });
     if let Kind::Records(form) = &job.kind {
         values["form"] = json!(form);
-        values["study"] = json!({"id": job.study.study.id, "sha256": job.study.sha256});
     }
     let event = match by {
         By::Caller => AuditEvent::new(Some(&job.actor), "export", job.kind.entity(), &job.meta),

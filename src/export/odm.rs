@@ -545,7 +545,7 @@ impl Xml<'_> {
 }
 
 fn study_oid(job: &Job) -> String {
-    format!("ST.{}", job.protocol.file.study.id)
+    format!("ST.{}", job.study.study.id)
 }
 
 /// The MetaDataVersion describes the protocol file's forms and the study definition's: its
@@ -645,15 +645,16 @@ fn write_item_def(x: &mut Xml<'_>, i: &Item) -> io::Result<()> {
 
 fn write_study(x: &mut Xml<'_>, job: &Job) -> io::Result<()> {
     let p = &job.protocol;
-    let study = &p.file.study;
+    // the study is the running definition's; the protocol file still describes today's forms
+    let study = &job.study.study;
     let study_name = if study.name.trim().is_empty() {
         study.id.as_str()
     } else {
         study.name.as_str()
     };
     let protocol_note = format!(
-        "Protocol {}, protocol file SHA-256 {}",
-        study.id, p.file_hash
+        "Protocol {}, study definition SHA-256 {}, protocol file SHA-256 {}",
+        study.id, job.study.sha256, p.file_hash
     );
     x.open("Study", &[("OID", &study_oid(job))])?;
     x.open("GlobalVariables", &[])?;
@@ -1261,12 +1262,12 @@ pub fn write(conn: &mut PgConnection, job: &Job, out: &mut Out) -> Result<(), St
     let created = timestamp(job.started);
     let file_oid = format!(
         "CASEBOOK.{}.{}",
-        job.protocol.file.study.id,
+        job.study.study.id,
         job.started.format("%Y%m%dT%H%M%S%.6fZ")
     );
     let description = format!(
-        "Casebook export of protocol {} (protocol file SHA-256 {})",
-        job.protocol.file.study.id, job.protocol.file_hash
+        "Casebook export of study {} (study definition SHA-256 {}, protocol file SHA-256 {})",
+        job.study.study.id, job.study.sha256, job.protocol.file_hash
     );
     let granularity = if job.filters.site_id.is_some() {
         "SingleSite"

@@ -274,12 +274,7 @@ fn ig_label(code: &str) -> &'static str {
 /// The dataset label with the protocol, as far as 40 characters allow.
 fn label_with_protocol(code: &str, job: &Job) -> String {
     let hash = job.protocol.file_hash.get(..8).unwrap_or_default();
-    let full = format!(
-        "{} {} {}",
-        dataset_label(code),
-        job.protocol.file.study.id,
-        hash
-    );
+    let full = format!("{} {} {}", dataset_label(code), job.study.study.id, hash);
     if full.len() <= 40 {
         full
     } else {
@@ -320,7 +315,8 @@ pub fn write(
     table: Table,
     out: &mut Out,
 ) -> Result<(), Stop> {
-    let study = job.protocol.file.study.id.as_str();
+    // STUDYID is the running definition's study: with `study` on MKD, MKD's id
+    let study = job.study.study.id.as_str();
     let vars = vars(domain, study, &job.study);
     // a SUPP-- dataset replays its parent's rows to number them as the parent does
     let supp = domain.supp_of();

@@ -14,8 +14,9 @@ use crate::clinical::{enrolled, injection};
 use crate::exports::{assert_valid_against, fetch, parse_csv, read_xpt};
 use crate::helpers::TestApp;
 
-/// The protocol's study id (today's exports name the study by the protocol file).
-const STUDY: &str = "KD-ANAKINRA";
+/// The running definition's study id: every dataset names the study that runs, not the
+/// protocol file of today's forms (which stays on Kawasaki here).
+const STUDY: &str = "SDTMTEST";
 
 struct Study {
     app: TestApp,
@@ -481,6 +482,17 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
         )));
     }
     assert!(!xml.contains("IG.QS"), "no form of this study maps to QS");
+    assert!(xml.contains(STUDY), "names the running study");
+    // the ODM export names the same study as the datasets
+    let odm = fetch(&s.app, "/api/v1/exports/odm.xml", &s.sponsor).await;
+    assert_eq!(odm.status, 200);
+    let odm = odm.text();
+    assert!(
+        odm.contains(&format!("<Study OID=\"ST.{STUDY}\">")),
+        "{}",
+        &odm[..600.min(odm.len())]
+    );
+    assert!(odm.contains(&format!("<ProtocolName>{STUDY}</ProtocolName>")));
     // the variables in the order of the dataset
     let (header, _) = dataset(&s, "/api/v1/exports/sdtm/lb.csv").await;
     let lb = xml
