@@ -471,7 +471,7 @@ impl Demo<'_> {
         let offset = visit.and_then(|v| v.day).unwrap_or(1).max(1) - 1;
         let date = days_after(day1, i64::from(offset)).min(days_before(self.today, 1));
         let mut values = self.values(form, date)?;
-        self.as_prescribed(form, day1, date, &mut values);
+        self.as_prescribed(form, subject.weight_kg, day1, date, &mut values);
         if !*soft_flag_done {
             if let Some(flagged) = self.soft_flagged(form, &values) {
                 values = flagged;
@@ -490,11 +490,13 @@ impl Demo<'_> {
         Ok(1)
     }
 
-    /// A site following the protocol: each dose rule bound to the form gets the dose the
-    /// rule expects (and its study day), so that deviations are the ones a demo means.
+    /// A site following the protocol: each dose rule bound to the form gets the subject's
+    /// weight, the dose the rule expects and its study day, so that deviations are the ones a
+    /// demo means (a weight picked inside the item's range would be 200 kg).
     fn as_prescribed(
         &self,
         form: &Form,
+        weight_kg: f64,
         day1: NaiveDate,
         date: NaiveDate,
         values: &mut Map<String, Value>,
@@ -511,10 +513,16 @@ impl Demo<'_> {
             else {
                 continue;
             };
-            let weight = r
-                .item("weight")
-                .and_then(|w| values.get(w)?.as_str()?.parse::<f64>().ok())
-                .unwrap_or_default();
+            let weight = match r.item("weight") {
+                Some(w) => {
+                    let item = form.item(w);
+                    if let Some(item) = item {
+                        values.insert(w.to_owned(), number(item, weight_kg));
+                    }
+                    weight_kg
+                }
+                None => 0.0,
+            };
             let day32 = i32::try_from(day).unwrap_or(1);
             let mg = crate::domain::dosing::expected_dose_mg(
                 &Regimen::of_treatment(t),

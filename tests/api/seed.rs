@@ -102,6 +102,18 @@ async fn one_study(file: &str) {
         0,
         "{file}"
     );
+    // ... given for the subject's own weight (not a weight picked inside the item's range)
+    for r in def.rules.iter().filter(|r| r.item("weight").is_some()) {
+        let (form, weight) = (r.form.as_deref().unwrap(), r.item("weight").unwrap());
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) AS n FROM form_records r JOIN subjects s ON s.id = r.subject_id \
+                 WHERE r.form_id = '{form}' AND (r.values->>'{weight}')::numeric IS DISTINCT FROM s.weight_kg"
+            )),
+            0,
+            "{file}: {form}.{weight}"
+        );
+    }
 
     // every form of the definition has records, each at its own table
     for form in &def.forms {
