@@ -237,15 +237,18 @@ pub fn mark_deleted(
         .map(|_| ())
 }
 
-/// Holds the subject's row FOR NO KEY UPDATE until the transaction ends: writes whose rules
-/// read the subject's other records (day 1, earlier doses, fevers) take it, so that two of
-/// them cannot each decide on what the other has not committed yet. Other writes hold the
-/// row FOR KEY SHARE (`guard::ensure_unlocked`), which this lock does not wait for.
-pub fn hold_subject(conn: &mut PgConnection, subject_id: i64) -> QueryResult<()> {
-    s::table
-        .find(subject_id)
-        .select(s::id)
-        .for_no_key_update()
-        .first::<i64>(conn)
-        .map(|_| ())
+/// Holds the subject's row until the transaction ends. `exclusive` (FOR NO KEY UPDATE):
+/// writes whose rules read the subject's other records (earlier doses, fevers) or that move
+/// day 1, so that two of them cannot each decide on what the other has not committed yet.
+/// Shared (FOR SHARE): writes that read day 1 alone (a visit's window); they wait for an
+/// exclusive holder, not for each other. Other writes hold the row FOR KEY SHARE
+/// (`guard::ensure_unlocked`), which neither waits for.
+pub fn hold_subject(conn: &mut PgConnection, subject_id: i64, exclusive: bool) -> QueryResult<()> {
+    let row = s::table.find(subject_id).select(s::id);
+    if exclusive {
+        row.for_no_key_update().first::<i64>(conn)?;
+    } else {
+        row.for_share().first::<i64>(conn)?;
+    }
+    Ok(())
 }

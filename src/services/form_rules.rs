@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::db::subjects::SubjectRef;
 use crate::db::{form_records as fr, schedule as sq, study_versions};
 use crate::domain::study::records::{self, Values};
-use crate::domain::study::rules::{self, Context};
+use crate::domain::study::rules::{self, Context, Reads};
 use crate::domain::study::schedule::{anchor_form, day_one};
 use crate::domain::study::values::{self as checks, Checked};
 use crate::domain::study::{Definition, Form, RuleKind};
@@ -28,18 +28,25 @@ fn rule_context(
     def: &Definition,
     form: &Form,
     subject: &SubjectRef,
+    visit: Option<&str>,
     except: Option<i64>,
 ) -> AppResult<Context> {
     let mut ctx = Context::new(subject.tz);
-    if !rules::read_others(def, form) {
+    let reads = rules::reads(def, form, visit);
+    if reads == Reads::Nothing {
         return Ok(ctx);
     }
-    fr::hold_subject(conn, subject.id)?;
+    // day 1 alone is only moved by a write of its anchor, which holds the subject
+    // exclusively: records that only read it share the subject with each other
+    fr::hold_subject(conn, subject.id, reads == Reads::Records)?;
     ctx.day1 = day_one(
         def,
         &sq::anchor_facts(conn, def, subject.id, except)?,
         subject.tz,
     );
+    if reads == Reads::DayOne {
+        return Ok(ctx);
+    }
     let forms: Vec<&str> = rules::fact_forms(def)
         .into_iter()
         .filter(|f| def.record_form(f).is_some())
@@ -69,7 +76,7 @@ pub(super) fn check_with_rules(
     w: &Write<'_>,
     mut input: Values,
 ) -> AppResult<Checked> {
-    let ctx = rule_context(conn, def, form, subject, w.this)?;
+    let ctx = rule_context(conn, def, form, subject, w.visit, w.this)?;
     rules::fill(def, form, &mut input, w.change, &ctx).map_err(AppError::Validation)?;
     let mut checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
     rules::run(def, form, w.visit, &mut checked, &ctx).map_err(AppError::Validation)?;
@@ -93,7 +100,7 @@ pub(super) fn keeps_days(
     if anchor_form(def).is_none_or(|(f, _)| f != form.id) {
         return Ok(());
     }
-    fr::hold_subject(conn, subject.id)?;
+    fr::hold_subject(conn, subject.id, true)?;
     let others = sq::anchor_facts(conn, def, subject.id, this)?;
     let own = checked
         .map(|c| records::stored(&c.values))
@@ -236,7 +243,7 @@ pub(super) fn recheck_later_doses(
         let row = fr::find(conn, subject.id, &fid, rid, true)?;
         let stored = values.as_object().cloned().unwrap_or_default();
         let input = records::merge(f, &stored, &Values::new());
-        let ctx = rule_context(conn, def, f, subject, Some(rid))?;
+        let ctx = rule_context(conn, def, f, subject, row.visit_id.as_deref(), Some(rid))?;
         let Ok(mut checked) = checks::check(def, f, &input) else {
             continue;
         };

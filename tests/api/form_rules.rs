@@ -511,3 +511,47 @@ async fn writes_whose_rules_read_other_records_of_the_subject_wait_for_each_othe
         "temperature {t:?}, deletion {d:?}"
     );
 }
+
+#[actix_web::test]
+async fn records_at_visits_share_the_subject_and_wait_only_for_writes_that_read_doses_or_move_day_one(
+) {
+    let (app, inv, code) = spawn(&rules_study()).await;
+    let dose_at = format!("/api/v1/subjects/{code}/forms/dosing");
+    let r = app
+        .post(&dose_at, &inv, &dosing("2026-10-05T08:00:00Z", "40.00"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // another record at a visit is being entered: it holds the subject shared
+    let mut other = app.conn();
+    other
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM subjects WHERE subject_code = '{code}' FOR SHARE"
+        ))
+        .unwrap();
+    // a record at a visit with a window reads day 1 as well, and does not wait
+    let d8 = send(
+        &app,
+        &inv,
+        Method::POST,
+        &format!("/api/v1/subjects/{code}/forms/pain"),
+        json!({"visit": "D8", "values": {"assessed_on": "2026-10-12", "pain_mm": 30}}),
+    );
+    let (status, text) = actix_web::rt::time::timeout(Duration::from_secs(5), d8)
+        .await
+        .expect("the record at D8 waited")
+        .unwrap();
+    assert_eq!(status, 201, "{text}");
+    // a dose reads the earlier doses and may move day 1: it waits
+    let dose = send(
+        &app,
+        &inv,
+        Method::POST,
+        &dose_at,
+        dosing("2026-10-06T08:00:00Z", "40.00"),
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(!dose.is_finished(), "the dose did not wait");
+    other.batch_execute("COMMIT").unwrap();
+    let (status, text) = dose.await.unwrap();
+    assert_eq!(status, 201, "{text}");
+}

@@ -19,7 +19,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::Value as Json;
 
-use super::model::{Definition, Form, ItemType, Repeat, Rule, RuleKind};
+use super::model::{Definition, Form, ItemType, Rule, RuleKind};
 use super::records::Values;
 use super::schedule::{anchor_form, site_date, window};
 use super::values::{Checked, Flag, ItemValue};
@@ -66,11 +66,28 @@ pub fn of_form<'a>(def: &'a Definition, form: &'a Form) -> impl Iterator<Item = 
         .filter(move |r| r.form.as_deref() == Some(form.id.as_str()))
 }
 
-/// Whether a record of `form` needs the subject's other records (`Context`): its rules read
-/// them, or its visit's window depends on day 1.
-pub fn read_others(def: &Definition, form: &Form) -> bool {
-    form.repeat == Repeat::PerVisit
-        || of_form(def, form).any(|r| matches!(r.kind, RuleKind::StudyDay | RuleKind::Dose))
+/// What a record of `form` entered at `visit` needs of the subject's other records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// nothing: no rule of its reads them and its visit, if any, has no window
+    Nothing,
+    /// day 1 only, for the window of its scheduled visit
+    DayOne,
+    /// day 1 and the facts its rules read (earlier doses, fevers)
+    Records,
+}
+
+pub fn reads(def: &Definition, form: &Form, visit: Option<&str>) -> Reads {
+    if of_form(def, form).any(|r| matches!(r.kind, RuleKind::StudyDay | RuleKind::Dose)) {
+        Reads::Records
+    } else if visit
+        .and_then(|v| def.visit(v))
+        .is_some_and(|v| v.day.is_some())
+    {
+        Reads::DayOne
+    } else {
+        Reads::Nothing
+    }
 }
 
 /// A record entered for a scheduled visit and dated (`date`, site-local) outside its
@@ -584,6 +601,16 @@ mod tests {
     fn study() -> Definition {
         super::super::parse("rules", include_str!("../../../tests/studies/rules.toml"))
             .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_record_reads_day_one_only_at_a_visit_with_a_window_and_records_only_for_its_rules() {
+        let def = study();
+        let form = |id: &str| def.form(id).unwrap_or_else(|| panic!("no form {id}"));
+        assert_eq!(reads(&def, form("pain"), Some("D8")), Reads::DayOne);
+        assert_eq!(reads(&def, form("pain"), Some("UNS")), Reads::Nothing);
+        assert_eq!(reads(&def, form("dosing"), None), Reads::Records);
+        assert_eq!(reads(&def, form("diary"), None), Reads::Nothing);
     }
 
     fn d(s: &str) -> NaiveDate {
