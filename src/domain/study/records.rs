@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
 
@@ -29,7 +29,9 @@ pub fn to_json(v: &ItemValue) -> Json {
         ItemValue::Decimal(d) => Json::from(d.to_string()),
         ItemValue::Boolean(b) => Json::from(*b),
         ItemValue::Date(d) => Json::from(d.format("%Y-%m-%d").to_string()),
-        ItemValue::DateTime(t) => Json::from(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        // the fraction of a second as entered, in as many digits as it needs (the legacy
+        // forms' answer: `08:00:00Z`, `08:00:00.500Z`, `08:00:00.123456Z`)
+        ItemValue::DateTime(t) => Json::from(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         ItemValue::Time(t) if t.second() == 0 => Json::from(t.format("%H:%M").to_string()),
         ItemValue::Time(t) => Json::from(t.format("%H:%M:%S").to_string()),
         ItemValue::Choices(c) => Json::from(c.clone()),
@@ -278,6 +280,27 @@ mod tests {
         let again = super::super::values::check(&def, form, &merge(form, &s, &Values::new()))
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(stored(&again.values), s);
+    }
+
+    #[test]
+    fn a_datetime_is_stored_with_its_fraction_of_a_second() {
+        let at = |s: &str| {
+            let t: DateTime<Utc> = s.parse().unwrap_or_default();
+            to_json(&ItemValue::DateTime(t))
+        };
+        assert_eq!(at("2026-10-05T08:00:00Z"), json!("2026-10-05T08:00:00Z"));
+        assert_eq!(
+            at("2026-10-05T08:00:00.5Z"),
+            json!("2026-10-05T08:00:00.500Z")
+        );
+        assert_eq!(
+            at("2026-10-05T08:00:00.123456Z"),
+            json!("2026-10-05T08:00:00.123456Z")
+        );
+        assert_eq!(
+            at("2026-10-05T06:00:00.000001+00:00"),
+            json!("2026-10-05T06:00:00.000001Z")
+        );
     }
 
     #[test]

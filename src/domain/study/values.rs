@@ -230,9 +230,16 @@ fn parse(def: &Definition, i: &Item, v: &Json) -> Result<ItemValue, String> {
                 .map(|_| ItemValue::PartialDate(s.to_owned()))
                 .ok_or_else(|| "must be YYYY, YYYY-MM or YYYY-MM-DD".into())
         }
-        ItemType::DateTime => DateTime::parse_from_rfc3339(text()?)
-            .map(|t| ItemValue::DateTime(t.with_timezone(&Utc)))
-            .map_err(|_| "must be a date and time with its offset (RFC 3339)".into()),
+        ItemType::DateTime => {
+            let t = DateTime::parse_from_rfc3339(text()?)
+                .map_err(|_| "must be a date and time with its offset (RFC 3339)".to_owned())?;
+            // PostgreSQL's timestamptz, which exports and reads cast to, keeps microseconds:
+            // a finer value would change on its way, so it is refused rather than rounded
+            if t.timestamp_subsec_nanos() % 1_000 != 0 {
+                return Err("must have at most 6 digits after the second (microseconds)".into());
+            }
+            Ok(ItemValue::DateTime(t.with_timezone(&Utc)))
+        }
         ItemType::Time => {
             let s = text()?;
             NaiveTime::parse_from_str(s, "%H:%M")
@@ -425,6 +432,30 @@ mod tests {
 
     fn ok(r: Outcome) -> Checked {
         r.unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_datetime_keeps_its_fraction_to_the_microsecond_and_refuses_finer() {
+        let k = study("kawasaki");
+        let at = |s: &str| {
+            run(
+                &k,
+                "temperature",
+                json!({"measured_at": s, "celsius": 37.0, "method": "oral"}),
+            )
+        };
+        let c = ok(at("2026-11-05T08:00:00.123456+01:00"));
+        let want: DateTime<Utc> = "2026-11-05T07:00:00.123456Z".parse().unwrap_or_default();
+        assert_eq!(c.values["measured_at"], ItemValue::DateTime(want));
+        assert_eq!(
+            at("2026-11-05T08:00:00.1234567Z"),
+            Err(vec![(
+                "values.measured_at".into(),
+                "must have at most 6 digits after the second (microseconds)".into()
+            )])
+        );
+        // trailing zeros beyond the microsecond lose nothing
+        assert!(at("2026-11-05T08:00:00.123456000Z").is_ok());
     }
 
     #[test]
