@@ -103,3 +103,87 @@ async fn a_datetime_keeps_its_fraction_of_a_second_to_the_microsecond() {
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["values"]["measured_at"], "2026-10-06T08:00:00Z");
 }
+
+fn event(onset: &str, end: Option<&str>, awareness: &str) -> serde_json::Value {
+    let mut v =
+        json!({"term": "Rash", "onset_date": onset, "serious": false, "awareness_date": awareness});
+    if let Some(e) = end {
+        v["end_date"] = json!(e);
+    }
+    json!({ "values": v })
+}
+
+#[actix_web::test]
+async fn every_date_of_a_record_is_ordered_plausible_and_above_the_floor() {
+    let (app, inv, code) = spawn().await;
+    let events = format!("/api/v1/subjects/{code}/forms/safety_event");
+    let count = || app.count("SELECT count(*) AS n FROM form_records");
+
+    // the end known to the month only is not before an onset in that month
+    let r = app
+        .post(
+            &events,
+            &inv,
+            &event("2026-10-05", Some("2026-10"), "2026-10-05"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_i64().unwrap();
+
+    let refused = [
+        // end before onset, at the precision both know
+        (
+            event("2026-10-05", Some("2026-09"), "2026-10-05"),
+            "values.end_date",
+            "must not be before onset_date",
+        ),
+        // the site learnt of it before it began
+        (
+            event("2026-10-05", None, "2026-10-04"),
+            "values.awareness_date",
+            "must not be before onset_date",
+        ),
+        // an end in the future, though the record's date (the onset) is not
+        (
+            event("2026-10-05", Some("2099"), "2026-10-05"),
+            "values.end_date",
+            "must not be in the future",
+        ),
+        // every date item holds to the subject's date floor (born 2023-04), not only the onset
+        (
+            event("2023", None, "2023-03-31"),
+            "values.awareness_date",
+            "must not be before the subject's birth month (2023-04-01)",
+        ),
+    ];
+    for (body, field, message) in refused {
+        let r = app.post(&events, &inv, &body).await;
+        r.assert_problem(422, Some(field));
+        assert!(r.text.contains(message), "{}", r.text);
+    }
+    assert_eq!(count(), 1);
+
+    // a correction is held to the same order: nothing changes
+    let r = app
+        .patch(
+            &format!("{events}/{id}"),
+            &inv,
+            1,
+            &json!({"values": {"end_date": "2026-09-30"}, "reason": "end date corrected"}),
+        )
+        .await;
+    r.assert_problem(422, Some("values.end_date"));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM form_records WHERE id = {id} AND version = 1 \
+             AND values->>'end_date' = '2026-10'"
+        )),
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE entity_table = 'form_records' AND record_id = {id}"
+        )),
+        1
+    );
+}

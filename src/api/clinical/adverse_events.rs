@@ -12,7 +12,7 @@ use crate::api::{if_match, resource, with_etag, Json};
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
-use crate::domain::partial_date::PartialDate;
+use crate::domain::partial_date::{self, PartialDate};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::local_date;
 use crate::domain::values::{bounded_text, Reason};
@@ -261,33 +261,27 @@ fn validate(b: &NewAdverseEvent, today: NaiveDate) -> AppResult<Checked> {
             p
         }
     };
+    // the order and future of the dates, as the engine checks every form's (`not_before`)
+    let awareness = PartialDate::of(b.awareness_date);
+    let mut order = vec![
+        partial_date::not_in_future("awareness_date", &awareness, today),
+        end.map_or(Ok(()), |e| {
+            partial_date::not_in_future("end_date", &e, today)
+        }),
+    ];
     if let Some(o) = onset {
-        if o.cmp_date(today).is_gt() {
-            errors.push(FieldError::new("onset_date", "must not be in the future"));
-        }
+        order.push(partial_date::not_in_future("onset_date", &o, today));
         if let Some(e) = end {
-            if e.cmp_partial(&o).is_lt() {
-                errors.push(FieldError::new("end_date", "must not be before onset_date"));
-            }
+            order.push(partial_date::not_before("end_date", &e, "onset_date", &o));
         }
-        if o.cmp_date(b.awareness_date).is_gt() {
-            errors.push(FieldError::new(
-                "awareness_date",
-                "must not be before onset_date",
-            ));
-        }
-    }
-    if let Some(e) = end {
-        if e.cmp_date(today).is_gt() {
-            errors.push(FieldError::new("end_date", "must not be in the future"));
-        }
-    }
-    if b.awareness_date > today {
-        errors.push(FieldError::new(
+        order.push(partial_date::not_before(
             "awareness_date",
-            "must not be in the future",
+            &awareness,
+            "onset_date",
+            &o,
         ));
     }
+    errors.extend(order.into_iter().filter_map(Result::err));
     if !(1..=5).contains(&b.grade) {
         errors.push(FieldError::new("grade", "CTCAE grade 1 to 5"));
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde_json::Value as Json;
 
 use super::model::*;
-use crate::domain::partial_date::PartialDate;
+use crate::domain::partial_date::{self, PartialDate};
 use crate::domain::values::bounded_text;
 use crate::domain::FieldError;
 
@@ -119,6 +119,20 @@ pub fn check(
             }
         }
     }
+    for i in &form.items {
+        let pair = i.not_before.as_ref().and_then(|o| {
+            Some((
+                o,
+                as_partial(values.get(&i.id)?)?,
+                as_partial(values.get(o)?)?,
+            ))
+        });
+        if let Some((other, date, earlier)) = pair {
+            if let Err(e) = partial_date::not_before(&field(&i.id), &date, other, &earlier) {
+                errors.push(e);
+            }
+        }
+    }
     for c in &form.checks {
         let holds = match eval(def, &values, &c.expr) {
             Ok(cel::Value::Bool(b)) => b,
@@ -149,6 +163,15 @@ pub fn check(
         Ok(Checked { values, flags })
     } else {
         Err(errors)
+    }
+}
+
+/// A date or partial date value, at the precision it is known.
+pub fn as_partial(v: &ItemValue) -> Option<PartialDate> {
+    match v {
+        ItemValue::Date(d) => Some(PartialDate::of(*d)),
+        ItemValue::PartialDate(s) => PartialDate::parse(s),
+        _ => None,
     }
 }
 
@@ -456,6 +479,35 @@ mod tests {
         );
         // trailing zeros beyond the microsecond lose nothing
         assert!(at("2026-11-05T08:00:00.123456000Z").is_ok());
+    }
+
+    #[test]
+    fn an_end_and_an_awareness_must_not_precede_the_onset_at_the_precision_known() {
+        let k = study("kawasaki");
+        let ae = |onset: &str, end: &str, aware: &str| {
+            run(
+                &k,
+                "adverse_event",
+                json!({"term": "Rash", "onset_date": onset, "end_date": end, "grade": 1,
+                       "serious": false, "relationship": "possible", "action_taken": "none",
+                       "outcome": "recovered", "awareness_date": aware}),
+            )
+        };
+        assert!(ae("2026-11", "2026-11-01", "2026-11-01").is_ok());
+        assert!(ae("2026-11-05", "2026-11", "2026-11-05").is_ok());
+        assert_eq!(
+            ae("2026-11-05", "2026-10", "2026-11-04"),
+            Err(vec![
+                (
+                    "values.end_date".into(),
+                    "must not be before onset_date".into()
+                ),
+                (
+                    "values.awareness_date".into(),
+                    "must not be before onset_date".into()
+                )
+            ])
+        );
     }
 
     #[test]
