@@ -187,3 +187,121 @@ async fn every_date_of_a_record_is_ordered_plausible_and_above_the_floor() {
         1
     );
 }
+
+#[actix_web::test]
+async fn a_withdrawal_counts_the_records_of_every_form_and_safety_reports_come_after_it() {
+    let (app, inv, code) = spawn().await;
+    let vitals = format!("/api/v1/subjects/{code}/forms/vitals");
+    let events = format!("/api/v1/subjects/{code}/forms/safety_event");
+    let consent = app.count("SELECT id AS n FROM consents");
+    let consent_path = format!("/api/v1/subjects/{code}/consents/{consent}");
+    let at = |t: &str| json!({"values": {"measured_at": t}});
+
+    let r = app.post(&vitals, &inv, &at("2026-10-10T08:00:00Z")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let late = r.body["id"].as_i64().unwrap();
+    let r = app
+        .post(&events, &inv, &event("2026-10-12", None, "2026-10-12"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ae = r.body["id"].as_i64().unwrap();
+
+    // the measurement is dated after the withdrawal: refused, naming it; the adverse event
+    // (a form that takes reports after a withdrawal) is no obstacle
+    let withdraw =
+        json!({"withdrawn_on": "2026-10-09", "scope": "all", "reason": "parents withdrew"});
+    let r = app
+        .post(&format!("{consent_path}/withdraw"), &inv, &withdraw)
+        .await;
+    r.assert_problem(422, Some("withdrawn_on"));
+    assert!(
+        r.text.contains(&format!("vitals {late} on 2026-10-10")),
+        "{}",
+        r.text
+    );
+    assert!(
+        !r.text.contains(&format!("safety_event {ae}")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM consents WHERE withdrawn_on IS NOT NULL"),
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE entity_table = 'consents' AND action = 'update'"),
+        0
+    );
+
+    // once it is marked entered in error, the withdrawal goes through
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("{vitals}/{late}"),
+            Some(&inv),
+            Some(&json!({"reason": "entered for the wrong subject"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .post(&format!("{consent_path}/withdraw"), &inv, &withdraw)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // after it: a measurement is refused, an adverse event is still reported
+    app.post(&vitals, &inv, &at("2026-10-11T08:00:00Z"))
+        .await
+        .assert_problem(422, Some("values.measured_at"));
+    let r = app
+        .post(&events, &inv, &event("2026-10-20", None, "2026-10-21"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // a correction of the withdrawal is held to the same records
+    let r = app.post(&vitals, &inv, &at("2026-10-05T08:00:00Z")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let early = r.body["id"].as_i64().unwrap();
+    let r = app
+        .patch(
+            &consent_path,
+            &inv,
+            2,
+            &json!({"withdrawn_on": "2026-10-04", "reason": "date misread"}),
+        )
+        .await;
+    r.assert_problem(422, Some("withdrawn_on"));
+    assert!(
+        r.text.contains(&format!("vitals {early} on 2026-10-05")),
+        "{}",
+        r.text
+    );
+    // and the first consent must not come after them
+    let r = app
+        .patch(
+            &consent_path,
+            &inv,
+            2,
+            &json!({"signed_on": "2026-10-06", "reason": "date misread"}),
+        )
+        .await;
+    r.assert_problem(422, Some("signed_on"));
+    assert!(
+        r.text.contains("clinical data from 2026-10-05"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM consents WHERE version = 2 AND withdrawn_on = '2026-10-09' AND signed_on = '2026-10-01'"),
+        1
+    );
+    let r = app
+        .patch(
+            &consent_path,
+            &inv,
+            2,
+            &json!({"withdrawn_on": "2026-10-06", "reason": "date misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

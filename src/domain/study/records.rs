@@ -273,6 +273,65 @@ pub fn after_withdrawal(date: RecordDate, withdrawn_on: NaiveDate) -> bool {
     }
 }
 
+/// The date of a stored record (its `dated_by` value as stored: a date, a datetime, a
+/// partial date).
+pub fn stored_date(form: &Form, values: &Json, tz: Tz) -> Option<RecordDate> {
+    let s = values.get(&form.dated_by)?.as_str()?;
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(RecordDate::Day(d));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        let t = t.with_timezone(&Utc);
+        return Some(RecordDate::At(t, local_date(t, tz)));
+    }
+    PartialDate::parse(s).map(RecordDate::Partial)
+}
+
+/// The live records (id, form, stored values) a withdrawal on `withdrawn_on` would leave
+/// outside the consent, named as an answer names them (`vitals 12 on 2026-10-06`); records
+/// of forms that take reports after a withdrawal (`after_withdrawal`) stay.
+pub fn dated_after(
+    def: &Definition,
+    records: &[(i64, String, Json)],
+    withdrawn_on: NaiveDate,
+    tz: Tz,
+) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|(id, form, values)| {
+            let form = def.form(form).filter(|f| !f.after_withdrawal)?;
+            let date = stored_date(form, values, tz)?;
+            after_withdrawal(date, withdrawn_on).then(|| {
+                let on = match date {
+                    RecordDate::Day(d) | RecordDate::At(_, d) => d.to_string(),
+                    RecordDate::Partial(_) => values[&form.dated_by]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                format!("{} {id} on {on}", form.id)
+            })
+        })
+        .collect()
+}
+
+/// The earliest date of the live records (id, form, stored values) by their `dated_by`,
+/// a partial date counting from the first day it can mean: what a first consent must not
+/// come after.
+pub fn earliest(def: &Definition, records: &[(i64, String, Json)], tz: Tz) -> Option<NaiveDate> {
+    records
+        .iter()
+        .filter_map(
+            |(_, form, values)| match stored_date(def.form(form)?, values, tz)? {
+                RecordDate::Day(d) | RecordDate::At(_, d) => Some(d),
+                RecordDate::Partial(p) => {
+                    NaiveDate::from_ymd_opt(p.year, p.month.unwrap_or(1), p.day.unwrap_or(1))
+                }
+            },
+        )
+        .min()
+}
+
 fn consent_window(
     field: &str,
     date: RecordDate,
@@ -503,5 +562,41 @@ mod tests {
             RecordDate::Partial(PartialDate::parse("2026-10").expect("p")),
             d("2026-10-04")
         ));
+    }
+
+    #[test]
+    fn a_withdrawal_names_the_records_after_it_except_safety_reports() {
+        let def = study();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
+        let tz = chrono_tz::Europe::Paris;
+        let records = vec![
+            (
+                1,
+                "echocardiography".to_owned(),
+                json!({"performed_on": "2026-10-05"}),
+            ),
+            (
+                2,
+                "echocardiography".to_owned(),
+                json!({"performed_on": "2026-10-06"}),
+            ),
+            (
+                3,
+                "adverse_event".to_owned(),
+                json!({"onset_date": "2026-11"}),
+            ),
+            (
+                4,
+                "disease_activity".to_owned(),
+                json!({"assessed_on": "2026-10-04"}),
+            ),
+        ];
+        assert_eq!(
+            dated_after(&def, &records, d("2026-10-05"), tz),
+            ["echocardiography 2 on 2026-10-06"]
+        );
+        assert_eq!(earliest(&def, &records, tz), Some(d("2026-10-04")));
+        let partial = vec![(3, "adverse_event".to_owned(), json!({"onset_date": "2026"}))];
+        assert_eq!(earliest(&def, &partial, tz), Some(d("2026-01-01")));
     }
 }
