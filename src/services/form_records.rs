@@ -204,6 +204,9 @@ pub fn enter(
             .new_values(audit_view(body.clone())),
     )?;
     open_queries(conn, caller, subject, id, &checked)?;
+    if let Some(v) = values.as_object() {
+        crate::services::sae::raise_for_record(conn, def, caller, subject, form, id, None, v)?;
+    }
     crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
     recheck_later_doses(conn, def, caller, subject, form, id, None, Some(&values))?;
     Ok(body)
@@ -308,6 +311,16 @@ pub fn correct(
             .reason(Some(reason.as_str())),
     )?;
     open_queries(conn, caller, subject, id, &checked)?;
+    crate::services::sae::raise_for_record(
+        conn,
+        def,
+        caller,
+        subject,
+        form,
+        id,
+        Some(&before),
+        &after,
+    )?;
     crate::services::guard::after_change(
         conn,
         caller,

@@ -305,3 +305,97 @@ async fn a_withdrawal_counts_the_records_of_every_form_and_safety_reports_come_a
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[actix_web::test]
+async fn a_serious_record_of_an_engine_form_raises_the_safety_alert_once() {
+    let (app, inv, code) = spawn().await;
+    let events = format!("/api/v1/subjects/{code}/forms/safety_event");
+    let alerts = || app.count("SELECT count(*) AS n FROM sae_alerts");
+
+    // not serious: no alert
+    let r = app
+        .post(&events, &inv, &event("2026-10-05", None, "2026-10-05"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mild = r.body["id"].as_i64().unwrap();
+    assert_eq!(alerts(), 0);
+
+    // refused (a serious event needs its criteria): nothing queued either
+    let mut serious = event("2026-10-06", None, "2026-10-07");
+    serious["values"]["serious"] = json!(true);
+    serious["values"]["term"] = json!("Sepsis");
+    let mut incomplete = serious.clone();
+    incomplete["values"]["seriousness_criteria"] = json!([]);
+    app.post(&events, &inv, &incomplete)
+        .await
+        .assert_problem(422, Some("values.seriousness_criteria"));
+    assert_eq!(alerts(), 0);
+
+    // entered serious: one alert in the same transaction, pointing at the record, audited
+    serious["values"]["seriousness_criteria"] = json!(["hospitalisation"]);
+    let r = app.post(&events, &inv, &serious).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM sae_alerts WHERE form_record_id = {id} \
+             AND adverse_event_id IS NULL AND status = 'pending' \
+             AND payload->>'kind' = 'serious_adverse_event' AND payload->>'study_id' = 'PARITY' \
+             AND payload->>'form' = 'safety_event' AND (payload->>'form_record_id')::bigint = {id} \
+             AND payload->>'subject_code' = '{code}' AND payload->>'site_code' = 'FRA' \
+             AND payload->>'term' = 'Sepsis' AND payload->'seriousness_criteria' = '[\"hospitalisation\"]' \
+             AND payload->>'onset_date' = '2026-10-06' AND payload->>'awareness_date' = '2026-10-07' \
+             AND payload->>'report_due_by' = '2026-10-08T00:00:00 site time' \
+             AND payload->'grade' = 'null'::jsonb"
+        )),
+        1
+    );
+    let alert = app.count("SELECT id AS n FROM sae_alerts");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'sae_queued' AND entity_table = 'sae_alerts' \
+             AND record_id = {alert} AND (new_values->>'form_record_id')::bigint = {id} \
+             AND actor_role = 'investigator'"
+        )),
+        1
+    );
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    let r = app.get("/api/v1/sae-alerts", &sponsor).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["items"][0]["form_record_id"], id, "{}", r.text);
+    assert_eq!(r.body["items"][0]["adverse_event_id"], json!(null));
+
+    // a correction of an event already serious raises no second alert
+    let r = app
+        .patch(
+            &format!("{events}/{id}"),
+            &inv,
+            1,
+            &json!({"values": {"term": "Septic shock"}, "reason": "diagnosis confirmed"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(alerts(), 1);
+
+    // corrected to serious: the alert goes out then
+    let r = app
+        .patch(
+            &format!("{events}/{mild}"),
+            &inv,
+            1,
+            &json!({"values": {"serious": true, "seriousness_criteria": ["death"]}, "reason": "the child died"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM sae_alerts WHERE form_record_id = {mild} AND payload->>'term' = 'Rash'"
+        )),
+        1
+    );
+    assert_eq!(alerts(), 2);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'sae_queued'"),
+        2
+    );
+}

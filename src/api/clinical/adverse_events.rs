@@ -12,13 +12,14 @@ use crate::api::{if_match, resource, with_etag, Json};
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
+use crate::domain;
 use crate::domain::partial_date::{self, PartialDate};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::local_date;
 use crate::domain::values::{bounded_text, Reason};
 use crate::domain::FieldError;
 use crate::error::{AppError, AppResult};
-use crate::schema::{adverse_events as ae, sites};
+use crate::schema::adverse_events as ae;
 use crate::services::sae;
 use crate::state::AppState;
 
@@ -381,14 +382,7 @@ fn alert_payload(
     ev: &AdverseEvent,
     caller: &Caller,
 ) -> Value {
-    let due = ev.awareness_date.succ_opt().unwrap_or(ev.awareness_date);
-    json!({
-        "kind": "serious_adverse_event",
-        "study_id": protocol.file.study.id,
-        "protocol_hash": protocol.file_hash,
-        "site_code": site_code,
-        "subject_code": subject.code,
-        "adverse_event_id": ev.id,
+    let event = json!({
         "term": ev.term,
         "meddra_code": ev.meddra_code,
         "grade": ev.grade,
@@ -397,14 +391,20 @@ fn alert_payload(
         "outcome": ev.outcome,
         "onset_date": ev.onset_date,
         "awareness_date": ev.awareness_date,
-        "report_due_by": format!("{due}T00:00:00 site time"),
-        "reported_by_user_id": caller.user_id,
-        "reported_at": Utc::now(),
+    });
+    let mut record = serde_json::Map::new();
+    record.insert("adverse_event_id".into(), json!(ev.id));
+    domain::sae::payload(&domain::sae::Report {
+        study_id: &protocol.file.study.id,
+        protocol_hash: &protocol.file_hash,
+        site_code,
+        subject_code: &subject.code,
+        record,
+        event: event.as_object().unwrap_or(&serde_json::Map::new()),
+        awareness: Some(ev.awareness_date),
+        reported_by: caller.user_id,
+        reported_at: Utc::now(),
     })
-}
-
-fn site_code(conn: &mut PgConnection, site_id: i64) -> AppResult<String> {
-    Ok(sites::table.find(site_id).select(sites::code).first(conn)?)
 }
 
 fn find(
@@ -606,7 +606,7 @@ pub async fn update(
             ))
             .returning(AdverseEventRow::as_returning())
             .get_result(conn)?;
-        let became_serious = !old.serious && new.serious;
+        let old_serious = old.serious;
         let before = AdverseEvent::from_row(old, &subject.code);
         let after = AdverseEvent::from_row(new, &subject.code);
         let (o, n) = diff(
@@ -628,10 +628,16 @@ pub async fn update(
             .new_values(n)
             .reason(Some(reason.as_str())),
         )?;
-        if became_serious {
-            let site = site_code(conn, subject.site_id)?;
+        if domain::sae::raised(Some(old_serious), after.serious) {
+            let site = crate::db::subjects::site_code(conn, subject.site_id)?;
             let payload = alert_payload(&protocol, &site, &subject, &after, &caller);
-            sae::enqueue(conn, after.id, subject.site_id, subject.id, &payload)?;
+            sae::enqueue(
+                conn,
+                &caller,
+                sae::Source::AdverseEvent(after.id),
+                &subject,
+                &payload,
+            )?;
         }
         crate::services::guard::after_change(
             conn,
@@ -748,10 +754,16 @@ pub fn enter(
             .subject(Some(subject.id))
             .new_values(body.clone()),
     )?;
-    if event.serious {
-        let site = site_code(conn, subject.site_id)?;
+    if domain::sae::raised(None, event.serious) {
+        let site = crate::db::subjects::site_code(conn, subject.site_id)?;
         let payload = alert_payload(protocol, &site, subject, &event, c);
-        sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
+        sae::enqueue(
+            conn,
+            c,
+            sae::Source::AdverseEvent(event.id),
+            subject,
+            &payload,
+        )?;
     }
     crate::services::guard::after_change(
         conn,

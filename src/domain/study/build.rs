@@ -155,9 +155,17 @@ fn roles(kind: RuleKind) -> &'static [RoleSpec] {
             ("flag", &["boolean"], true, true),
         ],
         RuleKind::FeverEndpoints => &[],
+        // the event fields of the alert (crate::domain::sae::EVENT_FIELDS)
         RuleKind::SaeAlert => &[
             ("serious", &["boolean"], true, false),
             ("term", &["text"], false, false),
+            ("meddra_code", &["text"], false, false),
+            ("grade", &["integer"], false, false),
+            ("seriousness_criteria", &["choices"], false, false),
+            ("relationship", &["choice"], false, false),
+            ("outcome", &["choice"], false, false),
+            ("onset_date", &["date", "partial_date"], false, false),
+            ("awareness_date", &["date"], false, false),
         ],
     }
 }

@@ -71,6 +71,9 @@ pub fn check(
             )),
             Some(_) if v.is_null() => {}
             Some(i) => match parse(def, i, v) {
+                // no code ticked is no value: a required list needs one, a hidden one may
+                // be sent empty (today's adverse event form answers `[]`)
+                Ok(ItemValue::Choices(c)) if c.is_empty() => {}
                 Ok(x) => {
                     values.insert(i.id.clone(), x);
                 }
@@ -507,6 +510,30 @@ mod tests {
                     "must not be before onset_date".into()
                 )
             ])
+        );
+    }
+
+    #[test]
+    fn an_empty_list_of_codes_is_no_value() {
+        let k = study("kawasaki");
+        let ae = |serious: bool| {
+            run(
+                &k,
+                "adverse_event",
+                json!({"term": "Rash", "onset_date": "2026-11", "grade": 1, "serious": serious,
+                       "seriousness_criteria": [], "relationship": "possible",
+                       "action_taken": "none", "outcome": "recovering",
+                       "awareness_date": "2026-11-05"}),
+            )
+        };
+        let c = ok(ae(false));
+        assert!(!c.values.contains_key("seriousness_criteria"));
+        assert_eq!(
+            ae(true),
+            Err(vec![(
+                "values.seriousness_criteria".into(),
+                "required".into()
+            )])
         );
     }
 
