@@ -600,7 +600,15 @@ impl Builder<'_> {
         let mut bound = |b: &Option<S<toml::Value>>, name: &str| -> Option<BigDecimal> {
             let v = b.as_ref()?;
             let d = self.decimal(v, name)?;
-            if d.fractional_digit_count() > places {
+            // a bound keeps the digits it was written with (`30.0`, which TOML reads as a
+            // float and f64 prints as `30`): a range's message shows it as the file does
+            let written = self
+                .text
+                .get(v.span())
+                .and_then(|t| BigDecimal::from_str(&t.trim().replace('_', "")).ok())
+                .filter(|w| *w == d);
+            let d = written.unwrap_or(d);
+            if d.normalized().fractional_digit_count() > places {
                 self.err(
                     v.span(),
                     format!(

@@ -570,7 +570,7 @@ mod tests {
             r,
             Err(vec![(
                 "values.celsius".into(),
-                "must be between 30 and 45 °C".into()
+                "must be between 30.0 and 45.0 °C".into()
             )])
         );
         let r = run(
