@@ -119,7 +119,7 @@ pub fn open_queries(
             ENTITY,
             id,
             &f.item,
-            "edit_check",
+            f.origin,
             &f.message,
         )?;
     }

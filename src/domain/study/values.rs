@@ -38,6 +38,19 @@ pub enum ItemValue {
 pub struct Flag {
     pub item: String,
     pub message: String,
+    /// the query's origin: `edit_check` (a range, a check, a visit window), `dose_check` (a
+    /// dose rule's deviation, as today's injection form queries it)
+    pub origin: &'static str,
+}
+
+impl Flag {
+    pub fn edit_check(item: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            item: item.into(),
+            message: message.into(),
+            origin: "edit_check",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,10 +126,7 @@ pub fn check(
                 if let Some(m) = outside(r, &n, i.unit.as_deref()) {
                     match r.check {
                         Severity::Hard => errors.push(FieldError::new(field(&i.id), m)),
-                        Severity::Soft => flags.push(Flag {
-                            item: i.id.clone(),
-                            message: m,
-                        }),
+                        Severity::Soft => flags.push(Flag::edit_check(i.id.clone(), m)),
                     }
                 }
             }
@@ -154,10 +164,7 @@ pub fn check(
             for item in &c.items {
                 match c.check {
                     Severity::Hard => errors.push(FieldError::new(field(item), c.message.clone())),
-                    Severity::Soft => flags.push(Flag {
-                        item: item.clone(),
-                        message: c.message.clone(),
-                    }),
+                    Severity::Soft => flags.push(Flag::edit_check(item.clone(), c.message.clone())),
                 }
             }
         }
@@ -680,10 +687,10 @@ mod tests {
         assert_eq!(c.values["clinical_signs"], ItemValue::Integer(3));
         assert_eq!(
             c.flags,
-            vec![Flag {
-                item: "crp_mg_l".into(),
-                message: "unusually high: check the unit (mg/L)".into()
-            }]
+            vec![Flag::edit_check(
+                "crp_mg_l",
+                "unusually high: check the unit (mg/L)"
+            )]
         );
         let mut sent = v;
         sent["clinical_signs"] = json!(3);
