@@ -232,7 +232,7 @@ diesel::table! {
 diesel::table! {
     sae_alerts (id) {
         id -> Int8,
-        adverse_event_id -> Int8,
+        adverse_event_id -> Nullable<Int8>,
         site_id -> Int8,
         subject_id -> Int8,
         payload -> Jsonb,
@@ -242,6 +242,7 @@ diesel::table! {
         delivered_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
+        form_record_id -> Nullable<Int8>,
     }
 }
 
@@ -375,6 +376,7 @@ diesel::joinable!(injections -> subjects (subject_id));
 diesel::joinable!(temperatures -> subjects (subject_id));
 diesel::joinable!(adverse_events -> subjects (subject_id));
 diesel::joinable!(sae_alerts -> adverse_events (adverse_event_id));
+diesel::joinable!(sae_alerts -> form_records (form_record_id));
 diesel::joinable!(sae_alert_attempts -> sae_alerts (alert_id));
 diesel::joinable!(queries -> subjects (subject_id));
 diesel::joinable!(query_messages -> queries (query_id));

@@ -22,7 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[diesel(table_name = a)]
 pub struct SaeAlert {
     pub id: i64,
-    pub adverse_event_id: i64,
+    /// the adverse event that raised it (today's adverse event form)
+    pub adverse_event_id: Option<i64>,
     /// what was (or will be) sent
     pub payload: serde_json::Value,
     /// pending, delivered or failed (gave up)
@@ -32,6 +33,8 @@ pub struct SaeAlert {
     pub delivered_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// the form record that raised it (a form of the engine bound to the sae_alert rule)
+    pub form_record_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -68,3 +68,8 @@ pub fn consent_window(conn: &mut PgConnection, subject_id: i64) -> QueryResult<C
         withdrawn_on: rows.iter().filter_map(|r| r.1).min(),
     })
 }
+
+/// The code of a site (`FRA`), as alerts name it.
+pub fn site_code(conn: &mut PgConnection, site_id: i64) -> QueryResult<String> {
+    sites::table.find(site_id).select(sites::code).first(conn)
+}

@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod field_error;
 pub mod partial_date;
 pub mod protocol;
+pub mod sae;
 pub mod study;
 pub mod text;
 pub mod time;

@@ -5,6 +5,8 @@ use std::cmp::Ordering;
 
 use chrono::{Datelike, NaiveDate};
 
+use crate::domain::FieldError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartialDate {
     pub year: i32,
@@ -43,6 +45,15 @@ impl PartialDate {
         Some(Self { year, month, day })
     }
 
+    /// A full date, known to the day.
+    pub fn of(d: NaiveDate) -> Self {
+        Self {
+            year: d.year(),
+            month: Some(d.month()),
+            day: Some(d.day()),
+        }
+    }
+
     /// Compares with a full date, at this date's precision.
     pub fn cmp_date(&self, d: NaiveDate) -> Ordering {
         let other = Self {
@@ -66,6 +77,34 @@ impl PartialDate {
                 _ => Ordering::Equal,
             })
     }
+}
+
+/// The order of two dates of a record, either known perhaps only in part (an adverse event
+/// ends, or the site learns of it, not before it began): `field` is refused only when it is
+/// before `earlier` (the item `earlier_item`) at the precision both know, so `2026-11` is
+/// not before `2026-11-05`.
+pub fn not_before(
+    field: &str,
+    date: &PartialDate,
+    earlier_item: &str,
+    earlier: &PartialDate,
+) -> Result<(), FieldError> {
+    if date.cmp_partial(earlier).is_lt() {
+        return Err(FieldError::new(
+            field,
+            format!("must not be before {earlier_item}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A date of an event that happened: refused only when every day it can mean is after
+/// `today`, the site-local date.
+pub fn not_in_future(field: &str, date: &PartialDate, today: NaiveDate) -> Result<(), FieldError> {
+    if date.cmp_date(today).is_gt() {
+        return Err(FieldError::new(field, "must not be in the future"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -108,5 +147,31 @@ mod tests {
         let day = PartialDate::parse("2026-10-14").unwrap_or(month);
         assert_eq!(day.cmp_date(d("2026-10-15")), Ordering::Less);
         assert_eq!(day.cmp_partial(&month), Ordering::Equal);
+    }
+
+    #[test]
+    fn order_and_future_are_judged_at_the_precision_known() {
+        let p = |s: &str| PartialDate::parse(s).unwrap_or(PartialDate::of(d("1900-01-01")));
+        let onset = p("2026-11-05");
+        assert!(not_before("end", &p("2026-11"), "onset", &onset).is_ok());
+        assert!(not_before("end", &p("2026-11-05"), "onset", &onset).is_ok());
+        let e = not_before("end", &p("2026-10"), "onset", &onset).err();
+        assert_eq!(
+            e.map(|e| (e.field, e.message)),
+            Some(("end".to_owned(), "must not be before onset".to_owned()))
+        );
+        assert!(not_before("aware", &PartialDate::of(d("2026-11-04")), "onset", &onset).is_err());
+        assert!(not_before(
+            "aware",
+            &PartialDate::of(d("2026-11-04")),
+            "onset",
+            &p("2026")
+        )
+        .is_ok());
+        let today = d("2026-12-05");
+        assert!(not_in_future("x", &p("2026-12"), today).is_ok());
+        assert!(not_in_future("x", &p("2026-12-05"), today).is_ok());
+        assert!(not_in_future("x", &p("2026-12-06"), today).is_err());
+        assert!(not_in_future("x", &p("2027"), today).is_err());
     }
 }

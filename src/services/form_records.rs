@@ -16,7 +16,6 @@ use crate::db::{form_records as fr, study_versions};
 use crate::domain::study::records::{self, Placement, Values};
 use crate::domain::study::values::Checked;
 use crate::domain::study::{Definition, Form};
-use crate::domain::time::local_date;
 use crate::domain::values::Reason;
 use crate::error::{conflict_on_unique, AppError, AppResult};
 use crate::services::deletion::Deletion;
@@ -73,7 +72,7 @@ impl FormRecord {
     }
 }
 
-/// The checks that need the database: the record's date against the subject's date floor
+/// The checks that need the database: the record's dates against the subject's date floor
 /// and consent window, and the version records are entered under.
 pub fn check_in_context(
     conn: &mut PgConnection,
@@ -82,20 +81,19 @@ pub fn check_in_context(
     subject: &SubjectRef,
     checked: &Checked,
 ) -> AppResult<i64> {
-    if let Some(date) = records::record_date(form, &checked.values, subject.tz) {
-        let window = consent_window(conn, subject.id)?;
-        let now = Utc::now();
-        records::check_date(
-            &format!("values.{}", form.dated_by),
-            date,
-            subject.floor,
-            window.first_signed,
-            window.withdrawn_on,
-            now,
-            local_date(now, subject.tz),
-        )
-        .map_err(|e| AppError::Validation(vec![e]))?;
-    }
+    let window = consent_window(conn, subject.id)?;
+    records::check_dates(
+        form,
+        &checked.values,
+        &records::Dating {
+            tz: subject.tz,
+            floor: subject.floor,
+            first_signed: window.first_signed,
+            withdrawn_on: window.withdrawn_on,
+            now: Utc::now(),
+        },
+    )
+    .map_err(AppError::Validation)?;
     Ok(study_versions::running_id(
         conn,
         &def.study.id,
@@ -121,7 +119,7 @@ pub fn open_queries(
             ENTITY,
             id,
             &f.item,
-            "edit_check",
+            f.origin,
             &f.message,
         )?;
     }
@@ -206,6 +204,9 @@ pub fn enter(
             .new_values(audit_view(body.clone())),
     )?;
     open_queries(conn, caller, subject, id, &checked)?;
+    if let Some(v) = values.as_object() {
+        crate::services::sae::raise_for_record(conn, def, caller, subject, form, id, None, v)?;
+    }
     crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
     recheck_later_doses(conn, def, caller, subject, form, id, None, Some(&values))?;
     Ok(body)
@@ -310,6 +311,16 @@ pub fn correct(
             .reason(Some(reason.as_str())),
     )?;
     open_queries(conn, caller, subject, id, &checked)?;
+    crate::services::sae::raise_for_record(
+        conn,
+        def,
+        caller,
+        subject,
+        form,
+        id,
+        Some(&before),
+        &after,
+    )?;
     crate::services::guard::after_change(
         conn,
         caller,

@@ -189,7 +189,7 @@ fn rewindow(
                 ENTITY,
                 row.id,
                 &f.item,
-                "edit_check",
+                f.origin,
                 &f.message,
             )?;
         }

@@ -1,5 +1,6 @@
-//! Serious adverse event alerts: the outbox row written with the event, and the worker
-//! that delivers it to the sponsor's safety desk.
+//! Serious adverse event alerts: the outbox row written with the event (today's adverse
+//! event form, or a record of a form bound to the `sae_alert` rule), and the worker that
+//! delivers it to the sponsor's safety desk.
 //!
 //! Delivery: a JSON POST to the configured webhook, signed with HMAC-SHA256 over the body
 //! (`X-Casebook-Signature: sha256=<hex>`), retried with exponential backoff and jitter until
@@ -12,30 +13,119 @@ use chrono::Utc;
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::audit::{self, AuditEvent, RequestMeta};
+use crate::auth::Caller;
 use crate::config::SaeSettings;
+use crate::db::subjects::SubjectRef;
+use crate::domain::sae;
+use crate::domain::study::{Definition, Form, RuleKind};
 use crate::error::AppResult;
 use crate::schema::{sae_alert_attempts as att, sae_alerts as a};
 
-/// Queues an alert in the caller's transaction.
+/// The record an alert is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// a row of today's adverse events
+    AdverseEvent(i64),
+    /// a form record of a form bound to the `sae_alert` rule
+    FormRecord(i64),
+}
+
+/// Queues an alert in the caller's transaction, audited (`sae_queued`), so that the trail
+/// shows when the safety desk's alert was raised and by whom, before any delivery.
 pub fn enqueue(
     conn: &mut PgConnection,
-    adverse_event_id: i64,
-    site_id: i64,
-    subject_id: i64,
+    caller: &Caller,
+    source: Source,
+    subject: &SubjectRef,
     payload: &Value,
 ) -> AppResult<i64> {
-    Ok(diesel::insert_into(a::table)
+    let (ae_id, record_id, key, rid) = match source {
+        Source::AdverseEvent(id) => (Some(id), None, "adverse_event_id", id),
+        Source::FormRecord(id) => (None, Some(id), "form_record_id", id),
+    };
+    let id = diesel::insert_into(a::table)
         .values((
-            a::adverse_event_id.eq(adverse_event_id),
-            a::site_id.eq(site_id),
-            a::subject_id.eq(subject_id),
+            a::adverse_event_id.eq(ae_id),
+            a::form_record_id.eq(record_id),
+            a::site_id.eq(subject.site_id),
+            a::subject_id.eq(subject.id),
             a::payload.eq(payload),
         ))
         .returning(a::id)
-        .get_result(conn)?)
+        .get_result(conn)?;
+    audit::record(
+        conn,
+        &AuditEvent::new(
+            Some(&caller.actor),
+            "sae_queued",
+            "sae_alerts",
+            &caller.meta,
+        )
+        .record(id)
+        .site(Some(subject.site_id))
+        .subject(Some(subject.id))
+        .new_values(json!({ key: rid, "status": "pending" })),
+    )?;
+    Ok(id)
+}
+
+/// The `sae_alert` rules bound to `form` after a write of record `id` (`before`: the
+/// values it had, none when new): a record entered serious, or corrected to serious, queues
+/// the alert today's adverse event form queues, its event fields read from the items the
+/// rule binds.
+#[allow(clippy::too_many_arguments)]
+pub fn raise_for_record(
+    conn: &mut PgConnection,
+    def: &Definition,
+    caller: &Caller,
+    subject: &SubjectRef,
+    form: &Form,
+    id: i64,
+    before: Option<&Map<String, Value>>,
+    after: &Map<String, Value>,
+) -> AppResult<()> {
+    let serious =
+        |values: &Map<String, Value>, item: &str| values.get(item) == Some(&Value::Bool(true));
+    for rule in def
+        .rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::SaeAlert && r.form.as_deref() == Some(&form.id))
+    {
+        let Some(item) = rule.item("serious") else {
+            continue;
+        };
+        if !sae::raised(before.map(|b| serious(b, item)), serious(after, item)) {
+            continue;
+        }
+        let event: Map<String, Value> = sae::EVENT_FIELDS
+            .iter()
+            .filter_map(|f| Some(((*f).to_owned(), after.get(rule.item(f)?)?.clone())))
+            .collect();
+        let awareness = event
+            .get("awareness_date")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
+        let mut record = Map::new();
+        record.insert("form".into(), json!(form.id));
+        record.insert("form_record_id".into(), json!(id));
+        let site = crate::db::subjects::site_code(conn, subject.site_id)?;
+        let payload = sae::payload(&sae::Report {
+            study_id: &def.study.id,
+            protocol_hash: &def.sha256,
+            site_code: &site,
+            subject_code: &subject.code,
+            record,
+            event: &event,
+            awareness,
+            reported_by: caller.user_id,
+            reported_at: Utc::now(),
+        });
+        enqueue(conn, caller, Source::FormRecord(id), subject, &payload)?;
+    }
+    Ok(())
 }
 
 pub fn signature(secret: &str, body: &[u8]) -> String {

@@ -278,6 +278,16 @@ async fn without_a_webhook_alerts_wait_visibly() {
     let alerts = app.get("/api/v1/sae-alerts?status=pending", &sponsor).await;
     assert_eq!(alerts.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(alerts.body["items"][0]["attempts"], json!(0));
+    assert_eq!(alerts.body["items"][0]["adverse_event_id"], json!(id));
+    assert_eq!(alerts.body["items"][0]["form_record_id"], json!(null));
+    // the alert's queueing is on the trail, as for a form of the engine
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'sae_queued' \
+             AND (new_values->>'adverse_event_id')::bigint = {id}"
+        )),
+        1
+    );
     let monitor = app.token(Role::Monitor, &["FR01"]).await;
     assert_eq!(app.get("/api/v1/sae-alerts", &monitor).await.status, 403);
 }

@@ -10,6 +10,7 @@ mod clinical;
 mod entry_statement;
 mod exports;
 mod form_exports;
+mod form_parity;
 mod form_rules;
 mod forms;
 mod foundation;

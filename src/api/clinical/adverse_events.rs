@@ -12,13 +12,14 @@ use crate::api::{if_match, resource, with_etag, Json};
 use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission, Scope};
 use crate::db;
-use crate::domain::partial_date::PartialDate;
+use crate::domain;
+use crate::domain::partial_date::{self, PartialDate};
 use crate::domain::protocol::Protocol;
 use crate::domain::time::local_date;
 use crate::domain::values::{bounded_text, Reason};
 use crate::domain::FieldError;
 use crate::error::{AppError, AppResult};
-use crate::schema::{adverse_events as ae, sites};
+use crate::schema::adverse_events as ae;
 use crate::services::sae;
 use crate::state::AppState;
 
@@ -261,33 +262,27 @@ fn validate(b: &NewAdverseEvent, today: NaiveDate) -> AppResult<Checked> {
             p
         }
     };
+    // the order and future of the dates, as the engine checks every form's (`not_before`)
+    let awareness = PartialDate::of(b.awareness_date);
+    let mut order = vec![
+        partial_date::not_in_future("awareness_date", &awareness, today),
+        end.map_or(Ok(()), |e| {
+            partial_date::not_in_future("end_date", &e, today)
+        }),
+    ];
     if let Some(o) = onset {
-        if o.cmp_date(today).is_gt() {
-            errors.push(FieldError::new("onset_date", "must not be in the future"));
-        }
+        order.push(partial_date::not_in_future("onset_date", &o, today));
         if let Some(e) = end {
-            if e.cmp_partial(&o).is_lt() {
-                errors.push(FieldError::new("end_date", "must not be before onset_date"));
-            }
+            order.push(partial_date::not_before("end_date", &e, "onset_date", &o));
         }
-        if o.cmp_date(b.awareness_date).is_gt() {
-            errors.push(FieldError::new(
-                "awareness_date",
-                "must not be before onset_date",
-            ));
-        }
-    }
-    if let Some(e) = end {
-        if e.cmp_date(today).is_gt() {
-            errors.push(FieldError::new("end_date", "must not be in the future"));
-        }
-    }
-    if b.awareness_date > today {
-        errors.push(FieldError::new(
+        order.push(partial_date::not_before(
             "awareness_date",
-            "must not be in the future",
+            &awareness,
+            "onset_date",
+            &o,
         ));
     }
+    errors.extend(order.into_iter().filter_map(Result::err));
     if !(1..=5).contains(&b.grade) {
         errors.push(FieldError::new("grade", "CTCAE grade 1 to 5"));
     }
@@ -387,14 +382,7 @@ fn alert_payload(
     ev: &AdverseEvent,
     caller: &Caller,
 ) -> Value {
-    let due = ev.awareness_date.succ_opt().unwrap_or(ev.awareness_date);
-    json!({
-        "kind": "serious_adverse_event",
-        "study_id": protocol.file.study.id,
-        "protocol_hash": protocol.file_hash,
-        "site_code": site_code,
-        "subject_code": subject.code,
-        "adverse_event_id": ev.id,
+    let event = json!({
         "term": ev.term,
         "meddra_code": ev.meddra_code,
         "grade": ev.grade,
@@ -403,14 +391,20 @@ fn alert_payload(
         "outcome": ev.outcome,
         "onset_date": ev.onset_date,
         "awareness_date": ev.awareness_date,
-        "report_due_by": format!("{due}T00:00:00 site time"),
-        "reported_by_user_id": caller.user_id,
-        "reported_at": Utc::now(),
+    });
+    let mut record = serde_json::Map::new();
+    record.insert("adverse_event_id".into(), json!(ev.id));
+    domain::sae::payload(&domain::sae::Report {
+        study_id: &protocol.file.study.id,
+        protocol_hash: &protocol.file_hash,
+        site_code,
+        subject_code: &subject.code,
+        record,
+        event: event.as_object().unwrap_or(&serde_json::Map::new()),
+        awareness: Some(ev.awareness_date),
+        reported_by: caller.user_id,
+        reported_at: Utc::now(),
     })
-}
-
-fn site_code(conn: &mut PgConnection, site_id: i64) -> AppResult<String> {
-    Ok(sites::table.find(site_id).select(sites::code).first(conn)?)
 }
 
 fn find(
@@ -612,7 +606,7 @@ pub async fn update(
             ))
             .returning(AdverseEventRow::as_returning())
             .get_result(conn)?;
-        let became_serious = !old.serious && new.serious;
+        let old_serious = old.serious;
         let before = AdverseEvent::from_row(old, &subject.code);
         let after = AdverseEvent::from_row(new, &subject.code);
         let (o, n) = diff(
@@ -634,10 +628,16 @@ pub async fn update(
             .new_values(n)
             .reason(Some(reason.as_str())),
         )?;
-        if became_serious {
-            let site = site_code(conn, subject.site_id)?;
+        if domain::sae::raised(Some(old_serious), after.serious) {
+            let site = crate::db::subjects::site_code(conn, subject.site_id)?;
             let payload = alert_payload(&protocol, &site, &subject, &after, &caller);
-            sae::enqueue(conn, after.id, subject.site_id, subject.id, &payload)?;
+            sae::enqueue(
+                conn,
+                &caller,
+                sae::Source::AdverseEvent(after.id),
+                &subject,
+                &payload,
+            )?;
         }
         crate::services::guard::after_change(
             conn,
@@ -754,10 +754,16 @@ pub fn enter(
             .subject(Some(subject.id))
             .new_values(body.clone()),
     )?;
-    if event.serious {
-        let site = site_code(conn, subject.site_id)?;
+    if domain::sae::raised(None, event.serious) {
+        let site = crate::db::subjects::site_code(conn, subject.site_id)?;
         let payload = alert_payload(protocol, &site, subject, &event, c);
-        sae::enqueue(conn, event.id, subject.site_id, subject.id, &payload)?;
+        sae::enqueue(
+            conn,
+            c,
+            sae::Source::AdverseEvent(event.id),
+            subject,
+            &payload,
+        )?;
     }
     crate::services::guard::after_change(
         conn,

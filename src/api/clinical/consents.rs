@@ -13,6 +13,7 @@ use crate::audit::{self, diff, AuditEvent};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::consent::{self, ConsentForm};
+use crate::domain::study::{records, Definition};
 use crate::domain::time::{end_of_local_day, local_date};
 use crate::domain::values::Reason;
 use crate::domain::FieldError;
@@ -179,6 +180,7 @@ pub async fn withdraw(
     let reason =
         Reason::parse("reason", Some(&b.reason)).map_err(|e| AppError::Validation(vec![e]))?;
     let (code, id) = path.into_inner();
+    let def = state.study.clone();
     let consent = db::transaction(&state.pool, move |conn| {
         let subject = super::find_subject_for_write(conn, &scope, &code)?;
         let old: Consent = c::table
@@ -193,7 +195,7 @@ pub async fn withdraw(
                 "This consent is already withdrawn; correct the withdrawal with PATCH.".into(),
             ));
         }
-        let errors = withdrawal_errors(conn, &subject, old.signed_on, b.withdrawn_on)?;
+        let errors = withdrawal_errors(conn, &def, &subject, old.signed_on, b.withdrawn_on)?;
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
@@ -249,6 +251,7 @@ pub struct ConsentChange {
 /// longer be corrected: the consent window ends there).
 fn withdrawal_errors(
     conn: &mut PgConnection,
+    def: &Definition,
     subject: &super::SubjectRef,
     signed_on: NaiveDate,
     withdrawn_on: NaiveDate,
@@ -263,7 +266,7 @@ fn withdrawal_errors(
     if withdrawn_on > local_date(Utc::now(), subject.tz) {
         errors.push(FieldError::new("withdrawn_on", "must not be in the future"));
     }
-    let after = data_after(conn, subject, withdrawn_on)?;
+    let after = data_after(conn, def, subject, withdrawn_on)?;
     if !after.is_empty() {
         errors.push(FieldError::new(
             "withdrawn_on",
@@ -277,10 +280,12 @@ fn withdrawal_errors(
     Ok(errors)
 }
 
-/// The live injections and temperatures dated (site local) after `date`, as named in an
-/// answer: "injection 3 on 2026-10-06", at most ten, then how many more.
+/// The live injections, temperatures and records of the study's forms dated (site local)
+/// after `date`, as named in an answer: "injection 3 on 2026-10-06", at most ten, then how
+/// many more. Forms that take records after a withdrawal (adverse events) do not count.
 fn data_after(
     conn: &mut PgConnection,
+    def: &Definition,
     subject: &super::SubjectRef,
     date: NaiveDate,
 ) -> AppResult<Vec<String>> {
@@ -305,10 +310,13 @@ fn data_after(
     let named = |noun: &str, (id, at): (i64, DateTime<Utc>)| {
         format!("{noun} {id} on {}", local_date(at, subject.tz))
     };
+    let forms: Vec<&str> = def.record_forms().map(|f| f.id.as_str()).collect();
+    let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
     let mut all: Vec<String> = injections
         .into_iter()
         .map(|r| named("injection", r))
         .chain(temperatures.into_iter().map(|r| named("temperature", r)))
+        .chain(records::dated_after(def, &records, date, subject.tz))
         .collect();
     if all.len() > SHOWN {
         let more = all.len() - SHOWN;
@@ -368,9 +376,11 @@ fn set_status(
     Ok(())
 }
 
-/// The earliest site-local date of the subject's clinical data, if any.
+/// The earliest site-local date of the subject's clinical data (the records of the study's
+/// forms included), if any.
 pub(super) fn earliest_data(
     conn: &mut PgConnection,
+    def: &Definition,
     subject: &super::SubjectRef,
 ) -> AppResult<Option<NaiveDate>> {
     let inj: Option<DateTime<Utc>> = i::table
@@ -404,6 +414,9 @@ pub(super) fn earliest_data(
             dates.push(d);
         }
     }
+    let forms: Vec<&str> = def.record_forms().map(|f| f.id.as_str()).collect();
+    let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
+    dates.extend(records::earliest(def, &records, subject.tz));
     Ok(dates.into_iter().min())
 }
 
@@ -432,6 +445,7 @@ pub async fn update(
         Reason::parse("reason", b.reason.as_deref()).map_err(|e| AppError::Validation(vec![e]))?;
     let versions = state.protocol.file.consent_versions.clone();
     let (code, id) = path.into_inner();
+    let def = state.study.clone();
     let consent = db::transaction(&state.pool, move |conn| {
         let subject = super::find_subject_for_write(conn, &scope, &code)?;
         let old: Consent = c::table
@@ -480,7 +494,7 @@ pub async fn update(
                 ));
             }
             (Some(_), Some(w)) => {
-                errors.append(&mut withdrawal_errors(conn, &subject, signed_on, w)?);
+                errors.append(&mut withdrawal_errors(conn, &def, &subject, signed_on, w)?);
             }
             _ => {}
         }
@@ -490,7 +504,7 @@ pub async fn update(
                 "must not be after the withdrawal",
             ));
         }
-        if let Some(first) = earliest_data(conn, &subject)? {
+        if let Some(first) = earliest_data(conn, &def, &subject)? {
             let others: Option<NaiveDate> = c::table
                 .filter(c::subject_id.eq(subject.id))
                 .filter(c::deleted_at.is_null())

@@ -345,6 +345,7 @@ pub async fn update(
         return Err(AppError::Validation(errors));
     };
     let code = code.into_inner();
+    let def = state.study.clone();
     let subject = db::transaction(&state.pool, move |conn| {
         let old = locked_subject(conn, &scope, &code)?;
         let expected = expected?;
@@ -368,7 +369,7 @@ pub async fn update(
                 .filter(c::deleted_at.is_null())
                 .select(diesel::dsl::min(c::signed_on))
                 .first(conn)?;
-            let data = super::consents::earliest_data(conn, &subject)?;
+            let data = super::consents::earliest_data(conn, &def, &subject)?;
             if let Some(first) = consented.into_iter().chain(data).min() {
                 floor.check("birth_year_month", first).map_err(|_| {
                     AppError::invalid(

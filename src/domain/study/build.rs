@@ -155,9 +155,17 @@ fn roles(kind: RuleKind) -> &'static [RoleSpec] {
             ("flag", &["boolean"], true, true),
         ],
         RuleKind::FeverEndpoints => &[],
+        // the event fields of the alert (crate::domain::sae::EVENT_FIELDS)
         RuleKind::SaeAlert => &[
             ("serious", &["boolean"], true, false),
             ("term", &["text"], false, false),
+            ("meddra_code", &["text"], false, false),
+            ("grade", &["integer"], false, false),
+            ("seriousness_criteria", &["choices"], false, false),
+            ("relationship", &["choice"], false, false),
+            ("outcome", &["choice"], false, false),
+            ("onset_date", &["date", "partial_date"], false, false),
+            ("awareness_date", &["date"], false, false),
         ],
     }
 }
@@ -592,7 +600,15 @@ impl Builder<'_> {
         let mut bound = |b: &Option<S<toml::Value>>, name: &str| -> Option<BigDecimal> {
             let v = b.as_ref()?;
             let d = self.decimal(v, name)?;
-            if d.fractional_digit_count() > places {
+            // a bound keeps the digits it was written with (`30.0`, which TOML reads as a
+            // float and f64 prints as `30`): a range's message shows it as the file does
+            let written = self
+                .text
+                .get(v.span())
+                .and_then(|t| BigDecimal::from_str(&t.trim().replace('_', "")).ok())
+                .filter(|w| *w == d);
+            let d = written.unwrap_or(d);
+            if d.normalized().fractional_digit_count() > places {
                 self.err(
                     v.span(),
                     format!(
@@ -721,6 +737,7 @@ impl Builder<'_> {
                     show_if: None,
                     derive: None,
                     derived_by: None,
+                    not_before: None,
                     sdtm: i.sdtm.as_ref().map(|s| s.get_ref().clone()),
                     help: i.help.clone(),
                 });
@@ -786,6 +803,7 @@ impl Builder<'_> {
                 }
             }
             self.derivation_cycles(&items, f);
+            self.date_order(&id, &mut items, f);
             let dated_by = match &f.dated_by {
                 None => {
                     self.err(f.id.span(), format!("form `{id}`: dated_by names the date or datetime item that dates a record (consent and visit windows are checked on it)"));
@@ -862,12 +880,56 @@ impl Builder<'_> {
                 name: f.name.clone(),
                 repeat,
                 dated_by,
+                after_withdrawal: f.after_withdrawal,
                 sdtm,
                 items,
                 checks,
             });
         }
         out
+    }
+
+    /// `not_before` orders two date or partial date items of one form.
+    fn date_order(&mut self, form: &str, items: &mut [Item], raw: &raw::Form) {
+        let dated = |k: &ItemType| matches!(k, ItemType::Date | ItemType::PartialDate);
+        for ri in &raw.items {
+            let Some(nb) = &ri.not_before else {
+                continue;
+            };
+            let Some(pos) = items.iter().position(|it| it.id == *ri.id.get_ref()) else {
+                continue;
+            };
+            let iid = items[pos].id.clone();
+            let other = nb.get_ref();
+            if !dated(&items[pos].kind) {
+                self.err(
+                    nb.span(),
+                    format!(
+                        "not_before of `{iid}`: `{iid}` is of type {}; not_before goes on date and partial_date items",
+                        items[pos].kind.name()
+                    ),
+                );
+                continue;
+            }
+            match items.iter().find(|it| it.id == *other) {
+                None => self.err(
+                    nb.span(),
+                    format!("not_before of `{iid}`: form `{form}` has no item `{other}`"),
+                ),
+                Some(o) if o.id == iid => self.err(
+                    nb.span(),
+                    format!("not_before of `{iid}` names `{iid}` itself"),
+                ),
+                Some(o) if !dated(&o.kind) => self.err(
+                    nb.span(),
+                    format!(
+                        "not_before of `{iid}`: `{other}` is of type {}, not date or partial_date",
+                        o.kind.name()
+                    ),
+                ),
+                Some(_) => items[pos].not_before = Some(other.clone()),
+            }
+        }
     }
 
     /// A derived item that needs itself, through others, could never be computed.

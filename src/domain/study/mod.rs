@@ -302,6 +302,53 @@ hours = 48
     }
 
     #[test]
+    fn not_before_orders_two_dates_of_the_form_and_names_its_line_when_it_cannot() {
+        let ok = parse(
+            "kawasaki.toml",
+            include_str!("../../../config/studies/kawasaki.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let ae = ok.form("adverse_event").unwrap_or_else(|| panic!("ae"));
+        assert!(ae.after_withdrawal);
+        assert_eq!(
+            ae.item("end_date").and_then(|i| i.not_before.as_deref()),
+            Some("onset_date")
+        );
+        assert!(!ok
+            .form("echocardiography")
+            .is_some_and(|f| f.after_withdrawal));
+
+        let on = |item: &str, other: &str| {
+            let from = format!("  id = \"{item}\"\n");
+            let to = format!("{from}  not_before = \"{other}\"\n");
+            let (text, e) = broken(&from, &to);
+            (line_of(&text, &format!("not_before = \"{other}\"")), e)
+        };
+        let (line, e) = on("assessed_on", "performed_on");
+        assert_eq!(
+            e,
+            vec![format!(
+                "demo.toml:{line}: not_before of `assessed_on`: form `vas` has no item `performed_on`"
+            )]
+        );
+        let (line, e) = on("assessed_on", "pain_mm");
+        assert_eq!(
+            e,
+            vec![format!("demo.toml:{line}: not_before of `assessed_on`: `pain_mm` is of type integer, not date or partial_date")]
+        );
+        let (line, e) = on("pain_mm", "assessed_on");
+        assert_eq!(
+            e,
+            vec![format!("demo.toml:{line}: not_before of `pain_mm`: `pain_mm` is of type integer; not_before goes on date and partial_date items")]
+        );
+        let (_, e) = on("assessed_on", "assessed_on");
+        assert!(
+            e[0].ends_with("not_before of `assessed_on` names `assessed_on` itself"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn an_unknown_item_in_an_expression_names_its_line() {
         let (text, e) = broken("derive = \"pain_mm > 70\"", "derive = \"pian_mm > 70\"");
         let line = line_of(&text, "pian_mm");

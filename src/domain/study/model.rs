@@ -186,6 +186,9 @@ pub struct Form {
     pub repeat: Repeat,
     /// the item that dates a record: consent and visit windows are checked on it
     pub dated_by: String,
+    /// records are accepted after the subject's consent withdrawal: a safety report (an
+    /// adverse event) must still reach the sponsor; every other form is refused then
+    pub after_withdrawal: bool,
     pub sdtm: Option<Sdtm>,
     pub items: Vec<Item>,
     pub checks: Vec<FormCheck>,
@@ -316,6 +319,9 @@ pub struct Item {
     pub derive: Option<Expr>,
     /// the named rule that computes it, when a rule does
     pub derived_by: Option<String>,
+    /// a date or partial date item of the form this one must not precede (an event's end,
+    /// its onset)
+    pub not_before: Option<String>,
     /// the SDTM variable it maps to (`VSORRES`, `EXDOSE`)
     pub sdtm: Option<String>,
     pub help: Option<String>,

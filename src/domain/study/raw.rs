@@ -118,6 +118,9 @@ pub struct Form {
     pub name: String,
     pub repeat: S<String>,
     pub dated_by: Option<S<String>>,
+    /// records are accepted after the subject's consent withdrawal (safety reports)
+    #[serde(default)]
+    pub after_withdrawal: bool,
     pub sdtm: Option<S<Sdtm>>,
     #[serde(default)]
     pub items: Vec<Item>,
@@ -149,6 +152,7 @@ pub struct Item {
     pub soft_range: Option<S<Range>>,
     pub show_if: Option<S<String>>,
     pub derive: Option<S<String>>,
+    pub not_before: Option<S<String>>,
     pub sdtm: Option<S<String>>,
     pub help: Option<String>,
 }

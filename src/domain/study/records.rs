@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
 
 use super::model::{Definition, Form, Repeat, RuleKind};
 use super::values::{Flag, ItemValue};
-use crate::domain::partial_date::PartialDate;
+use crate::domain::partial_date::{self, PartialDate};
 use crate::domain::time::{local_date, DateFloor};
 use crate::domain::FieldError;
 
@@ -29,7 +29,9 @@ pub fn to_json(v: &ItemValue) -> Json {
         ItemValue::Decimal(d) => Json::from(d.to_string()),
         ItemValue::Boolean(b) => Json::from(*b),
         ItemValue::Date(d) => Json::from(d.format("%Y-%m-%d").to_string()),
-        ItemValue::DateTime(t) => Json::from(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        // the fraction of a second as entered, in as many digits as it needs (the legacy
+        // forms' answer: `08:00:00Z`, `08:00:00.500Z`, `08:00:00.123456Z`)
+        ItemValue::DateTime(t) => Json::from(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         ItemValue::Time(t) if t.second() == 0 => Json::from(t.format("%H:%M").to_string()),
         ItemValue::Time(t) => Json::from(t.format("%H:%M:%S").to_string()),
         ItemValue::Choices(c) => Json::from(c.clone()),
@@ -195,44 +197,162 @@ pub fn record_date(
     }
 }
 
-/// The consent window and plausibility of a record's date: not before the subject's date
-/// floor (birth month, 1900), not before the first consent nor after a withdrawal, not in
-/// the future. `field` names the dating item.
-pub fn check_date(
+/// What a record's dates are held to, from the subject: its date floor (birth month, 1900),
+/// its consent window and the site's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Dating {
+    pub tz: Tz,
+    pub floor: DateFloor,
+    pub first_signed: Option<NaiveDate>,
+    pub withdrawn_on: Option<NaiveDate>,
+    pub now: DateTime<Utc>,
+}
+
+/// Every date of a record is plausible: each date, partial date and datetime item not
+/// before the subject's date floor and not in the future (the site-local today; a datetime
+/// beyond the clock skew). The record's date (`dated_by`) lies in the consent window: not
+/// before the first consent, nor after a withdrawal unless the form takes records after
+/// one (`after_withdrawal`). Every error is reported, as `values.<item>`.
+pub fn check_dates(
+    form: &Form,
+    values: &BTreeMap<String, ItemValue>,
+    d: &Dating,
+) -> Result<(), Vec<FieldError>> {
+    let today = local_date(d.now, d.tz);
+    let mut errors = Vec::new();
+    for item in &form.items {
+        let field = format!("values.{}", item.id);
+        let checked = match values.get(&item.id) {
+            Some(ItemValue::Date(day)) => d
+                .floor
+                .check(&field, *day)
+                .and_then(|()| partial_date::not_in_future(&field, &PartialDate::of(*day), today)),
+            Some(v @ ItemValue::PartialDate(_)) => match super::values::as_partial(v) {
+                Some(p) => d
+                    .floor
+                    .check_partial(&field, &p)
+                    .and_then(|()| partial_date::not_in_future(&field, &p, today)),
+                None => Ok(()),
+            },
+            Some(ItemValue::DateTime(t)) => d
+                .floor
+                .check(&field, local_date(*t, d.tz))
+                .and_then(|()| crate::domain::values::not_in_future(&field, *t, d.now)),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        if let Some(date) = record_date(form, values, d.tz) {
+            let withdrawn_on = d.withdrawn_on.filter(|_| !form.after_withdrawal);
+            if let Err(e) = consent_window(
+                &format!("values.{}", form.dated_by),
+                date,
+                d.first_signed,
+                withdrawn_on,
+            ) {
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Whether a record dated `date` is after `withdrawn_on` (every day a partial date can
+/// mean is): data the consent no longer covers.
+pub fn after_withdrawal(date: RecordDate, withdrawn_on: NaiveDate) -> bool {
+    match date {
+        RecordDate::Day(d) | RecordDate::At(_, d) => d > withdrawn_on,
+        RecordDate::Partial(p) => p.cmp_date(withdrawn_on).is_gt(),
+    }
+}
+
+/// The date of a stored record (its `dated_by` value as stored: a date, a datetime, a
+/// partial date).
+pub fn stored_date(form: &Form, values: &Json, tz: Tz) -> Option<RecordDate> {
+    let s = values.get(&form.dated_by)?.as_str()?;
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(RecordDate::Day(d));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        let t = t.with_timezone(&Utc);
+        return Some(RecordDate::At(t, local_date(t, tz)));
+    }
+    PartialDate::parse(s).map(RecordDate::Partial)
+}
+
+/// The live records (id, form, stored values) a withdrawal on `withdrawn_on` would leave
+/// outside the consent, named as an answer names them (`vitals 12 on 2026-10-06`); records
+/// of forms that take reports after a withdrawal (`after_withdrawal`) stay.
+pub fn dated_after(
+    def: &Definition,
+    records: &[(i64, String, Json)],
+    withdrawn_on: NaiveDate,
+    tz: Tz,
+) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|(id, form, values)| {
+            let form = def.form(form).filter(|f| !f.after_withdrawal)?;
+            let date = stored_date(form, values, tz)?;
+            after_withdrawal(date, withdrawn_on).then(|| {
+                let on = match date {
+                    RecordDate::Day(d) | RecordDate::At(_, d) => d.to_string(),
+                    RecordDate::Partial(_) => values[&form.dated_by]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                format!("{} {id} on {on}", form.id)
+            })
+        })
+        .collect()
+}
+
+/// The earliest date of the live records (id, form, stored values) by their `dated_by`,
+/// a partial date counting from the first day it can mean: what a first consent must not
+/// come after.
+pub fn earliest(def: &Definition, records: &[(i64, String, Json)], tz: Tz) -> Option<NaiveDate> {
+    records
+        .iter()
+        .filter_map(
+            |(_, form, values)| match stored_date(def.form(form)?, values, tz)? {
+                RecordDate::Day(d) | RecordDate::At(_, d) => Some(d),
+                RecordDate::Partial(p) => {
+                    NaiveDate::from_ymd_opt(p.year, p.month.unwrap_or(1), p.day.unwrap_or(1))
+                }
+            },
+        )
+        .min()
+}
+
+fn consent_window(
     field: &str,
     date: RecordDate,
-    floor: DateFloor,
     first_signed: Option<NaiveDate>,
     withdrawn_on: Option<NaiveDate>,
-    now: DateTime<Utc>,
-    today: NaiveDate,
 ) -> Result<(), FieldError> {
-    let cmp = |x: NaiveDate| match date {
-        RecordDate::Day(d) | RecordDate::At(_, d) => d.cmp(&x),
-        RecordDate::Partial(p) => p.cmp_date(x),
+    let before = |x: NaiveDate| match date {
+        RecordDate::Day(d) | RecordDate::At(_, d) => d < x,
+        RecordDate::Partial(p) => p.cmp_date(x).is_lt(),
     };
-    match date {
-        RecordDate::Day(d) | RecordDate::At(_, d) => floor.check(field, d)?,
-        RecordDate::Partial(p) => floor.check_partial(field, &p)?,
-    }
-    let future = match date {
-        RecordDate::At(t, _) => crate::domain::values::not_in_future(field, t, now).is_err(),
-        _ => cmp(today).is_gt(),
-    };
-    if future {
-        return Err(FieldError::new(field, "must not be in the future"));
-    }
     match first_signed {
         None => Err(FieldError::new(
             field,
             "no informed consent is recorded for this subject: record the consent first",
         )),
-        Some(s) if cmp(s).is_lt() => Err(FieldError::new(
+        Some(s) if before(s) => Err(FieldError::new(
             field,
             format!("is before the informed consent signed on {s}"),
         )),
         _ => match withdrawn_on {
-            Some(w) if cmp(w).is_gt() => Err(FieldError::new(
+            Some(w) if after_withdrawal(date, w) => Err(FieldError::new(
                 field,
                 format!("is after the consent withdrawal on {w}"),
             )),
@@ -278,6 +398,27 @@ mod tests {
         let again = super::super::values::check(&def, form, &merge(form, &s, &Values::new()))
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(stored(&again.values), s);
+    }
+
+    #[test]
+    fn a_datetime_is_stored_with_its_fraction_of_a_second() {
+        let at = |s: &str| {
+            let t: DateTime<Utc> = s.parse().unwrap_or_default();
+            to_json(&ItemValue::DateTime(t))
+        };
+        assert_eq!(at("2026-10-05T08:00:00Z"), json!("2026-10-05T08:00:00Z"));
+        assert_eq!(
+            at("2026-10-05T08:00:00.5Z"),
+            json!("2026-10-05T08:00:00.500Z")
+        );
+        assert_eq!(
+            at("2026-10-05T08:00:00.123456Z"),
+            json!("2026-10-05T08:00:00.123456Z")
+        );
+        assert_eq!(
+            at("2026-10-05T06:00:00.000001+00:00"),
+            json!("2026-10-05T06:00:00.000001Z")
+        );
     }
 
     #[test]
@@ -335,53 +476,127 @@ mod tests {
     }
 
     #[test]
-    fn the_record_date_lies_in_the_consent_window() {
+    fn every_date_is_plausible_and_the_record_date_lies_in_the_consent_window() {
+        let def = study();
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
-        let floor = DateFloor::of_birth("2020-01");
-        let now = Utc::now();
-        let today = now.date_naive();
-        let check = |date, signed, withdrawn| {
-            check_date("values.x", date, floor, signed, withdrawn, now, today)
-                .err()
-                .map(|e| e.message)
+        let now: DateTime<Utc> = "2026-12-05T12:00:00Z".parse().unwrap_or_default();
+        let dating = |signed: Option<&str>, withdrawn: Option<&str>| Dating {
+            tz: chrono_tz::Europe::Paris,
+            floor: DateFloor::of_birth("2020-01"),
+            first_signed: signed.map(d),
+            withdrawn_on: withdrawn.map(d),
+            now,
         };
+        let errors = |form: &str, values: &[(&str, ItemValue)], dt: Dating| {
+            let form = def.form(form).expect("form");
+            let values = values
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            check_dates(form, &values, &dt)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+        };
+        let echo = |on: &str| [("performed_on", ItemValue::Date(d(on)))];
+        let open = dating(Some("2026-10-01"), None);
+        assert!(errors("echocardiography", &echo("2026-10-05"), open).is_empty());
         assert_eq!(
-            check(
-                RecordDate::Day(d("2026-10-05")),
-                Some(d("2026-10-01")),
-                None
+            errors("echocardiography", &echo("2026-09-30"), open),
+            ["values.performed_on: is before the informed consent signed on 2026-10-01"]
+        );
+        assert_eq!(
+            errors("echocardiography", &echo("2026-10-05"), dating(None, None)),
+            ["values.performed_on: no informed consent is recorded for this subject: record the consent first"]
+        );
+        let withdrawn = dating(Some("2026-10-01"), Some("2026-10-04"));
+        assert_eq!(
+            errors("echocardiography", &echo("2026-10-05"), withdrawn),
+            ["values.performed_on: is after the consent withdrawal on 2026-10-04"]
+        );
+        assert_eq!(
+            errors("echocardiography", &echo("2019-12-31"), open),
+            ["values.performed_on: must not be before the subject's birth month (2020-01-01)"]
+        );
+        assert_eq!(
+            errors("echocardiography", &echo("2026-12-06"), open),
+            ["values.performed_on: must not be in the future"]
+        );
+
+        // every date of an adverse event, at its precision; the form takes reports after a
+        // withdrawal
+        let ae = |onset: &str, end: &str, aware: &str| {
+            [
+                ("onset_date", ItemValue::PartialDate(onset.into())),
+                ("end_date", ItemValue::PartialDate(end.into())),
+                ("awareness_date", ItemValue::Date(d(aware))),
+            ]
+        };
+        assert!(errors(
+            "adverse_event",
+            &ae("2026-10", "2026-12", "2026-12-05"),
+            withdrawn
+        )
+        .is_empty());
+        assert_eq!(
+            errors("adverse_event", &ae("2026-09", "2027", "2026-12-06"), open),
+            [
+                "values.end_date: must not be in the future",
+                "values.awareness_date: must not be in the future"
+            ]
+        );
+        assert_eq!(
+            errors("adverse_event", &ae("2019", "2019-12", "2026-12-05"), open),
+            [
+                "values.onset_date: must not be before the subject's birth month (2020-01-01)",
+                "values.end_date: must not be before the subject's birth month (2020-01-01)"
+            ]
+        );
+        assert!(after_withdrawal(
+            RecordDate::Partial(PartialDate::parse("2026-11").expect("p")),
+            d("2026-10-31")
+        ));
+        assert!(!after_withdrawal(
+            RecordDate::Partial(PartialDate::parse("2026-10").expect("p")),
+            d("2026-10-04")
+        ));
+    }
+
+    #[test]
+    fn a_withdrawal_names_the_records_after_it_except_safety_reports() {
+        let def = study();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
+        let tz = chrono_tz::Europe::Paris;
+        let records = vec![
+            (
+                1,
+                "echocardiography".to_owned(),
+                json!({"performed_on": "2026-10-05"}),
             ),
-            None
-        );
-        assert!(check(
-            RecordDate::Day(d("2026-09-30")),
-            Some(d("2026-10-01")),
-            None
-        )
-        .is_some_and(|m| m.contains("before the informed consent")));
-        assert!(check(RecordDate::Day(d("2026-10-05")), None, None)
-            .is_some_and(|m| m.contains("no informed consent")));
-        assert!(check(
-            RecordDate::Day(d("2026-10-05")),
-            Some(d("2026-10-01")),
-            Some(d("2026-10-04"))
-        )
-        .is_some_and(|m| m.contains("withdrawal")));
-        assert!(check(
-            RecordDate::Day(d("2019-12-31")),
-            Some(d("2019-01-01")),
-            None
-        )
-        .is_some_and(|m| m.contains("birth")));
-        let partial = PartialDate::parse("2026-10").expect("partial");
+            (
+                2,
+                "echocardiography".to_owned(),
+                json!({"performed_on": "2026-10-06"}),
+            ),
+            (
+                3,
+                "adverse_event".to_owned(),
+                json!({"onset_date": "2026-11"}),
+            ),
+            (
+                4,
+                "disease_activity".to_owned(),
+                json!({"assessed_on": "2026-10-04"}),
+            ),
+        ];
         assert_eq!(
-            check(RecordDate::Partial(partial), Some(d("2026-10-20")), None),
-            None
+            dated_after(&def, &records, d("2026-10-05"), tz),
+            ["echocardiography 2 on 2026-10-06"]
         );
-        let tomorrow = today.succ_opt().unwrap_or(today);
-        assert!(
-            check(RecordDate::Day(tomorrow), Some(d("2026-10-01")), None)
-                .is_some_and(|m| m.contains("future"))
-        );
+        assert_eq!(earliest(&def, &records, tz), Some(d("2026-10-04")));
+        let partial = vec![(3, "adverse_event".to_owned(), json!({"onset_date": "2026"}))];
+        assert_eq!(earliest(&def, &partial, tz), Some(d("2026-01-01")));
     }
 }

@@ -103,15 +103,17 @@ pub fn window_flag(
     let v = def.visit(visit?)?;
     let w = window(day1?, v)?;
     let date = date?;
-    (!w.contains(date)).then(|| Flag {
-        item: form.dated_by.clone(),
-        message: format!(
-            "{WINDOW} {} (study day {}): {} to {}",
-            v.id,
-            v.day.unwrap_or_default(),
-            w.opens,
-            w.closes
-        ),
+    (!w.contains(date)).then(|| {
+        Flag::edit_check(
+            form.dated_by.clone(),
+            format!(
+                "{WINDOW} {} (study day {}): {} to {}",
+                v.id,
+                v.day.unwrap_or_default(),
+                w.opens,
+                w.closes
+            ),
+        )
     })
 }
 
@@ -502,6 +504,7 @@ fn dose_rule(
         checked.flags.push(Flag {
             item: dose_item.to_owned(),
             message: format!("protocol deviation: {m}"),
+            origin: "dose_check",
         });
     }
     Ok(())
@@ -769,8 +772,8 @@ mod tests {
             Some(&ItemValue::Boolean(true))
         );
         assert_eq!(
-            before.flags.first().map(|f| f.item.as_str()),
-            Some("dose_mg")
+            before.flags.first().map(|f| (f.item.as_str(), f.origin)),
+            Some(("dose_mg", "dose_check"))
         );
         // day 4: the fever before day 3's dose still counts
         c.doses = vec![GivenDose {

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde_json::Value as Json;
 
 use super::model::*;
-use crate::domain::partial_date::PartialDate;
+use crate::domain::partial_date::{self, PartialDate};
 use crate::domain::values::bounded_text;
 use crate::domain::FieldError;
 
@@ -38,6 +38,19 @@ pub enum ItemValue {
 pub struct Flag {
     pub item: String,
     pub message: String,
+    /// the query's origin: `edit_check` (a range, a check, a visit window), `dose_check` (a
+    /// dose rule's deviation, as today's injection form queries it)
+    pub origin: &'static str,
+}
+
+impl Flag {
+    pub fn edit_check(item: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            item: item.into(),
+            message: message.into(),
+            origin: "edit_check",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +84,9 @@ pub fn check(
             )),
             Some(_) if v.is_null() => {}
             Some(i) => match parse(def, i, v) {
+                // no code ticked is no value: a required list needs one, a hidden one may
+                // be sent empty (today's adverse event form answers `[]`)
+                Ok(ItemValue::Choices(c)) if c.is_empty() => {}
                 Ok(x) => {
                     values.insert(i.id.clone(), x);
                 }
@@ -110,12 +126,23 @@ pub fn check(
                 if let Some(m) = outside(r, &n, i.unit.as_deref()) {
                     match r.check {
                         Severity::Hard => errors.push(FieldError::new(field(&i.id), m)),
-                        Severity::Soft => flags.push(Flag {
-                            item: i.id.clone(),
-                            message: m,
-                        }),
+                        Severity::Soft => flags.push(Flag::edit_check(i.id.clone(), m)),
                     }
                 }
+            }
+        }
+    }
+    for i in &form.items {
+        let pair = i.not_before.as_ref().and_then(|o| {
+            Some((
+                o,
+                as_partial(values.get(&i.id)?)?,
+                as_partial(values.get(o)?)?,
+            ))
+        });
+        if let Some((other, date, earlier)) = pair {
+            if let Err(e) = partial_date::not_before(&field(&i.id), &date, other, &earlier) {
+                errors.push(e);
             }
         }
     }
@@ -137,10 +164,7 @@ pub fn check(
             for item in &c.items {
                 match c.check {
                     Severity::Hard => errors.push(FieldError::new(field(item), c.message.clone())),
-                    Severity::Soft => flags.push(Flag {
-                        item: item.clone(),
-                        message: c.message.clone(),
-                    }),
+                    Severity::Soft => flags.push(Flag::edit_check(item.clone(), c.message.clone())),
                 }
             }
         }
@@ -149,6 +173,15 @@ pub fn check(
         Ok(Checked { values, flags })
     } else {
         Err(errors)
+    }
+}
+
+/// A date or partial date value, at the precision it is known.
+pub fn as_partial(v: &ItemValue) -> Option<PartialDate> {
+    match v {
+        ItemValue::Date(d) => Some(PartialDate::of(*d)),
+        ItemValue::PartialDate(s) => PartialDate::parse(s),
+        _ => None,
     }
 }
 
@@ -230,9 +263,16 @@ fn parse(def: &Definition, i: &Item, v: &Json) -> Result<ItemValue, String> {
                 .map(|_| ItemValue::PartialDate(s.to_owned()))
                 .ok_or_else(|| "must be YYYY, YYYY-MM or YYYY-MM-DD".into())
         }
-        ItemType::DateTime => DateTime::parse_from_rfc3339(text()?)
-            .map(|t| ItemValue::DateTime(t.with_timezone(&Utc)))
-            .map_err(|_| "must be a date and time with its offset (RFC 3339)".into()),
+        ItemType::DateTime => {
+            let t = DateTime::parse_from_rfc3339(text()?)
+                .map_err(|_| "must be a date and time with its offset (RFC 3339)".to_owned())?;
+            // PostgreSQL's timestamptz, which exports and reads cast to, keeps microseconds:
+            // a finer value would change on its way, so it is refused rather than rounded
+            if t.timestamp_subsec_nanos() % 1_000 != 0 {
+                return Err("must have at most 6 digits after the second (microseconds)".into());
+            }
+            Ok(ItemValue::DateTime(t.with_timezone(&Utc)))
+        }
         ItemType::Time => {
             let s = text()?;
             NaiveTime::parse_from_str(s, "%H:%M")
@@ -428,6 +468,83 @@ mod tests {
     }
 
     #[test]
+    fn a_datetime_keeps_its_fraction_to_the_microsecond_and_refuses_finer() {
+        let k = study("kawasaki");
+        let at = |s: &str| {
+            run(
+                &k,
+                "temperature",
+                json!({"measured_at": s, "celsius": 37.0, "method": "oral"}),
+            )
+        };
+        let c = ok(at("2026-11-05T08:00:00.123456+01:00"));
+        let want: DateTime<Utc> = "2026-11-05T07:00:00.123456Z".parse().unwrap_or_default();
+        assert_eq!(c.values["measured_at"], ItemValue::DateTime(want));
+        assert_eq!(
+            at("2026-11-05T08:00:00.1234567Z"),
+            Err(vec![(
+                "values.measured_at".into(),
+                "must have at most 6 digits after the second (microseconds)".into()
+            )])
+        );
+        // trailing zeros beyond the microsecond lose nothing
+        assert!(at("2026-11-05T08:00:00.123456000Z").is_ok());
+    }
+
+    #[test]
+    fn an_end_and_an_awareness_must_not_precede_the_onset_at_the_precision_known() {
+        let k = study("kawasaki");
+        let ae = |onset: &str, end: &str, aware: &str| {
+            run(
+                &k,
+                "adverse_event",
+                json!({"term": "Rash", "onset_date": onset, "end_date": end, "grade": 1,
+                       "serious": false, "relationship": "possible", "action_taken": "none",
+                       "outcome": "recovered", "awareness_date": aware}),
+            )
+        };
+        assert!(ae("2026-11", "2026-11-01", "2026-11-01").is_ok());
+        assert!(ae("2026-11-05", "2026-11", "2026-11-05").is_ok());
+        assert_eq!(
+            ae("2026-11-05", "2026-10", "2026-11-04"),
+            Err(vec![
+                (
+                    "values.end_date".into(),
+                    "must not be before onset_date".into()
+                ),
+                (
+                    "values.awareness_date".into(),
+                    "must not be before onset_date".into()
+                )
+            ])
+        );
+    }
+
+    #[test]
+    fn an_empty_list_of_codes_is_no_value() {
+        let k = study("kawasaki");
+        let ae = |serious: bool| {
+            run(
+                &k,
+                "adverse_event",
+                json!({"term": "Rash", "onset_date": "2026-11", "grade": 1, "serious": serious,
+                       "seriousness_criteria": [], "relationship": "possible",
+                       "action_taken": "none", "outcome": "recovering",
+                       "awareness_date": "2026-11-05"}),
+            )
+        };
+        let c = ok(ae(false));
+        assert!(!c.values.contains_key("seriousness_criteria"));
+        assert_eq!(
+            ae(true),
+            Err(vec![(
+                "values.seriousness_criteria".into(),
+                "required".into()
+            )])
+        );
+    }
+
+    #[test]
     fn a_temperature_is_typed_coded_and_range_checked() {
         let k = study("kawasaki");
         let c = ok(run(
@@ -460,7 +577,7 @@ mod tests {
             r,
             Err(vec![(
                 "values.celsius".into(),
-                "must be between 30 and 45 °C".into()
+                "must be between 30.0 and 45.0 °C".into()
             )])
         );
         let r = run(
@@ -570,10 +687,10 @@ mod tests {
         assert_eq!(c.values["clinical_signs"], ItemValue::Integer(3));
         assert_eq!(
             c.flags,
-            vec![Flag {
-                item: "crp_mg_l".into(),
-                message: "unusually high: check the unit (mg/L)".into()
-            }]
+            vec![Flag::edit_check(
+                "crp_mg_l",
+                "unusually high: check the unit (mg/L)"
+            )]
         );
         let mut sent = v;
         sent["clinical_signs"] = json!(3);

@@ -128,6 +128,9 @@ pub struct FormView {
     pub repeat: String,
     /// the item that dates a record
     pub dated_by: String,
+    /// records accepted after the subject's consent withdrawal (safety reports)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_withdrawal: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm: Option<SdtmView>,
     pub items: Vec<ItemView>,
@@ -198,6 +201,9 @@ pub struct ItemView {
     /// the named rule that computes it
     #[serde(skip_serializing_if = "Option::is_none")]
     pub derived_by: Option<String>,
+    /// the date item this one must not precede
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -346,6 +352,7 @@ fn form(d: &Definition, f: &Form) -> FormView {
         name: f.name.clone(),
         repeat: name(&f.repeat),
         dated_by: f.dated_by.clone(),
+        after_withdrawal: f.after_withdrawal,
         sdtm: f.sdtm.as_ref().map(|s| SdtmView {
             domain: s.domain.clone(),
             category: s.category.clone(),
@@ -409,6 +416,7 @@ fn item(d: &Definition, i: &Item) -> ItemView {
         derived: i.derived(),
         derive: i.derive.as_ref().map(|e| e.source.clone()),
         derived_by: i.derived_by.clone(),
+        not_before: i.not_before.clone(),
         sdtm: i.sdtm.clone(),
         help: i.help.clone(),
     }

@@ -1,0 +1,110 @@
+//! Serious adverse event alerts: when a write raises one, and what the sponsor's safety desk
+//! receives. One rule for today's adverse event form and for every form of the engine bound
+//! to the `sae_alert` rule.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{json, Map, Value};
+
+/// The event's fields an alert carries, each `null` when the form does not record it. They
+/// are also the roles an `sae_alert` rule binds to items (besides `serious`).
+pub const EVENT_FIELDS: [&str; 8] = [
+    "term",
+    "meddra_code",
+    "grade",
+    "seriousness_criteria",
+    "relationship",
+    "outcome",
+    "onset_date",
+    "awareness_date",
+];
+
+/// A record entered serious, or corrected from not serious to serious, raises an alert
+/// (`before`: none for a new record). A correction of an event already serious does not
+/// raise a second one.
+pub fn raised(before: Option<bool>, after: bool) -> bool {
+    after && before != Some(true)
+}
+
+/// What the alert is about and who reported it.
+pub struct Report<'a> {
+    pub study_id: &'a str,
+    /// the SHA-256 of the protocol file (today's form) or of the study definition
+    pub protocol_hash: &'a str,
+    pub site_code: &'a str,
+    pub subject_code: &'a str,
+    /// the record: `{"adverse_event_id": 7}`, or `{"form": "ae", "form_record_id": 12}`
+    pub record: Map<String, Value>,
+    /// the event, by [`EVENT_FIELDS`]
+    pub event: &'a Map<String, Value>,
+    pub awareness: Option<NaiveDate>,
+    pub reported_by: i64,
+    pub reported_at: DateTime<Utc>,
+}
+
+/// The alert's body: the report is due by the end of the day after the site learnt of the
+/// event (unknown when the form does not record that date).
+pub fn payload(r: &Report<'_>) -> Value {
+    let due = r
+        .awareness
+        .map(|a| format!("{}T00:00:00 site time", a.succ_opt().unwrap_or(a)));
+    let mut out = json!({
+        "kind": "serious_adverse_event",
+        "study_id": r.study_id,
+        "protocol_hash": r.protocol_hash,
+        "site_code": r.site_code,
+        "subject_code": r.subject_code,
+        "report_due_by": due,
+        "reported_by_user_id": r.reported_by,
+        "reported_at": r.reported_at,
+    });
+    if let Some(o) = out.as_object_mut() {
+        for f in EVENT_FIELDS {
+            o.insert(f.into(), r.event.get(f).cloned().unwrap_or(Value::Null));
+        }
+        o.extend(r.record.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_raises_an_alert_when_it_becomes_serious_once() {
+        assert!(raised(None, true));
+        assert!(!raised(None, false));
+        assert!(raised(Some(false), true));
+        assert!(!raised(Some(true), true));
+        assert!(!raised(Some(true), false));
+    }
+
+    #[test]
+    fn the_payload_carries_every_event_field_and_the_due_date() {
+        let event: Map<String, Value> = json!({"term": "Sepsis", "grade": 4, "other": 1})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut record = Map::new();
+        record.insert("form_record_id".into(), json!(12));
+        let at: DateTime<Utc> = "2026-11-05T10:00:00Z".parse().unwrap_or_default();
+        let p = payload(&Report {
+            study_id: "S",
+            protocol_hash: "h",
+            site_code: "FRA",
+            subject_code: "FRA-001",
+            record,
+            event: &event,
+            awareness: NaiveDate::from_ymd_opt(2026, 11, 4),
+            reported_by: 3,
+            reported_at: at,
+        });
+        assert_eq!(p["term"], "Sepsis");
+        assert_eq!(p["grade"], 4);
+        assert_eq!(p["meddra_code"], Value::Null);
+        assert!(p.get("other").is_none());
+        assert_eq!(p["form_record_id"], 12);
+        assert_eq!(p["report_due_by"], "2026-11-05T00:00:00 site time");
+        assert_eq!(p["kind"], "serious_adverse_event");
+    }
+}
