@@ -6,6 +6,7 @@ pub mod caller;
 pub mod entry_context;
 pub mod form_records;
 pub mod group_commit;
+pub mod guard;
 pub mod queries;
 pub mod schedule;
 pub mod study_versions;

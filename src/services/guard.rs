@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::audit::{self, AuditEvent, RequestMeta};
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
-use crate::schema::{locks as l, signatures as sg, sites, subjects as s, verifications as v};
+use crate::schema::{signatures as sg, subjects as s, verifications as v};
 
 /// Refuses the write with 423 when the study, the site or the subject is locked, or the
 /// site inactive (a site that may not enrol may not enter data either). Holds the subject
@@ -24,42 +24,17 @@ pub fn ensure_unlocked(
     site_id: i64,
     subject_id: Option<i64>,
 ) -> AppResult<()> {
-    if let Some(id) = subject_id {
-        s::table
-            .find(id)
-            .select(s::id)
-            .for_key_share()
-            .first::<i64>(conn)
-            .optional()?;
-    }
-    let active: bool = sites::table
-        .find(site_id)
-        .select(sites::active)
-        .first(conn)?;
-    if !active {
+    let g = crate::db::guard::hold_for_write(conn, site_id, subject_id)?;
+    if !g.active {
         return Err(AppError::Locked(
             "The site is inactive; an administrator must reactivate it to change data.".into(),
         ));
     }
-    let lock: Option<(i64, String, String)> = l::table
-        .filter(l::unlocked_at.is_null())
-        .filter(
-            l::scope
-                .eq("study")
-                .or(l::scope.eq("site").and(l::site_id.eq(site_id)))
-                .or(l::scope
-                    .eq("subject")
-                    .and(l::subject_id.eq(subject_id.unwrap_or(-1)))),
-        )
-        .order(l::id)
-        .select((l::id, l::scope, l::reason))
-        .first(conn)
-        .optional()?;
-    match lock {
-        Some((id, scope, reason)) => Err(AppError::Locked(format!(
+    match (g.lock_id, g.lock_scope, g.lock_reason) {
+        (Some(id), Some(scope), Some(reason)) => Err(AppError::Locked(format!(
             "The {scope} is locked (lock {id}: {reason}); unlock it to change data."
         ))),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
 

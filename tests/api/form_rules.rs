@@ -561,3 +561,30 @@ async fn records_at_visits_share_the_subject_and_wait_only_for_writes_that_read_
     let (status, text) = dose.await.unwrap();
     assert_eq!(status, 201, "{text}");
 }
+
+#[actix_web::test]
+async fn every_write_waits_for_a_signature_being_made_on_its_subject() {
+    let (app, inv, code) = spawn(&rules_study()).await;
+    // signing holds the subject FOR UPDATE while it reads the casebook
+    let mut signer = app.conn();
+    signer
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM subjects WHERE subject_code = '{code}' FOR UPDATE"
+        ))
+        .unwrap();
+    let diary = send(
+        &app,
+        &inv,
+        Method::POST,
+        &format!("/api/v1/subjects/{code}/forms/diary"),
+        json!({"values": {"kept_on": "2026-10-05", "pain_mm": 20}}),
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !diary.is_finished(),
+        "the record did not wait for the signature"
+    );
+    signer.batch_execute("COMMIT").unwrap();
+    let (status, text) = diary.await.unwrap();
+    assert_eq!(status, 201, "{text}");
+}
