@@ -142,14 +142,16 @@ pub struct NewRecord<'a> {
     pub visit_id: Option<&'a str>,
     pub repeat_key: Option<&'a str>,
     pub study_version_id: i64,
+    /// that version's number, answered with the record
+    pub definition_version: i32,
     pub values: &'a Value,
     pub flags: &'a Value,
     pub user_id: i64,
 }
 
-/// Inserts a record; returns its id (a second record of a form entered once per visit is a
-/// unique violation, for the caller to name).
-pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<i64> {
+/// Inserts a record; returns it as stored (a second record of a form entered once per visit
+/// is a unique violation, for the caller to name).
+pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<Row> {
     diesel::insert_into(r::table)
         .values((
             r::site_id.eq(n.site_id),
@@ -163,9 +165,62 @@ pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<i64> {
             r::created_by.eq(n.user_id),
             r::updated_by.eq(n.user_id),
         ))
-        .returning(r::id)
-        .get_result(conn)
+        .returning((
+            r::id,
+            r::site_id,
+            r::subject_id,
+            r::form_id,
+            r::visit_id,
+            r::values,
+            r::flags,
+            r::version,
+            r::created_at,
+            r::created_by,
+            r::updated_at,
+            r::updated_by,
+            r::change_reason,
+            r::deleted_at,
+            r::deleted_reason,
+        ))
+        .get_result::<Stored>(conn)
+        .map(|s| Row {
+            id: s.0,
+            site_id: s.1,
+            subject_id: s.2,
+            form_id: s.3,
+            visit_id: s.4,
+            values: s.5,
+            flags: s.6,
+            version: s.7,
+            created_at: s.8,
+            created_by: s.9,
+            updated_at: s.10,
+            updated_by: s.11,
+            change_reason: s.12,
+            deleted_at: s.13,
+            deleted_reason: s.14,
+            definition_version: n.definition_version,
+        })
 }
+
+/// A record's columns as an INSERT returns them (the version number is the caller's).
+type Stored = (
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Value,
+    Value,
+    i32,
+    DateTime<Utc>,
+    i64,
+    DateTime<Utc>,
+    i64,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
 
 pub struct Correction<'a> {
     pub study_version_id: i64,

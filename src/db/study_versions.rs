@@ -158,10 +158,15 @@ pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResul
 /// The id of the version records are entered under: the newest publication of the running
 /// definition (its start published it when it differed from the newest).
 pub fn running_id(conn: &mut PgConnection, study_id: &str, sha256: &str) -> QueryResult<i64> {
+    running(conn, study_id, sha256).map(|(id, _)| id)
+}
+
+/// The running definition's published version: its id and its number.
+pub fn running(conn: &mut PgConnection, study_id: &str, sha256: &str) -> QueryResult<(i64, i32)> {
     sv::table
         .filter(sv::study_id.eq(study_id))
         .filter(sv::sha256.eq(sha256))
         .order(sv::version.desc())
-        .select(sv::id)
+        .select((sv::id, sv::version))
         .first(conn)
 }

@@ -80,7 +80,7 @@ pub fn check_in_context(
     form: &Form,
     subject: &SubjectRef,
     checked: &Checked,
-) -> AppResult<i64> {
+) -> AppResult<(i64, i32)> {
     let window = consent_window(conn, subject.id)?;
     records::check_dates(
         form,
@@ -94,11 +94,7 @@ pub fn check_in_context(
         },
     )
     .map_err(AppError::Validation)?;
-    Ok(study_versions::running_id(
-        conn,
-        &def.study.id,
-        &def.sha256,
-    )?)
+    Ok(study_versions::running(conn, &def.study.id, &def.sha256)?)
 }
 
 /// Each soft finding opens a query on its item (once while one is open).
@@ -171,11 +167,11 @@ pub fn enter(
         },
         input.clone(),
     )?;
-    let version_id = check_in_context(conn, def, form, subject, &checked)?;
+    let (version_id, version_number) = check_in_context(conn, def, form, subject, &checked)?;
     let values = Value::Object(records::stored(&checked.values));
     let flags = records::flags_json(&checked.flags);
     let key = records::repeat_key(def, form, visit.as_deref(), &checked.values, subject.tz);
-    let id = fr::insert(
+    let row = fr::insert(
         conn,
         &fr::NewRecord {
             site_id: subject.site_id,
@@ -184,16 +180,15 @@ pub fn enter(
             visit_id: visit.as_deref(),
             repeat_key: key.as_ref().map(|k| k.0.as_str()),
             study_version_id: version_id,
+            definition_version: version_number,
             values: &values,
             flags: &flags,
             user_id: caller.user_id,
         },
     )
     .map_err(once(form, &key))?;
-    let record = FormRecord::of(
-        fr::find(conn, subject.id, &form.id, id, false)?,
-        &subject.code,
-    );
+    let id = row.id;
+    let record = FormRecord::of(row, &subject.code);
     let body = serde_json::to_value(&record).map_err(AppError::internal)?;
     audit::record(
         conn,
@@ -273,7 +268,7 @@ pub fn correct(
     if after == before && flags == old.flags {
         return Ok(FormRecord::of(old, &subject.code));
     }
-    let version_id = check_in_context(conn, def, form, subject, &checked)?;
+    let (version_id, _) = check_in_context(conn, def, form, subject, &checked)?;
     let key = records::repeat_key(
         def,
         form,
