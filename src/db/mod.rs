@@ -7,6 +7,7 @@ pub mod entry_context;
 pub mod form_records;
 pub mod group_commit;
 pub mod queries;
+pub mod safety;
 pub mod schedule;
 pub mod study_versions;
 pub mod subjects;
