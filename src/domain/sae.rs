@@ -113,6 +113,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_safety_views_read_the_items_the_sae_alert_rule_binds() {
+        let text = include_str!("../../config/studies/kawasaki.toml");
+        let def = crate::domain::study::parse("kawasaki", text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            bindings(&def),
+            vec![Binding {
+                form: "adverse_event".into(),
+                serious: "serious".into(),
+                term: Some("term".into()),
+                awareness_date: Some("awareness_date".into()),
+            }]
+        );
+    }
+
+    #[test]
     fn a_report_is_late_after_a_day_from_the_start_of_awareness() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 4).unwrap_or_default();
         let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap_or_default();
