@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
+use crate::domain::sae;
 use crate::error::{AppError, AppResult};
 use crate::schema::{adverse_events as ae, sae_alerts as a, sites, subjects as s};
 use crate::state::AppState;
@@ -104,10 +105,19 @@ type OverdueRow = (
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OverdueSae {
-    pub adverse_event_id: i64,
+    /// a row of today's adverse event form (absent for a record of the study's forms)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adverse_event_id: Option<i64>,
+    /// the form of the study bound to the `sae_alert` rule (absent for today's form)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form: Option<String>,
+    /// its record, at `/subjects/{subject_code}/forms/{form}/{form_record_id}`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form_record_id: Option<i64>,
     pub subject_code: String,
     pub site_code: String,
-    pub term: String,
+    /// null when the form does not record a term
+    pub term: Option<String>,
     pub awareness_date: NaiveDate,
     pub entered_at: DateTime<Utc>,
     /// entered more than 24 h after the site became aware
@@ -119,14 +129,51 @@ pub struct OverdueSae {
     pub delivery_late: bool,
 }
 
+impl OverdueSae {
+    /// The report when it is late, none otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn late(
+        record: (Option<i64>, Option<String>, Option<i64>),
+        subject_code: String,
+        site_code: String,
+        term: Option<String>,
+        awareness_date: NaiveDate,
+        entered_at: DateTime<Utc>,
+        alert_status: String,
+        delivered_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        let (entered_late, delivery_late) =
+            sae::lateness(awareness_date, entered_at, delivered_at, now);
+        let (adverse_event_id, form, form_record_id) = record;
+        (entered_late || delivery_late).then_some(Self {
+            adverse_event_id,
+            form,
+            form_record_id,
+            subject_code,
+            site_code,
+            term,
+            awareness_date,
+            entered_at,
+            entered_late,
+            alert_status,
+            delivered_at,
+            delivery_late,
+        })
+    }
+}
+
 /// Serious adverse events reported late: entered more than 24 h after awareness, or whose
 /// alert was not delivered within 24 h of awareness. Awareness is taken as the start of the
-/// awareness date, UTC (the most demanding reading).
+/// awareness date, UTC (the most demanding reading). Today's adverse events first, then the
+/// serious records of the study's forms bound to the `sae_alert` rule (a record whose form
+/// does not record an awareness date cannot be judged late and is not listed).
 #[utoipa::path(get, path = "/api/v1/safety/overdue", tag = "adverse events",
     responses((status = 200, body = Vec<OverdueSae>), (status = 403, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn overdue(state: web::Data<AppState>, caller: Caller) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::ReadSafetyOverdue)?;
+    let study = state.study.clone();
     let items = db::run(&state.pool, move |conn| {
         let mut q = ae::table
             .inner_join(a::table)
@@ -152,38 +199,43 @@ pub async fn overdue(state: web::Data<AppState>, caller: Caller) -> AppResult<Ht
             ))
             .load(conn)?;
         let now = Utc::now();
-        Ok(rows
+        let mut out: Vec<OverdueSae> = rows
             .into_iter()
             .filter_map(
-                |(
-                    id,
-                    subject_code,
-                    site_code,
-                    term,
-                    awareness,
-                    entered_at,
-                    status,
-                    delivered_at,
-                )| {
-                    let deadline =
-                        awareness.and_hms_opt(0, 0, 0)?.and_utc() + chrono::Duration::hours(24);
-                    let entered_late = entered_at > deadline;
-                    let delivery_late = delivered_at.map_or(now > deadline, |d| d > deadline);
-                    (entered_late || delivery_late).then_some(OverdueSae {
-                        adverse_event_id: id,
-                        subject_code,
-                        site_code,
-                        term,
-                        awareness_date: awareness,
-                        entered_at,
-                        entered_late,
-                        alert_status: status,
-                        delivered_at,
-                        delivery_late,
-                    })
+                |(id, subject, site, term, aware, entered, status, delivered)| {
+                    OverdueSae::late(
+                        (Some(id), None, None),
+                        subject,
+                        site,
+                        Some(term),
+                        aware,
+                        entered,
+                        status,
+                        delivered,
+                        now,
+                    )
                 },
             )
-            .collect::<Vec<_>>())
+            .collect();
+        for b in sae::bindings(&study) {
+            let records = db::safety::serious_records(conn, &study.study.id, &b, scope.site_ids())?;
+            out.extend(records.into_iter().filter_map(|r| {
+                let aware =
+                    NaiveDate::parse_from_str(r.awareness_date.as_deref()?, "%Y-%m-%d").ok()?;
+                OverdueSae::late(
+                    (None, Some(r.form_id), Some(r.id)),
+                    r.subject_code,
+                    r.site_code,
+                    r.term,
+                    aware,
+                    r.entered_at,
+                    r.alert_status,
+                    r.delivered_at,
+                    now,
+                )
+            }));
+        }
+        Ok(out)
     })
     .await?;
     Ok(HttpResponse::Ok().json(items))

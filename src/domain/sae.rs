@@ -2,8 +2,10 @@
 //! receives. One rule for today's adverse event form and for every form of the engine bound
 //! to the `sae_alert` rule.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
+
+use super::study::{Definition, RuleKind};
 
 /// The event's fields an alert carries, each `null` when the form does not record it. They
 /// are also the roles an `sae_alert` rule binds to items (besides `serious`).
@@ -66,9 +68,102 @@ pub fn payload(r: &Report<'_>) -> Value {
     out
 }
 
+/// The items of a form that an `sae_alert` rule reads in the safety views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub form: String,
+    pub serious: String,
+    pub term: Option<String>,
+    pub awareness_date: Option<String>,
+}
+
+/// The forms of the definition bound to the `sae_alert` rule (a rule without a `serious`
+/// item raises nothing, so it lists nothing either).
+pub fn bindings(def: &Definition) -> Vec<Binding> {
+    def.rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::SaeAlert)
+        .filter_map(|r| {
+            Some(Binding {
+                form: r.form.clone()?,
+                serious: r.item("serious")?.to_owned(),
+                term: r.item("term").map(str::to_owned),
+                awareness_date: r.item("awareness_date").map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+/// How a serious report is late, judged against 24 h after the start of the awareness date,
+/// UTC (the most demanding reading): (entered after it, alert not delivered by it).
+pub fn lateness(
+    awareness: NaiveDate,
+    entered_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (bool, bool) {
+    let deadline = awareness.and_time(chrono::NaiveTime::MIN).and_utc() + Duration::hours(24);
+    let entered_late = entered_at > deadline;
+    let delivery_late = delivered_at.map_or(now > deadline, |d| d > deadline);
+    (entered_late, delivery_late)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_safety_views_read_the_items_the_sae_alert_rule_binds() {
+        let text = include_str!("../../config/studies/kawasaki.toml");
+        let def = crate::domain::study::parse("kawasaki", text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            bindings(&def),
+            vec![Binding {
+                form: "adverse_event".into(),
+                serious: "serious".into(),
+                term: Some("term".into()),
+                awareness_date: Some("awareness_date".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_report_is_late_after_a_day_from_the_start_of_awareness() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 4).unwrap_or_default();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap_or_default();
+        let now = at("2026-11-10T00:00:00Z");
+        assert_eq!(
+            lateness(
+                day,
+                at("2026-11-05T00:00:00Z"),
+                Some(at("2026-11-05T00:00:00Z")),
+                now
+            ),
+            (false, false)
+        );
+        assert_eq!(
+            lateness(day, at("2026-11-05T00:00:01Z"), None, now),
+            (true, true)
+        );
+        assert_eq!(
+            lateness(
+                day,
+                at("2026-11-04T09:00:00Z"),
+                None,
+                at("2026-11-04T23:00:00Z")
+            ),
+            (false, false)
+        );
+        assert_eq!(
+            lateness(
+                day,
+                at("2026-11-04T09:00:00Z"),
+                Some(at("2026-11-05T08:00:00Z")),
+                now
+            ),
+            (false, true)
+        );
+    }
 
     #[test]
     fn an_event_raises_an_alert_when_it_becomes_serious_once() {

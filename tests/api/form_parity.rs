@@ -399,3 +399,89 @@ async fn a_serious_record_of_an_engine_form_raises_the_safety_alert_once() {
         2
     );
 }
+
+#[actix_web::test]
+async fn a_late_serious_record_of_an_engine_form_is_overdue_in_its_sites_while_serious_and_live() {
+    let (app, inv, code) = spawn().await;
+    app.site("DEU", "Europe/Berlin");
+    let events = format!("/api/v1/subjects/{code}/forms/safety_event");
+    let overdue = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.get("/api/v1/safety/overdue", &token).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.body
+        }
+    };
+
+    // not serious: never listed
+    let r = app
+        .post(&events, &inv, &event("2026-10-05", None, "2026-10-05"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // serious, the site aware since 7 October, entered today: late, and not delivered
+    let serious = |term: &str| {
+        let mut v = event("2026-10-06", None, "2026-10-07");
+        v["values"]["serious"] = json!(true);
+        v["values"]["term"] = json!(term);
+        v["values"]["seriousness_criteria"] = json!(["hospitalisation"]);
+        v
+    };
+    let r = app.post(&events, &inv, &serious("Sepsis")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sepsis = r.body["id"].as_i64().unwrap();
+    let r = app.post(&events, &inv, &serious("Seizure")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let seizure = r.body["id"].as_i64().unwrap();
+
+    let sponsor = app.token(Role::Sponsor, &[]).await;
+    let body = overdue(sponsor.clone()).await;
+    let items = body.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{body}");
+    let first = &items[0];
+    assert_eq!(first["form"], "safety_event");
+    assert_eq!(first["form_record_id"], sepsis);
+    assert!(first.get("adverse_event_id").is_none(), "{first}");
+    assert_eq!(first["subject_code"], json!(code));
+    assert_eq!(first["site_code"], "FRA");
+    assert_eq!(first["term"], "Sepsis");
+    assert_eq!(first["awareness_date"], "2026-10-07");
+    assert_eq!(first["entered_late"], true);
+    assert_eq!(first["delivery_late"], true);
+    assert_eq!(first["alert_status"], "pending");
+    assert_eq!(first["delivered_at"], json!(null));
+    assert_eq!(items[1]["form_record_id"], seizure);
+
+    // a monitor sees the site's reports, and none of another site's
+    let fra = app.token(Role::Monitor, &["FRA"]).await;
+    assert_eq!(overdue(fra).await.as_array().unwrap().len(), 2);
+    let deu = app.token(Role::Monitor, &["DEU"]).await;
+    assert_eq!(overdue(deu).await, json!([]));
+
+    // corrected to not serious: leaves the list
+    let r = app
+        .patch(
+            &format!("{events}/{sepsis}"),
+            &inv,
+            1,
+            &json!({"values": {"serious": false, "seriousness_criteria": null}, "reason": "not hospitalised"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = overdue(sponsor.clone()).await;
+    assert_eq!(body.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body[0]["form_record_id"], seizure);
+
+    // marked entered in error: leaves it too
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("{events}/{seizure}"),
+            Some(&inv),
+            Some(&json!({"reason": "entered for the wrong subject"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(overdue(sponsor).await, json!([]));
+}
