@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::schema::{form_records as r, study_versions as sv, subjects as s};
 
 /// A record as stored, with the number of the definition version it was entered under.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone)]
 pub struct Row {
     pub id: i64,
     pub site_id: i64,
@@ -28,6 +28,7 @@ pub struct Row {
     pub definition_version: i32,
 }
 
+/// A record's own columns, as selected and as an INSERT returns them.
 type Columns = (
     r::id,
     r::site_id,
@@ -44,7 +45,6 @@ type Columns = (
     r::change_reason,
     r::deleted_at,
     r::deleted_reason,
-    sv::version,
 );
 
 const COLUMNS: Columns = (
@@ -63,8 +63,49 @@ const COLUMNS: Columns = (
     r::change_reason,
     r::deleted_at,
     r::deleted_reason,
-    sv::version,
 );
+
+/// The values of `COLUMNS`.
+type Stored = (
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Value,
+    Value,
+    i32,
+    DateTime<Utc>,
+    i64,
+    DateTime<Utc>,
+    i64,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+impl Row {
+    fn of((s, definition_version): (Stored, i32)) -> Self {
+        Row {
+            id: s.0,
+            site_id: s.1,
+            subject_id: s.2,
+            form_id: s.3,
+            visit_id: s.4,
+            values: s.5,
+            flags: s.6,
+            version: s.7,
+            created_at: s.8,
+            created_by: s.9,
+            updated_at: s.10,
+            updated_by: s.11,
+            change_reason: s.12,
+            deleted_at: s.13,
+            deleted_reason: s.14,
+            definition_version,
+        }
+    }
+}
 
 /// A subject's records of a form (those entered in error included), oldest first.
 pub fn list(conn: &mut PgConnection, subject_id: i64, form: &str) -> QueryResult<Vec<Row>> {
@@ -73,8 +114,9 @@ pub fn list(conn: &mut PgConnection, subject_id: i64, form: &str) -> QueryResult
         .filter(r::subject_id.eq(subject_id))
         .filter(r::form_id.eq(form))
         .order(r::id)
-        .select(COLUMNS)
+        .select((COLUMNS, sv::version))
         .load(conn)
+        .map(|rows| rows.into_iter().map(Row::of).collect())
 }
 
 /// A subject's records of every form, those entered in error left out, oldest first: what
@@ -85,8 +127,9 @@ pub fn live(conn: &mut PgConnection, subject_id: i64) -> QueryResult<Vec<Row>> {
         .filter(r::subject_id.eq(subject_id))
         .filter(r::deleted_at.is_null())
         .order(r::id)
-        .select(COLUMNS)
+        .select((COLUMNS, sv::version))
         .load(conn)
+        .map(|rows| rows.into_iter().map(Row::of).collect())
 }
 
 /// One record of a subject's form; `lock` holds it until the transaction ends.
@@ -111,8 +154,9 @@ pub fn find(
         .filter(r::id.eq(id))
         .filter(r::subject_id.eq(subject_id))
         .filter(r::form_id.eq(form))
-        .select(COLUMNS)
+        .select((COLUMNS, sv::version))
         .first(conn)
+        .map(Row::of)
 }
 
 /// The site, subject, version and form of a live record (not entered in error), for the
@@ -165,62 +209,10 @@ pub fn insert(conn: &mut PgConnection, n: &NewRecord<'_>) -> QueryResult<Row> {
             r::created_by.eq(n.user_id),
             r::updated_by.eq(n.user_id),
         ))
-        .returning((
-            r::id,
-            r::site_id,
-            r::subject_id,
-            r::form_id,
-            r::visit_id,
-            r::values,
-            r::flags,
-            r::version,
-            r::created_at,
-            r::created_by,
-            r::updated_at,
-            r::updated_by,
-            r::change_reason,
-            r::deleted_at,
-            r::deleted_reason,
-        ))
+        .returning(COLUMNS)
         .get_result::<Stored>(conn)
-        .map(|s| Row {
-            id: s.0,
-            site_id: s.1,
-            subject_id: s.2,
-            form_id: s.3,
-            visit_id: s.4,
-            values: s.5,
-            flags: s.6,
-            version: s.7,
-            created_at: s.8,
-            created_by: s.9,
-            updated_at: s.10,
-            updated_by: s.11,
-            change_reason: s.12,
-            deleted_at: s.13,
-            deleted_reason: s.14,
-            definition_version: n.definition_version,
-        })
+        .map(|stored| Row::of((stored, n.definition_version)))
 }
-
-/// A record's columns as an INSERT returns them (the version number is the caller's).
-type Stored = (
-    i64,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Value,
-    Value,
-    i32,
-    DateTime<Utc>,
-    i64,
-    DateTime<Utc>,
-    i64,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-);
 
 pub struct Correction<'a> {
     pub study_version_id: i64,
