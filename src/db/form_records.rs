@@ -7,6 +7,9 @@ use serde_json::Value;
 
 use crate::schema::{form_records as r, study_versions as sv, subjects as s};
 
+/// The table form records live in, as the audit trail, queries and verifications name them.
+pub const ENTITY: &str = "form_records";
+
 /// A record as stored, with the number of the definition version it was entered under.
 #[derive(Debug, Clone)]
 pub struct Row {

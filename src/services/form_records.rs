@@ -19,9 +19,11 @@ use crate::domain::study::{Definition, Form};
 use crate::domain::values::Reason;
 use crate::error::{conflict_on_unique, AppError, AppResult};
 use crate::services::deletion::Deletion;
-use crate::services::form_rules::{check_with_rules, keeps_days, recheck_later_doses, Write};
+use crate::services::form_rules::{
+    check_with_rules, keeps_days, open_queries, recheck_later_doses, Write,
+};
 
-pub const ENTITY: &str = "form_records";
+pub use crate::db::form_records::ENTITY;
 
 /// A record of a form.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -95,31 +97,6 @@ pub fn check_in_context(
     )
     .map_err(AppError::Validation)?;
     Ok(study_versions::running(conn, &def.study.id, &def.sha256)?)
-}
-
-/// Each soft finding opens a query on its item (once while one is open).
-pub fn open_queries(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    subject: &SubjectRef,
-    id: i64,
-    checked: &Checked,
-) -> AppResult<()> {
-    for f in &checked.flags {
-        crate::services::queries::open_automatic(
-            conn,
-            None,
-            &caller.meta,
-            subject.site_id,
-            subject.id,
-            ENTITY,
-            id,
-            &f.item,
-            f.origin,
-            &f.message,
-        )?;
-    }
-    Ok(())
 }
 
 /// A second live record where the form allows one (per visit, per day) is a unique

@@ -8,9 +8,9 @@ use chrono::NaiveDate;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use super::form_records::{open_queries, ENTITY};
 use crate::audit::{self, AuditEvent};
 use crate::auth::Caller;
+use crate::db::form_records::ENTITY;
 use crate::db::subjects::SubjectRef;
 use crate::db::{form_records as fr, schedule as sq, study_versions};
 use crate::domain::study::records::{self, Values};
@@ -288,6 +288,31 @@ pub(super) fn recheck_later_doses(
             Some(rid),
             subject.site_id,
             subject.id,
+        )?;
+    }
+    Ok(())
+}
+
+/// Each soft finding opens a query on its item (once while one is open).
+pub(super) fn open_queries(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    subject: &SubjectRef,
+    id: i64,
+    checked: &Checked,
+) -> AppResult<()> {
+    for f in &checked.flags {
+        crate::services::queries::open_automatic(
+            conn,
+            None,
+            &caller.meta,
+            subject.site_id,
+            subject.id,
+            ENTITY,
+            id,
+            &f.item,
+            f.origin,
+            &f.message,
         )?;
     }
     Ok(())
