@@ -135,6 +135,14 @@ pub fn live(conn: &mut PgConnection, subject_id: i64) -> QueryResult<Vec<Row>> {
         .map(|rows| rows.into_iter().map(Row::of).collect())
 }
 
+/// The ids of the records of a form, as a subquery (the queries raised on them).
+pub fn ids_of_form(
+    form: String,
+) -> diesel::dsl::Select<diesel::dsl::Filter<r::table, diesel::dsl::Eq<r::form_id, String>>, r::id>
+{
+    r::table.filter(r::form_id.eq(form)).select(r::id)
+}
+
 /// One record of a subject's form; `lock` holds it until the transaction ends.
 pub fn find(
     conn: &mut PgConnection,

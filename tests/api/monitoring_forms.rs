@@ -282,6 +282,21 @@ async fn queries_on_form_records_name_an_item_of_the_form_and_run_the_life_cycle
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["form"], Value::Null);
+    let on_consent = r.body["id"].as_i64().unwrap();
+    // the queries of one form's records
+    let echo_queries = ids(&s.queries(&s.monitor, "form=echocardiography").await);
+    assert_eq!(echo_queries.len(), 3, "{echo_queries:?}");
+    assert!(echo_queries.contains(&q) && !echo_queries.contains(&on_consent));
+    assert!(s
+        .queries(&s.monitor, "form=disease_activity")
+        .await
+        .is_empty());
+    for form in ["temperature", "nothing_such"] {
+        s.app
+            .get(&format!("/api/v1/queries?form={form}"), &s.monitor)
+            .await
+            .assert_problem(422, Some("form"));
+    }
 
     // a record entered in error takes no new query
     assert_eq!(

@@ -110,6 +110,9 @@ pub struct QueryFilter {
     /// subject code
     pub subject: Option<String>,
     pub origin: Option<String>,
+    /// a form of the study definition entered through /subjects/{code}/forms/{form}: only
+    /// the queries on its records
+    pub form: Option<String>,
     /// only queries opened at least this many days ago
     pub min_age_days: Option<i64>,
     pub limit: Option<i64>,
@@ -180,6 +183,14 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(AppError::invalid("limit", "must be between 1 and 500"));
     }
+    if let Some(form) = &f.form {
+        if state.study.record_form(form).is_none() {
+            return Err(AppError::invalid(
+                "form",
+                "is not a form of the study entered through /subjects/{code}/forms/{form}",
+            ));
+        }
+    }
     let items = db::run(&state.pool, move |conn| {
         let mut sel = q::table
             .inner_join(subjects::table.inner_join(sites::table))
@@ -199,6 +210,11 @@ pub async fn list(
         }
         if let Some(o) = f.origin {
             sel = sel.filter(q::origin.eq(o));
+        }
+        if let Some(form) = f.form {
+            sel = sel
+                .filter(q::record_type.eq(form_records::ENTITY))
+                .filter(q::record_id.eq_any(crate::db::form_records::ids_of_form(form)));
         }
         if let Some(days) = f.min_age_days {
             sel = sel.filter(
