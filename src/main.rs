@@ -277,11 +277,29 @@ fn seed_demo(settings: &Settings, accounts_only: bool) -> ExitCode {
     if let Err(code) = connect(settings) {
         return code;
     }
-    let (pool, _gone) = db::build_pool(&settings.database, "casebook seed-demo");
+    let (pool, gone) = db::build_pool(&settings.database, "casebook seed-demo");
+    let code = seed_with(&pool, &hash, &protocol, &study, accounts_only);
+    // r2d2's threads reconnect while they live: the process exits once they are gone, not
+    // under them (a thread inside libpq at exit crashed the process, issue 15)
+    drop(pool);
+    if !gone.wait(std::time::Duration::from_secs(15)) {
+        eprintln!("casebook seed-demo: warning: the database pool outlived 15 s");
+    }
+    code
+}
+
+fn seed_with(
+    pool: &db::Pool,
+    hash: &str,
+    protocol: &casebook::domain::protocol::Protocol,
+    study: &casebook::domain::study::Definition,
+    accounts_only: bool,
+) -> ExitCode {
+    use casebook::services::demo;
     // records are entered under the running definition's published version, as the server
     // publishes it at start; accounts alone leave that to the server
     if !accounts_only {
-        if let Err(e) = casebook::services::study::publish(&pool, &study, "casebook seed-demo") {
+        if let Err(e) = casebook::services::study::publish(pool, study, "casebook seed-demo") {
             return fail(e);
         }
     }
@@ -291,7 +309,7 @@ fn seed_demo(settings: &Settings, accounts_only: bool) -> ExitCode {
     };
     let meta = cli_meta("seed-demo");
     let result =
-        conn.transaction(|conn| demo::seed(conn, &hash, &protocol, &study, !accounts_only, &meta));
+        conn.transaction(|conn| demo::seed(conn, hash, protocol, study, !accounts_only, &meta));
     match result {
         Ok(seeded) => {
             println!(
