@@ -189,9 +189,10 @@ fn check_dates(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> 
 /// - adverse_events: id, subject_code, site_code, term, meddra_code, meddra_term,
 ///   onset_date, end_date, grade, serious, seriousness_criteria, relationship,
 ///   action_taken, outcome, awareness_date, then the bookkeeping columns
-/// - queries: id, subject_code, site_code, record_type, record_id, field, status, origin,
-///   opened_text, messages, last_message_kind, last_message_at, created_at, created_by,
-///   updated_at (one row per query thread; no bookkeeping columns, never deleted)
+/// - queries: id, subject_code, site_code, record_type, record_id, form, field, status,
+///   origin, opened_text, messages, last_message_kind, last_message_at, created_at,
+///   created_by, updated_at (one row per query thread; `form` is the form of a record of the
+///   study definition, empty for today's tables; no bookkeeping columns, never deleted)
 /// - bookkeeping columns: version, created_at, created_by, updated_at, updated_by,
 ///   deleted_at, deleted_by, deleted_reason
 /// - a form of the study definition: subject_code, site_code, visit, id, version,

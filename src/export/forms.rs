@@ -103,6 +103,7 @@ pub const QUERIES: &[&str] = &[
     "site_code",
     "record_type",
     "record_id",
+    "form",
     "field",
     "status",
     "origin",
@@ -258,6 +259,7 @@ struct QueryRow {
     site: String,
     record_type: String,
     record_id: i64,
+    form: Option<String>,
     field: Option<String>,
     status: String,
     origin: String,
@@ -569,6 +571,7 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 Text,
                 BigInt,
                 Nullable<Text>,
+                Nullable<Text>,
                 Text,
                 Text,
                 Nullable<Text>,
@@ -587,10 +590,12 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 statement(
                     job,
                     form,
-                    "x.id, s.subject_code, st.code, x.record_type, x.record_id, x.field, \
-                     x.status, x.origin, first.text, last.n, last.kind, last.at, \
+                    "x.id, s.subject_code, st.code, x.record_type, x.record_id, fr.form_id, \
+                     x.field, x.status, x.origin, first.text, last.n, last.kind, last.at, \
                      x.created_at, x.created_by, x.updated_at",
                     "JOIN subjects s ON s.id = x.subject_id JOIN sites st ON st.id = x.site_id \
+                     LEFT JOIN form_records fr \
+                       ON x.record_type = 'form_records' AND fr.id = x.record_id \
                      LEFT JOIN LATERAL (SELECT m.text FROM query_messages m \
                        WHERE m.query_id = x.id ORDER BY m.id LIMIT 1) first ON true \
                      LEFT JOIN LATERAL (SELECT m.kind, m.created_at AS at, \
@@ -607,6 +612,7 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                     .text(&r.site)?
                     .text(&r.record_type)?
                     .int(r.record_id)?
+                    .opt(r.form.as_deref())?
                     .opt(r.field.as_deref())?
                     .text(&r.status)?
                     .text(&r.origin)?

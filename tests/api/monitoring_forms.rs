@@ -297,6 +297,23 @@ async fn queries_on_form_records_name_an_item_of_the_form_and_run_the_life_cycle
             .await
             .assert_problem(422, Some("form"));
     }
+    // the queries export names the form too
+    let csv = s.app.get("/api/v1/exports/queries.csv", &s.admin).await;
+    assert_eq!(csv.status, 200, "{}", csv.text);
+    let rows = crate::exports::parse_csv(&csv.text);
+    let col = |name: &str| rows[0].iter().position(|c| c == name).unwrap();
+    let (id_col, form_col) = (col("id"), col("form"));
+    assert_eq!(col("record_id") + 1, form_col);
+    for row in &rows[1..] {
+        let id: i64 = row[id_col].parse().unwrap();
+        let want = if id == on_consent {
+            ""
+        } else {
+            "echocardiography"
+        };
+        assert_eq!(row[form_col], want, "query {id}");
+    }
+    assert_eq!(rows.len(), 5);
 
     // a record entered in error takes no new query
     assert_eq!(
