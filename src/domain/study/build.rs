@@ -813,7 +813,7 @@ impl Builder<'_> {
                     match items.iter().find(|it| it.id == *d.get_ref()) {
                         None => self.err(d.span(), format!("dated_by: form `{id}` has no item `{}`", d.get_ref())),
                         Some(it) if !matches!(it.kind, ItemType::Date | ItemType::DateTime | ItemType::PartialDate) => {
-                            self.err(d.span(), format!("dated_by: `{}` is a {} item, not a date, partial_date or datetime", it.id, it.kind.name()))
+                            self.err(d.span(), format!("dated_by: `{}` is an item of type {}, not a date, partial_date or datetime", it.id, it.kind.name()))
                         }
                         Some(it) if !it.required || it.derived() || it.show_if.is_some() => {
                             self.err(d.span(), format!("dated_by: `{}` must be required, entered and always shown", it.id))
@@ -1118,7 +1118,7 @@ impl Builder<'_> {
                         self.err(
                             a.span(),
                             format!(
-                                "anchor_item `{text}` is a {} item, not a date or datetime",
+                                "anchor_item `{text}` is an item of type {}, not a date or datetime",
                                 i.kind.name()
                             ),
                         );
@@ -1497,7 +1497,7 @@ impl Builder<'_> {
                     self.err(
                         item.span(),
                         format!(
-                            "rule `{id}`, {role}: `{}` is a {} item, the rule needs {}",
+                            "rule `{id}`, {role}: `{}` is an item of type {}, the rule needs {}",
                             it.id,
                             it.kind.name(),
                             spec.1.join(" or ")
