@@ -8,6 +8,7 @@ pub mod form_records;
 pub mod group_commit;
 pub mod guard;
 pub mod queries;
+pub mod sae_alerts;
 pub mod safety;
 pub mod schedule;
 pub mod study_versions;
