@@ -110,7 +110,13 @@ impl JsonRows {
     }
 
     /// Writes the whole file to `out`: the metadata with the row count, then the rows.
-    pub fn finish(self, out: &mut impl Write, job: &Job, code: &str, vars: &[Var]) -> io::Result<()> {
+    pub fn finish(
+        self,
+        out: &mut impl Write,
+        job: &Job,
+        code: &str,
+        vars: &[Var],
+    ) -> io::Result<()> {
         let def = &job.study;
         let study = def.study.id.as_str();
         let file_oid = format!(
@@ -289,8 +295,14 @@ mod tests {
         ];
         let c = columns("LB", &vars);
         assert_eq!(c[0].item_oid, "IT.LB.STUDYID");
-        assert_eq!((c[0].data_type, c[0].length, c[0].key_sequence), ("string", Some(12), Some(1)));
-        assert_eq!((c[1].data_type, c[1].length, c[1].key_sequence), ("integer", None, Some(3)));
+        assert_eq!(
+            (c[0].data_type, c[0].length, c[0].key_sequence),
+            ("string", Some(12), Some(1))
+        );
+        assert_eq!(
+            (c[1].data_type, c[1].length, c[1].key_sequence),
+            ("integer", None, Some(3))
+        );
         assert_eq!((c[2].data_type, c[2].length), ("float", None));
         assert_eq!((c[3].data_type, c[3].length), ("datetime", None));
         assert_eq!(c[4].data_type, "date");

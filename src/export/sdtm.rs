@@ -26,9 +26,9 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Date, Double, Nullable, SmallInt, Text, Timestamptz};
 
+use super::dataset_json::JsonRows;
 use super::subjects::{self, SubjectInfo};
 use super::text::{csv_header, full_date, local_dtc, study_day, Csv};
-use super::dataset_json::JsonRows;
 use super::xpt::XptWriter;
 use super::xpt::{Cell, Var, VarType};
 use super::{stream_rows, Domain, Job, Out, Stop, Table};

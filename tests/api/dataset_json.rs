@@ -95,8 +95,11 @@ fn parse_define(xml: &str) -> Define {
     // the attributes of the tag `s` starts in, with a space before the first
     let tag_of = |s: &str| format!(" {}", s.split('>').next().unwrap_or_default());
     let study_oid = attr(&tag_of(xml.split("<Study ").nth(1).unwrap()), "OID").unwrap();
-    let mdv_oid =
-        attr(&tag_of(xml.split("<MetaDataVersion ").nth(1).unwrap()), "OID").unwrap();
+    let mdv_oid = attr(
+        &tag_of(xml.split("<MetaDataVersion ").nth(1).unwrap()),
+        "OID",
+    )
+    .unwrap();
     let mut groups = HashMap::new();
     for g in xml.split("<ItemGroupDef ").skip(1) {
         let g = g.split("</ItemGroupDef>").next().unwrap();
@@ -146,7 +149,11 @@ fn assert_json_matches(code: &str, json: &Value, csv: &str, define: &Define) -> 
     assert_eq!(json["datasetJSONVersion"], "1.1.0");
     assert_eq!(json["name"], code);
     assert_eq!(json["studyOID"], define.study_oid.as_str(), "{code}");
-    assert_eq!(json["metaDataVersionOID"], define.mdv_oid.as_str(), "{code}");
+    assert_eq!(
+        json["metaDataVersionOID"],
+        define.mdv_oid.as_str(),
+        "{code}"
+    );
     assert_eq!(json["metaDataRef"], "define.xml");
     let ig = json["itemGroupOID"].as_str().unwrap();
     let group = define
@@ -156,7 +163,10 @@ fn assert_json_matches(code: &str, json: &Value, csv: &str, define: &Define) -> 
     assert_eq!(ig, format!("IG.{code}"));
     assert_eq!(json["label"], group.label.as_str(), "{code}");
     let columns = json["columns"].as_array().unwrap();
-    let names: Vec<&str> = columns.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = columns
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, *header, "{code}: the CSV's variables, in order");
     assert_eq!(columns.len(), group.refs.len(), "{code}");
     for (c, (item_ref, key)) in columns.iter().zip(&group.refs) {
@@ -175,7 +185,10 @@ fn assert_json_matches(code: &str, json: &Value, csv: &str, define: &Define) -> 
             "partialDatetime" => &["date", "datetime"],
             other => panic!("{oid}: {other}"),
         };
-        assert!(want.contains(&c["dataType"].as_str().unwrap()), "{oid}: {c}");
+        assert!(
+            want.contains(&c["dataType"].as_str().unwrap()),
+            "{oid}: {c}"
+        );
         if data_type == "text" {
             assert_eq!(c["length"].as_u64(), *length, "{oid}");
         } else {
@@ -184,7 +197,11 @@ fn assert_json_matches(code: &str, json: &Value, csv: &str, define: &Define) -> 
         assert_eq!(c["keySequence"].as_u64(), *key, "{oid}");
     }
     let jrows = json["rows"].as_array().unwrap();
-    assert_eq!(json["records"].as_u64().unwrap() as usize, jrows.len(), "{code}");
+    assert_eq!(
+        json["records"].as_u64().unwrap() as usize,
+        jrows.len(),
+        "{code}"
+    );
     assert_eq!(jrows.len(), rows.len(), "{code}: the CSV's rows");
     for (j, c) in jrows.iter().zip(rows) {
         let j = j.as_array().unwrap();
@@ -247,7 +264,12 @@ async fn every_dataset_of_the_five_studies_is_valid_dataset_json_equal_to_the_cs
         for code in codes {
             let lower = code.to_ascii_lowercase();
             let csv = get_ok(&app, &format!("/api/v1/exports/sdtm/{lower}.csv"), &sponsor).await;
-            let json = get_ok(&app, &format!("/api/v1/exports/sdtm/{lower}.json"), &sponsor).await;
+            let json = get_ok(
+                &app,
+                &format!("/api/v1/exports/sdtm/{lower}.json"),
+                &sponsor,
+            )
+            .await;
             assert!(json.header("content-type").starts_with("application/json"));
             assert!(json
                 .header("content-disposition")
@@ -256,7 +278,10 @@ async fn every_dataset_of_the_five_studies_is_valid_dataset_json_equal_to_the_cs
             total += assert_json_matches(code, &value, &csv.text(), &define);
             files.push((format!("{file}:{code}"), json.body));
         }
-        assert!(total >= 8, "{file}: DM, DS, EX, VS and AE have rows ({total})");
+        assert!(
+            total >= 8,
+            "{file}: DM, DS, EX, VS and AE have rows ({total})"
+        );
         assert_schema_valid(&files);
     }
 }
@@ -278,12 +303,27 @@ async fn text_travels_exactly_as_stored_and_form_datasets_equal_their_csv() {
     let mut files = Vec::new();
     for code in ["DM", "DS", "EX", "VS", "AE"] {
         let lower = code.to_ascii_lowercase();
-        let csv = get_ok(&s.app, &format!("/api/v1/exports/sdtm/{lower}.csv"), &s.sponsor).await;
-        let json = get_ok(&s.app, &format!("/api/v1/exports/sdtm/{lower}.json"), &s.sponsor).await;
+        let csv = get_ok(
+            &s.app,
+            &format!("/api/v1/exports/sdtm/{lower}.csv"),
+            &s.sponsor,
+        )
+        .await;
+        let json = get_ok(
+            &s.app,
+            &format!("/api/v1/exports/sdtm/{lower}.json"),
+            &s.sponsor,
+        )
+        .await;
         let value: Value = serde_json::from_slice(&json.body).unwrap();
         assert!(assert_json_matches(code, &value, &csv.text(), &define) > 0);
         if code == "AE" {
-            let terms: Vec<&Value> = value["rows"].as_array().unwrap().iter().map(|r| &r[4]).collect();
+            let terms: Vec<&Value> = value["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| &r[4])
+                .collect();
             assert!(terms.contains(&&Value::from(formula)), "{terms:?}");
             assert!(csv.text().contains("'=HYPERLINK("), "the CSV guards it");
         }
@@ -300,8 +340,18 @@ async fn text_travels_exactly_as_stored_and_form_datasets_equal_their_csv() {
     let mut files = Vec::new();
     for code in ["LB", "VS", "EX", "CE", "SUPPEX", "SUPPCE", "DS"] {
         let lower = code.to_ascii_lowercase();
-        let csv = get_ok(&s.app, &format!("/api/v1/exports/sdtm/{lower}.csv"), &s.sponsor).await;
-        let json = get_ok(&s.app, &format!("/api/v1/exports/sdtm/{lower}.json"), &s.sponsor).await;
+        let csv = get_ok(
+            &s.app,
+            &format!("/api/v1/exports/sdtm/{lower}.csv"),
+            &s.sponsor,
+        )
+        .await;
+        let json = get_ok(
+            &s.app,
+            &format!("/api/v1/exports/sdtm/{lower}.json"),
+            &s.sponsor,
+        )
+        .await;
         let value: Value = serde_json::from_slice(&json.body).unwrap();
         let n = assert_json_matches(code, &value, &csv.text(), &define);
         if code == "LB" {
@@ -375,7 +425,10 @@ async fn dataset_json_is_audited_filtered_by_site_and_refused_as_the_csv_is() {
     assert_eq!(fra["records"], 4);
     let subjects = usubjid(&fra["rows"]);
     assert_eq!(subjects.len(), 4);
-    assert!(subjects.iter().all(|u| u.ends_with("FRA-001")), "{subjects:?}");
+    assert!(
+        subjects.iter().all(|u| u.ends_with("FRA-001")),
+        "{subjects:?}"
+    );
     let csv = get_ok(&s.app, "/api/v1/exports/sdtm/lb.csv?site=FRA", &s.sponsor).await;
     let define = get_ok(&s.app, "/api/v1/exports/sdtm/define.xml", &s.sponsor).await;
     assert_json_matches("LB", &fra, &csv.text(), &parse_define(&define.text()));
