@@ -469,6 +469,29 @@ async fn dataset_json_is_audited_filtered_by_site_and_refused_as_the_csv_is() {
     );
 }
 
+#[actix_web::test]
+async fn the_openapi_document_lists_the_dataset_json_path() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/openapi.json",
+            None,
+            None,
+            &[],
+        )
+        .await;
+    let get = &r.body["paths"]["/api/v1/exports/sdtm/{domain}.json"]["get"];
+    assert!(
+        get["responses"]["200"]["content"]["application/json"].is_object(),
+        "{get}"
+    );
+    assert!(get["summary"]
+        .as_str()
+        .unwrap()
+        .contains("Dataset-JSON v1.1"));
+}
+
 /// `casebook export --format sdtm-json` writes the API's datasets and their define.xml.
 #[actix_web::test]
 async fn the_command_line_writes_dataset_json_with_its_define_xml() {
