@@ -26,21 +26,21 @@ use super::xpt::{Cell, Var, VarType};
 use super::Job;
 
 /// Rows kept in memory before they go to a temporary file.
-pub const SPILL_AT: usize = 1024 * 1024;
+const SPILL_AT: usize = 1024 * 1024;
 
 /// One entry of `columns`, in the specification's attribute order.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Column {
+struct Column {
     #[serde(rename = "itemOID")]
-    pub item_oid: String,
-    pub name: String,
-    pub label: String,
-    pub data_type: &'static str,
+    item_oid: String,
+    name: String,
+    label: String,
+    data_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub length: Option<u16>,
+    length: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_sequence: Option<u8>,
+    key_sequence: Option<u8>,
 }
 
 /// Dataset-JSON's logical type of a variable, from its Define-XML data type: text is
@@ -59,7 +59,7 @@ fn logical_type(var: &Var) -> &'static str {
 /// The columns of dataset `code`. `length` is Define-XML's Length of text variables (a
 /// number of characters); Define's Length of numbers is SAS's 8 bytes, not a text length,
 /// and is left out, as CDISC's examples do.
-pub fn columns(code: &str, vars: &[Var]) -> Vec<Column> {
+fn columns(code: &str, vars: &[Var]) -> Vec<Column> {
     vars.iter()
         .map(|v| Column {
             item_oid: item_oid(code, &v.name),
@@ -76,19 +76,13 @@ pub fn columns(code: &str, vars: &[Var]) -> Vec<Column> {
 }
 
 /// The rows of a dataset being written, and how many.
+#[derive(Default)]
 pub struct JsonRows {
     spill: Spill,
     n: u64,
 }
 
 impl JsonRows {
-    pub fn new() -> Self {
-        Self {
-            spill: Spill::default(),
-            n: 0,
-        }
-    }
-
     /// Encodes one row as a JSON array.
     pub fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
         let w = &mut self.spill;
@@ -119,70 +113,67 @@ impl JsonRows {
     ) -> io::Result<()> {
         let def = &job.study;
         let study = def.study.id.as_str();
-        let file_oid = format!(
-            "CASEBOOK.DATASET.{study}.{code}.{}",
-            job.started.format("%Y%m%dT%H%M%S%.6fZ")
-        );
-        out.write_all(b"{")?;
-        let mut first = true;
-        let mut field = |out: &mut dyn Write, key: &str, value: &dyn erased::Value| {
-            if !std::mem::take(&mut first) {
-                out.write_all(b",")?;
-            }
-            write!(out, "\"{key}\":")?;
-            value.write(out)
+        let metadata = Metadata {
+            created: timestamp(job.started),
+            version: "1.1.0",
+            file_oid: format!(
+                "CASEBOOK.DATASET.{study}.{code}.{}",
+                job.started.format("%Y%m%dT%H%M%S%.6fZ")
+            ),
+            source_system: SourceSystem {
+                name: "Casebook",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            study_oid: study,
+            metadata_version_oid: metadata_version_oid(def),
+            // relative, as Define-XML's def:leaf names the datasets: the two travel together
+            metadata_ref: "define.xml",
+            item_group_oid: item_group_oid(code),
+            records: self.n,
+            name: code,
+            label: dataset_label(code),
+            columns: columns(code, vars),
         };
-        field(out, "datasetJSONCreationDateTime", &timestamp(job.started))?;
-        field(out, "datasetJSONVersion", &"1.1.0")?;
-        field(out, "fileOID", &file_oid)?;
-        field(out, "sourceSystem", &SourceSystem::CASEBOOK)?;
-        field(out, "studyOID", &study)?;
-        field(out, "metaDataVersionOID", &metadata_version_oid(def))?;
-        // relative, as Define-XML's def:leaf names the datasets: the two travel together
-        field(out, "metaDataRef", &"define.xml")?;
-        field(out, "itemGroupOID", &item_group_oid(code))?;
-        field(out, "records", &self.n)?;
-        field(out, "name", &code)?;
-        field(out, "label", &dataset_label(code))?;
-        field(out, "columns", &columns(code, vars))?;
+        let mut head = serde_json::to_vec(&metadata).map_err(io::Error::other)?;
+        // the object stays open: the rows follow
+        head.pop();
+        out.write_all(&head)?;
         out.write_all(b",\"rows\":[")?;
         self.spill.drain_into(out)?;
         out.write_all(if self.n == 0 { b"]}\n" } else { b"\n]}\n" })
     }
 }
 
-impl Default for JsonRows {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The top-level attributes before `rows`, in the specification's order (serde writes a
+/// struct's fields in declaration order).
+#[derive(Serialize)]
+struct Metadata<'a> {
+    #[serde(rename = "datasetJSONCreationDateTime")]
+    created: String,
+    #[serde(rename = "datasetJSONVersion")]
+    version: &'static str,
+    #[serde(rename = "fileOID")]
+    file_oid: String,
+    #[serde(rename = "sourceSystem")]
+    source_system: SourceSystem,
+    #[serde(rename = "studyOID")]
+    study_oid: &'a str,
+    #[serde(rename = "metaDataVersionOID")]
+    metadata_version_oid: String,
+    #[serde(rename = "metaDataRef")]
+    metadata_ref: &'static str,
+    #[serde(rename = "itemGroupOID")]
+    item_group_oid: String,
+    records: u64,
+    name: &'a str,
+    label: String,
+    columns: Vec<Column>,
 }
 
 #[derive(Serialize)]
 struct SourceSystem {
     name: &'static str,
     version: &'static str,
-}
-
-impl SourceSystem {
-    const CASEBOOK: Self = Self {
-        name: "Casebook",
-        version: env!("CARGO_PKG_VERSION"),
-    };
-}
-
-/// Serialising a field's value through `dyn` (serde's trait is not object safe).
-mod erased {
-    use std::io::{self, Write};
-
-    pub trait Value {
-        fn write(&self, out: &mut dyn Write) -> io::Result<()>;
-    }
-
-    impl<T: serde::Serialize> Value for T {
-        fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-            serde_json::to_writer(out, self).map_err(io::Error::other)
-        }
-    }
 }
 
 /// Bytes kept in memory up to [`SPILL_AT`], then in a temporary file.
@@ -194,9 +185,9 @@ struct Spill {
 
 static SPILLS: AtomicU64 = AtomicU64::new(0);
 
-/// A temporary file with no name: removed as soon as it is open, so that nothing is left
-/// behind when the export stops, fails or the process dies (the space is freed when the
-/// handle closes).
+/// A temporary file with no name: removed as soon as it is open (Unix keeps the open file),
+/// so that nothing is left behind when the export stops, fails or the process dies; the
+/// space is freed when the handle closes.
 fn unnamed_file() -> io::Result<File> {
     let path = std::env::temp_dir().join(format!(
         "casebook-dataset-json-{}-{}",

@@ -350,7 +350,7 @@ pub fn write(
             vars.clone(),
             job.started,
         )?),
-        Table::Json => Writer::Json(JsonRows::new()),
+        Table::Json => Writer::Json(JsonRows::default()),
     };
     let mut rows = Rows {
         w,
