@@ -469,6 +469,32 @@ async fn dataset_json_is_audited_filtered_by_site_and_refused_as_the_csv_is() {
     );
 }
 
+/// Rows beyond 1 MiB wait in a temporary file before they are sent: the file still holds
+/// every row, in order, after the metadata that counts them.
+#[actix_web::test]
+async fn a_dataset_larger_than_the_memory_buffer_arrives_whole() {
+    let s = seeded().await;
+    let added = diesel::sql_query(
+        "INSERT INTO temperatures (site_id, subject_id, measured_at, celsius, method, fever, \
+           created_by, updated_by) \
+         SELECT s.site_id, s.id, timestamptz '2026-10-07 00:00Z' + g * interval '1 minute', \
+           36.0 + (g % 40) / 10.0, 'oral', false, (SELECT min(id) FROM users), \
+           (SELECT min(id) FROM users) \
+         FROM subjects s, generate_series(1, 6000) g",
+    )
+    .execute(&mut s.app.conn())
+    .expect("arrange temperatures");
+    assert_eq!(added, 12_000);
+    let csv = get_ok(&s.app, "/api/v1/exports/sdtm/vs.csv", &s.sponsor).await;
+    let json = get_ok(&s.app, "/api/v1/exports/sdtm/vs.json", &s.sponsor).await;
+    assert!(json.body.len() > 1024 * 1024, "{} bytes", json.body.len());
+    let value: Value = serde_json::from_slice(&json.body).expect("whole JSON");
+    let define = get_ok(&s.app, "/api/v1/exports/sdtm/define.xml", &s.sponsor).await;
+    let n = assert_json_matches("VS", &value, &csv.text(), &parse_define(&define.text()));
+    assert!(n > 12_000, "{n}");
+    assert_schema_valid(&[("vs.json".to_owned(), json.body)]);
+}
+
 #[actix_web::test]
 async fn the_openapi_document_lists_the_dataset_json_path() {
     let app = TestApp::spawn().await;
