@@ -322,7 +322,7 @@ async fn sdtm(
 /// of the first exposure (RFSTDTC: the first injection given or record of a form mapped to
 /// EX; RFENDTC the last), with no day 0. Records marked deleted are never included.
 /// Text cells that a spreadsheet would run as a formula get a leading `'`, as in the form
-/// CSV exports (the XPT file carries the exact text).
+/// CSV exports (the XPT and Dataset-JSON files carry the exact text).
 ///
 /// Variables, in order (after STUDYID, DOMAIN, USUBJID):
 /// - DM: SUBJID, RFSTDTC, RFENDTC, RFICDTC, SITEID, BRTHDTC, AGE, AGEU, SEX, ARMCD, ARM,
