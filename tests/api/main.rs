@@ -7,6 +7,7 @@ mod adverse_events;
 mod audit_trail;
 mod batching;
 mod clinical;
+mod dataset_json;
 mod entry_statement;
 mod exports;
 mod form_exports;
