@@ -5,9 +5,7 @@ mod helpers;
 
 mod adverse_events;
 mod audit_trail;
-mod batching;
 mod clinical;
-mod entry_statement;
 mod exports;
 mod form_exports;
 mod form_parity;
@@ -25,3 +23,4 @@ mod sdtm;
 mod seed;
 mod study_definition;
 mod study_versions;
+mod temperature_records;
