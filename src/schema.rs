@@ -182,26 +182,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    temperatures (id) {
-        id -> Int8,
-        site_id -> Int8,
-        subject_id -> Int8,
-        measured_at -> Timestamptz,
-        celsius -> Numeric,
-        method -> Text,
-        fever -> Bool,
-        version -> Int4,
-        created_at -> Timestamptz,
-        created_by -> Int8,
-        updated_at -> Timestamptz,
-        updated_by -> Int8,
-        deleted_at -> Nullable<Timestamptz>,
-        deleted_by -> Nullable<Int8>,
-        deleted_reason -> Nullable<Text>,
-    }
-}
-
-diesel::table! {
     adverse_events (id) {
         id -> Int8,
         site_id -> Int8,
@@ -373,7 +353,6 @@ diesel::joinable!(audit_unsealed -> audit_log (audit_id));
 diesel::joinable!(subjects -> sites (site_id));
 diesel::joinable!(consents -> subjects (subject_id));
 diesel::joinable!(injections -> subjects (subject_id));
-diesel::joinable!(temperatures -> subjects (subject_id));
 diesel::joinable!(adverse_events -> subjects (subject_id));
 diesel::joinable!(sae_alerts -> adverse_events (adverse_event_id));
 diesel::joinable!(sae_alerts -> form_records (form_record_id));
@@ -397,7 +376,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     subjects,
     consents,
     injections,
-    temperatures,
     adverse_events,
     sae_alerts,
     sae_alert_attempts,

@@ -1,6 +1,6 @@
-//! The state every handler shares: the pool, settings, keys, the running study, and the
-//! batchers of the short data-entry path. Start-up (src/startup.rs) builds it and serves with
-//! it; handlers take it and never the other way round.
+//! The state every handler shares: the pool, settings, keys and the running study.
+//! Start-up (src/startup.rs) builds it and serves with it; handlers take it and never the
+//! other way round.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,6 @@ use crate::auth::hashing::{HashingPool, Lowered};
 use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
-use crate::db::entry_context::{context_batcher, ContextBatcher};
-use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
 use crate::db::{self, Pool, PoolGone};
 use crate::domain::protocol::Protocol;
 use crate::domain::study::Definition;
@@ -33,10 +31,6 @@ pub struct AppState {
     /// The running study definition (GET /study/definition).
     pub study: Arc<Definition>,
     pub metrics: Arc<Metrics>,
-    /// The lookups before new temperatures are made in batches
-    pub temperature_contexts: ContextBatcher,
-    /// Most new temperatures are checked and written in one statement, also in batches.
-    pub temperature_entries: TemperatureEntries,
 }
 
 impl AppState {
@@ -57,13 +51,6 @@ impl AppState {
         let instance = db::instance_name();
         let (pool, pool_gone) = db::build_pool(&settings.database, &instance);
         crate::services::study::publish(&pool, &study, &instance)?;
-        let db = &settings.database;
-        let temperature_contexts = context_batcher(db.batch_max_size, db.batch_lookup_leaders);
-        let temperature_entries = temperature_entries(
-            db.batch_max_size,
-            db.batch_write_leaders,
-            Duration::from_micros(db.batch_gather_us),
-        );
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
@@ -83,8 +70,6 @@ impl AppState {
             protocol: Arc::new(protocol),
             study: Arc::new(study),
             metrics: Arc::new(Metrics::default()),
-            temperature_contexts,
-            temperature_entries,
             settings: Arc::new(settings),
         })
     }

@@ -139,9 +139,10 @@ impl Fixture {
         let mut conn = self.conn();
         for kind in [Kind::Temperature, Kind::AdverseEvent] {
             let table = kind.table();
-            let rows: BTreeSet<i64> = numbers(&mut conn, &format!("SELECT id AS n FROM {table}"))
-                .into_iter()
-                .collect();
+            let rows: BTreeSet<i64> =
+                numbers(&mut conn, &format!("SELECT id AS n FROM {}", kind.rows()))
+                    .into_iter()
+                    .collect();
             let acked: Vec<i64> = acks
                 .iter()
                 .filter(|a| a.kind == kind)
@@ -193,7 +194,8 @@ impl Fixture {
                 a.key
             );
         }
-        for table in ["subjects", "consents", "temperatures", "adverse_events"] {
+        // temperatures are form records
+        for table in ["subjects", "consents", "form_records", "adverse_events"] {
             let lacking = numbers(
                 &mut conn,
                 &format!(
@@ -734,7 +736,10 @@ async fn graceful_shutdown_gives_up_on_a_stuck_request_at_the_timeout() {
         answer.is_err(),
         "the stuck request cannot have been answered: {answer:?}"
     );
-    let rows = count(&mut fx.conn(), "SELECT count(*) AS n FROM temperatures");
+    let rows = count(
+        &mut fx.conn(),
+        "SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'",
+    );
     assert_eq!(rows, 0, "the unacknowledged write left a row");
     fx.check_writes(&[], true);
     fx.check_audit_chain().await;
@@ -866,8 +871,8 @@ async fn two_instances_share_one_database() {
     let rows = count(
         &mut fx.conn(),
         &format!(
-            "SELECT count(*) AS n FROM temperatures t JOIN subjects s ON s.id = t.subject_id \
-             WHERE s.subject_code = '{code}'"
+            "SELECT count(*) AS n FROM form_records t JOIN subjects s ON s.id = t.subject_id \
+             WHERE t.form_id = 'temperature' AND s.subject_code = '{code}'"
         ),
     );
     assert_eq!(rows, 7, "one row per Idempotency-Key");

@@ -139,7 +139,7 @@ pub fn shown_name(viewer: Role, user_id: i64, name: &str) -> String {
 }
 
 /// The roles whose `permission` covers exactly their own sites: what a statement that
-/// checks the role and the sites itself may accept (`db::temperature_entry`).
+/// checks the role and the sites itself may accept (a one-statement entry).
 pub fn roles_with_own_sites(permission: Permission) -> Vec<&'static str> {
     Role::ALL
         .into_iter()

@@ -1,7 +1,7 @@
 //! Batching for requests that need nothing else from the database: the request waits for
 //! its answer on its own actix worker, not on a blocking thread of its own.
 //!
-//! Why: in [`super::batch::Batcher`] every request, leader or not, holds a blocking thread
+//! Why: in the blocking batcher this replaced every request, leader or not, holds a blocking thread
 //! and a pool connection while it waits, and each answer is a thread wake-up more; about
 //! 40 % of the server's CPU on the data-entry path went to switching threads (profile in
 //! docs/benchmarks-history.md, session 4). Here an item is queued with a one-shot channel; the
@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 use diesel::r2d2::R2D2Connection;
 use tokio::sync::oneshot;
 
-use super::batch::BatchFn;
 use super::Pool;
 use crate::error::AppError;
+
+/// Runs a batch: one answer per item, in the items' order.
+pub type BatchFn<T, R> = fn(&mut diesel::PgConnection, &[T]) -> Vec<R>;
 
 struct Queue<T, R> {
     /// leaders at work now, asleep in their gather window included

@@ -1,11 +1,8 @@
 //! PostgreSQL access: the pool, running work off the actix workers, migrations.
 
 pub mod async_batch;
-pub mod batch;
 pub mod caller;
-pub mod entry_context;
 pub mod form_records;
-pub mod group_commit;
 pub mod guard;
 pub mod queries;
 pub mod sae_alerts;
@@ -13,7 +10,6 @@ pub mod safety;
 pub mod schedule;
 pub mod study_versions;
 pub mod subjects;
-pub mod temperature_entry;
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::domain::study::schedule::{anchor_form, AnchorFacts};
 use crate::domain::study::Definition;
-use crate::schema::{form_records as r, injections as i, subjects as s, temperatures as t};
+use crate::schema::{form_records as r, injections as i, subjects as s};
 
 /// (visit, form) of the subject's live records entered for a visit.
 pub fn visit_records(
@@ -70,18 +70,6 @@ pub fn injections(
         .filter(i::subject_id.eq(subject_id))
         .filter(i::deleted_at.is_null())
         .select((i::study_day, i::administered_at))
-        .load(conn)
-}
-
-/// When the subject's live temperatures were measured.
-pub fn temperature_times(
-    conn: &mut PgConnection,
-    subject_id: i64,
-) -> QueryResult<Vec<DateTime<Utc>>> {
-    t::table
-        .filter(t::subject_id.eq(subject_id))
-        .filter(t::deleted_at.is_null())
-        .select(t::measured_at)
         .load(conn)
 }
 

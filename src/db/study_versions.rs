@@ -85,14 +85,12 @@ struct Held {
     #[diesel(sql_type = Bool)]
     injections: bool,
     #[diesel(sql_type = Bool)]
-    temperatures: bool,
-    #[diesel(sql_type = Bool)]
     adverse_events: bool,
 }
 
 /// Which forms, items and codes of `old` hold data in the records of `study_id` (entered in
-/// error included: their values stay stored and must stay readable). Today's three forms
-/// keep their data in tables of their own, which belong to no study version: any row there
+/// error included: their values stay stored and must stay readable). Today's forms still in
+/// tables of their own (injection, adverse event) belong to no study version: any row there
 /// makes the whole form count as used.
 pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResult<Usage> {
     let mut u = Usage::default();
@@ -139,13 +137,11 @@ pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResul
         .extend(codes.into_iter().map(|r| (r.form_id, r.item, r.code)));
     let held: Held = diesel::sql_query(
         "SELECT EXISTS (SELECT 1 FROM injections) AS injections,
-                EXISTS (SELECT 1 FROM temperatures) AS temperatures,
                 EXISTS (SELECT 1 FROM adverse_events) AS adverse_events",
     )
     .get_result(conn)?;
     for (form, has) in [
         ("injection", held.injections),
-        ("temperature", held.temperatures),
         ("adverse_event", held.adverse_events),
     ] {
         if has {

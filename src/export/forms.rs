@@ -327,7 +327,15 @@ where
 }
 
 fn statement(job: &Job, form: Form, fields: &str, joins: &str, after: i64) -> String {
-    let date = format!("x.{}", date_column(form));
+    // temperatures are form records of the form `temperature` (legacy columns from values)
+    let (table, only, date) = match form {
+        Form::Temperatures => (
+            "form_records",
+            " AND x.form_id = 'temperature'",
+            format!("(x.\"values\" ->> '{}')::timestamptz", date_column(form)),
+        ),
+        _ => (form.table(), "", format!("x.{}", date_column(form))),
+    };
     let date = match form {
         Form::Consents | Form::AdverseEvents => DateCol::Date(&date),
         _ => DateCol::Timestamp(&date),
@@ -340,9 +348,18 @@ fn statement(job: &Job, form: Form, fields: &str, joins: &str, after: i64) -> St
     let filters = filter_sql(&job.filters, &job.scope, "x.site_id", date, deleted);
     format!(
         "{fields}{sep}{book} FROM {table} x {joins} \
-         WHERE x.id > {after}{filters} ORDER BY x.id LIMIT {BATCH}",
-        table = form.table()
+         WHERE x.id > {after}{only}{filters} ORDER BY x.id LIMIT {BATCH}"
     )
+}
+
+/// A query's record type as the API answers it: a form record of a moved legacy form by
+/// the form's old table (`temperatures`).
+fn answered_type_sql(record_type: &str, form: &str) -> String {
+    let whens: String = crate::domain::study::MOVED_FORMS
+        .iter()
+        .map(|m| format!(" WHEN {form} = '{}' THEN '{}'", m.form, m.entity))
+        .collect();
+    format!("CASE{whens} ELSE {record_type} END")
 }
 
 const JOIN_SUBJECT: &str =
@@ -490,8 +507,10 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                     statement(
                         job,
                         form,
-                        "x.id, s.subject_code, st.code, x.measured_at, x.celsius::text, x.method, \
-                     x.fever",
+                        "x.id, s.subject_code, st.code, \
+                         (x.\"values\" ->> 'measured_at')::timestamptz, \
+                         x.\"values\" ->> 'celsius', x.\"values\" ->> 'method', \
+                         coalesce((x.\"values\" ->> 'fever')::boolean, false)",
                         JOIN_SUBJECT,
                         after,
                     )
@@ -590,9 +609,12 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 statement(
                     job,
                     form,
-                    "x.id, s.subject_code, st.code, x.record_type, x.record_id, fr.form_id, \
-                     x.field, x.status, x.origin, first.text, last.n, last.kind, last.at, \
-                     x.created_at, x.created_by, x.updated_at",
+                    &format!(
+                        "x.id, s.subject_code, st.code, {}, x.record_id, fr.form_id, \
+                         x.field, x.status, x.origin, first.text, last.n, last.kind, last.at, \
+                         x.created_at, x.created_by, x.updated_at",
+                        answered_type_sql("x.record_type", "fr.form_id")
+                    ),
                     "JOIN subjects s ON s.id = x.subject_id JOIN sites st ON st.id = x.site_id \
                      LEFT JOIN form_records fr \
                        ON x.record_type = 'form_records' AND fr.id = x.record_id \

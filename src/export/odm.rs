@@ -91,7 +91,10 @@ pub struct FormSpec {
     pub form: &'static str,
     pub group: &'static str,
     pub name: &'static str,
+    /// the legacy table: the audit trail's entity of its rows before a move
     pub table: &'static str,
+    /// the form whose form records hold its rows now (a moved legacy form)
+    pub records_of: Option<&'static str>,
     pub domain: &'static str,
     pub repeating: bool,
     pub items: &'static [Item],
@@ -309,7 +312,7 @@ const TEMPERATURE_ITEMS: &[Item] = &[
         "measured_at",
         "Date and time of measurement",
         "datetime",
-        Src::Ts("x.measured_at"),
+        Src::Ts("(x.\"values\" ->> 'measured_at')::timestamptz"),
     ),
     with_unit(
         item(
@@ -317,7 +320,7 @@ const TEMPERATURE_ITEMS: &[Item] = &[
             "celsius",
             "Body temperature",
             "float",
-            Src::Text("x.celsius::text"),
+            Src::Text("x.\"values\" ->> 'celsius'"),
         ),
         "MU.C",
         1,
@@ -328,7 +331,7 @@ const TEMPERATURE_ITEMS: &[Item] = &[
             "method",
             "Method of measurement",
             "text",
-            Src::Text("x.method"),
+            Src::Text("x.\"values\" ->> 'method'"),
         ),
         "CL.TEMP_METHOD",
     ),
@@ -337,7 +340,7 @@ const TEMPERATURE_ITEMS: &[Item] = &[
         "fever",
         "Above the protocol's fever threshold",
         "boolean",
-        Src::Text("x.fever::text"),
+        Src::Text("x.\"values\" ->> 'fever'"),
     ),
 ];
 
@@ -444,6 +447,7 @@ pub const FORMS: [FormSpec; 5] = [
         group: "IG.SUBJECT",
         name: "Subject",
         table: "subjects",
+        records_of: None,
         domain: "DM",
         repeating: false,
         items: SUBJECT_ITEMS,
@@ -454,6 +458,7 @@ pub const FORMS: [FormSpec; 5] = [
         group: "IG.CONSENT",
         name: "Informed consent",
         table: "consents",
+        records_of: None,
         domain: "DS",
         repeating: true,
         items: CONSENT_ITEMS,
@@ -464,6 +469,7 @@ pub const FORMS: [FormSpec; 5] = [
         group: "IG.INJECTION",
         name: "Injection",
         table: "injections",
+        records_of: None,
         domain: "EX",
         repeating: true,
         items: INJECTION_ITEMS,
@@ -474,6 +480,7 @@ pub const FORMS: [FormSpec; 5] = [
         group: "IG.TEMPERATURE",
         name: "Temperature",
         table: "temperatures",
+        records_of: Some("temperature"),
         domain: "VS",
         repeating: true,
         items: TEMPERATURE_ITEMS,
@@ -484,6 +491,7 @@ pub const FORMS: [FormSpec; 5] = [
         group: "IG.AE",
         name: "Adverse event",
         table: "adverse_events",
+        records_of: None,
         domain: "AE",
         repeating: true,
         items: AE_ITEMS,
@@ -1041,11 +1049,14 @@ fn snapshot_sql(f: &FormSpec, subject_id: i64) -> String {
             Src::Ts(c) => ts_sql(c),
         })
         .collect();
+    let from = match f.records_of {
+        Some(form) => format!("form_records x WHERE x.form_id = '{form}' AND"),
+        None => format!("{} x WHERE", f.table),
+    };
     format!(
-        "x.id, ARRAY[{}]::text[] FROM {} x WHERE x.subject_id = {subject_id} \
+        "x.id, ARRAY[{}]::text[] FROM {from} x.subject_id = {subject_id} \
          AND x.deleted_at IS NULL ORDER BY x.id",
         values.join(", "),
-        f.table
     )
 }
 
@@ -1221,15 +1232,47 @@ fn transactions(
     s: &SubjectInfo,
     rows: &mut u64,
 ) -> Result<(), Stop> {
+    // a moved legacy form's rows: its legacy audit rows under the new id (through
+    // legacy_record_ids), then the form records' own; the migration's rows are not changes
+    let moved: Vec<&FormSpec> = FORMS.iter().filter(|f| f.records_of.is_some()).collect();
+    let entity = moved.iter().fold("a.entity_table".to_owned(), |e, f| {
+        format!(
+            "CASE WHEN r.form_id = '{}' THEN '{}' ELSE {e} END",
+            f.records_of.unwrap_or_default(),
+            f.table
+        )
+    });
+    let forms: Vec<String> = moved
+        .iter()
+        .map(|f| format!("'{}'", f.records_of.unwrap_or_default()))
+        .collect();
+    let order: String = FORMS
+        .iter()
+        .enumerate()
+        .map(|(n, f)| format!(" WHEN '{}' THEN {}", f.table, n + 1))
+        .collect();
     let sql = format!(
-        "a.id, a.entity_table, a.record_id, a.action, a.actor_id, a.occurred_at, a.reason, \
-         st.code, a.new_values FROM audit_log a LEFT JOIN sites st ON st.id = a.site_id \
-         WHERE a.subject_id = {} \
-           AND a.entity_table IN ('subjects', 'consents', 'injections', 'temperatures', 'adverse_events') \
-         ORDER BY CASE a.entity_table WHEN 'subjects' THEN 1 WHEN 'consents' THEN 2 \
-                  WHEN 'injections' THEN 3 WHEN 'temperatures' THEN 4 ELSE 5 END, \
-                  a.record_id, a.id",
-        s.id
+        "a.id, {entity} AS entity, coalesce(m.new_id, a.record_id) AS record, a.action, \
+         a.actor_id, a.occurred_at, a.reason, st.code, \
+         CASE WHEN r.id IS NOT NULL THEN a.new_values -> 'values' ELSE a.new_values END \
+         FROM audit_log a LEFT JOIN sites st ON st.id = a.site_id \
+         LEFT JOIN legacy_record_ids m ON m.entity = a.entity_table AND m.old_id = a.record_id \
+         LEFT JOIN form_records r ON a.entity_table = 'form_records' AND r.id = a.record_id \
+              AND r.form_id IN ({forms}) \
+         WHERE a.subject_id = {} AND a.action <> 'migrate' \
+           AND (a.entity_table IN ({tables}) OR r.id IS NOT NULL) \
+         ORDER BY CASE {entity}{order} END, record, a.id",
+        s.id,
+        forms = if forms.is_empty() {
+            "NULL".to_owned()
+        } else {
+            forms.join(", ")
+        },
+        tables = FORMS
+            .iter()
+            .map(|f| format!("'{}'", f.table))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let mut nest = Nest::default();
     stream_rows::<

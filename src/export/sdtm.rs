@@ -766,10 +766,12 @@ fn vs(
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
-        "s.subject_code, x.measured_at, x.celsius::text, x.method \
-         FROM temperatures x JOIN subjects s ON s.id = x.subject_id \
-         WHERE x.deleted_at IS NULL AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
-         ORDER BY s.subject_code, x.measured_at, x.id",
+        "s.subject_code, (x.\"values\" ->> 'measured_at')::timestamptz AS measured_at, \
+         x.\"values\" ->> 'celsius', x.\"values\" ->> 'method' \
+         FROM form_records x JOIN subjects s ON s.id = x.subject_id \
+         WHERE x.form_id = 'temperature' AND x.deleted_at IS NULL \
+           AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
+         ORDER BY s.subject_code, measured_at, x.id",
         subjects::ids(batch)
     );
     stream_rows::<(Text, Timestamptz, Text, Text), VsRow>(conn, &sql, |r| {

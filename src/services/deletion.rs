@@ -15,6 +15,8 @@ pub struct Deletion<'a> {
     pub entity: &'static str,
     /// what the record is called in messages
     pub noun: &'static str,
+    /// what a signature's invalidation says changed (the table, or a moved form's old one)
+    pub changed: &'static str,
     pub id: i64,
     /// the version from If-Match, when sent
     pub expected: Option<i32>,
@@ -58,10 +60,10 @@ impl Deletion<'_> {
             .old(audit_view(old))
             .reason(Some(self.reason.as_str())),
         )?;
-        crate::services::guard::after_change(
+        crate::services::guard::after_change_of(
             conn,
             self.caller,
-            self.entity,
+            (self.entity, self.changed),
             Some(self.id),
             self.subject.site_id,
             self.subject.id,

@@ -14,9 +14,7 @@ use chrono_tz::Tz;
 use diesel::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::api::clinical::{
-    adverse_events, consents, find_subject, subjects, temperatures, SubjectRef,
-};
+use crate::api::clinical::{adverse_events, consents, find_subject, subjects, SubjectRef};
 use crate::audit::{Actor, RequestMeta};
 use crate::auth::{Caller, Role, Scope};
 use crate::domain::dosing::{check_dose, Regimen};
@@ -392,7 +390,8 @@ impl Demo<'_> {
     }
 
     /// Twice a day for the first three days: febrile on day 1, settling by day 3 (measured
-    /// after the dose, so the day-3 dose stays the usual one).
+    /// after the dose, so the day-3 dose stays the usual one). Entered like any form's
+    /// records; the method is the first of the form's code list.
     fn temperatures(
         &self,
         conn: &mut PgConnection,
@@ -400,11 +399,13 @@ impl Demo<'_> {
         day1: NaiveDate,
     ) -> AppResult<usize> {
         let method = self
-            .protocol
-            .file
-            .temperature_methods
-            .first()
-            .cloned()
+            .def
+            .form("temperature")
+            .and_then(|f| f.item("method"))
+            .and_then(|i| i.kind.codelist())
+            .and_then(|c| self.def.codelist(c))
+            .and_then(|c| c.codes.first())
+            .map(|c| c.code.clone())
             .unwrap_or_default();
         let readings = [
             (0, 7, 39.4),
@@ -416,12 +417,20 @@ impl Demo<'_> {
         ];
         for (n, (day, hour, base)) in readings.iter().enumerate() {
             let celsius = base + 0.4 * self.key(&format!("temp{n}")) - 0.2;
-            let new: temperatures::NewTemperature = parsed(json!({
+            let values: Map<String, Value> = parsed(json!({
                 "measured_at": at(subject.tz, days_after(day1, *day), *hour, 0),
-                "celsius": (celsius * 10.0).round() / 10.0,
+                "celsius": format!("{:.1}", (celsius * 10.0).round() / 10.0),
                 "method": method,
             }))?;
-            temperatures::enter(conn, self.protocol, self.caller, subject.clone(), &new)?;
+            form_records::enter(
+                conn,
+                self.def,
+                self.caller,
+                subject,
+                "temperature",
+                None,
+                &values,
+            )?;
         }
         Ok(readings.len())
     }

@@ -99,6 +99,16 @@ pub fn check_in_context(
     Ok(study_versions::running(conn, &def.study.id, &def.sha256)?)
 }
 
+/// What a record of `form_id` is called in messages, and what a signature's invalidation
+/// says changed: a moved legacy form keeps its old words ("This temperature is ...",
+/// "temperatures changed after signing"); every other form says "record", `form_records`.
+fn names(form_id: &str) -> (&'static str, &'static str) {
+    match crate::domain::study::moved_form(form_id) {
+        Some(m) => (m.noun, m.entity),
+        None => ("record", ENTITY),
+    }
+}
+
 /// A second live record where the form allows one (per visit, per day) is a unique
 /// violation: 409 naming the visit or day.
 fn once<'a>(
@@ -179,7 +189,14 @@ pub fn enter(
     if let Some(v) = values.as_object() {
         crate::services::sae::raise_for_record(conn, def, caller, subject, form, id, None, v)?;
     }
-    crate::services::guard::after_change(conn, caller, ENTITY, None, subject.site_id, subject.id)?;
+    crate::services::guard::after_change_of(
+        conn,
+        caller,
+        (ENTITY, names(&form.id).1),
+        None,
+        subject.site_id,
+        subject.id,
+    )?;
     recheck_later_doses(conn, def, caller, subject, form, id, None, Some(&values))?;
     Ok(body)
 }
@@ -217,9 +234,10 @@ pub fn correct(
     let old = find_for_change(conn, subject, form_id, id)?;
     let expected = expected?;
     if old.deleted_at.is_some() {
-        return Err(AppError::Conflict(
-            "This record is marked entered in error.".into(),
-        ));
+        return Err(AppError::Conflict(format!(
+            "This {} is marked entered in error.",
+            names(form_id).0
+        )));
     }
     if old.version != expected {
         return Err(AppError::PreconditionFailed);
@@ -293,10 +311,10 @@ pub fn correct(
         Some(&before),
         &after,
     )?;
-    crate::services::guard::after_change(
+    crate::services::guard::after_change_of(
         conn,
         caller,
-        ENTITY,
+        (ENTITY, names(form_id).1),
         Some(id),
         subject.site_id,
         subject.id,
@@ -339,7 +357,8 @@ pub fn mark_entered_in_error(
         caller,
         subject,
         entity: ENTITY,
-        noun: "record",
+        noun: names(form_id).0,
+        changed: names(form_id).1,
         id,
         expected,
         reason,
@@ -355,7 +374,7 @@ pub fn mark_entered_in_error(
             &subject.code,
         ))
     })?;
-    if let Some(form) = def.record_form(form_id) {
+    if let Some(form) = def.stored_form(form_id) {
         recheck_later_doses(conn, def, caller, subject, form, id, Some(&values), None)?;
     }
     Ok(record)

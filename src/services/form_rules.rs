@@ -49,7 +49,7 @@ fn rule_context(
     }
     let forms: Vec<&str> = rules::fact_forms(def)
         .into_iter()
-        .filter(|f| def.record_form(f).is_some())
+        .filter(|f| def.stored_form(f).is_some())
         .collect();
     for (_, f, v) in sq::live_records(conn, subject.id, &forms, except)? {
         rules::facts_of(def, &f, &v, &mut ctx);
@@ -113,7 +113,7 @@ pub(super) fn keeps_days(
         .iter()
         .filter(|r| r.kind == RuleKind::StudyDay)
         .filter_map(|r| r.form.as_deref())
-        .filter(|f| def.record_form(f).is_some())
+        .filter(|f| def.stored_form(f).is_some())
         .collect();
     let records = sq::live_records(conn, subject.id, &forms, this)?;
     let stranded = rules::stranded(def, &records, day1, subject.tz);
@@ -154,7 +154,7 @@ fn rewindow(
         if Some(row.id) == this || row.visit_id.is_none() {
             continue;
         }
-        let Some(form) = def.record_form(&row.form_id) else {
+        let Some(form) = def.stored_form(&row.form_id) else {
             continue;
         };
         let Some((flags, new)) = rules::rewindowed(
@@ -230,14 +230,14 @@ pub(super) fn recheck_later_doses(
         .iter()
         .filter(|r| r.kind == RuleKind::Dose)
         .filter_map(|r| r.form.as_deref())
-        .filter(|f| def.record_form(f).is_some())
+        .filter(|f| def.stored_form(f).is_some())
         .collect();
     let reason = format!("re-checked: {} {id} changed", form.id);
     for (rid, fid, values) in sq::live_records(conn, subject.id, &forms, Some(id))? {
         if !rules::dose_since(def, &fid, &values, since, subject.tz) {
             continue;
         }
-        let Some(f) = def.record_form(&fid) else {
+        let Some(f) = def.stored_form(&fid) else {
             continue;
         };
         let row = fr::find(conn, subject.id, &fid, rid, true)?;

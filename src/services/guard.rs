@@ -60,6 +60,28 @@ pub fn after_change(
     site_id: i64,
     subject_id: i64,
 ) -> AppResult<()> {
+    after_change_of(
+        conn,
+        caller,
+        (record_type, record_type),
+        record_id,
+        site_id,
+        subject_id,
+    )
+}
+
+/// [`after_change`] for a record stored as `kind.0` whose change a signature's invalidation
+/// names `kind.1` (a moved legacy form keeps its old name there: "temperatures changed
+/// after signing").
+pub fn after_change_of(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    kind: (&str, &str),
+    record_id: Option<i64>,
+    site_id: i64,
+    subject_id: i64,
+) -> AppResult<()> {
+    let (record_type, shown) = kind;
     if let Some(id) = record_id {
         let cleared: Vec<i64> = diesel::update(
             v::table
@@ -92,7 +114,7 @@ pub fn after_change(
         &caller.meta,
         site_id,
         subject_id,
-        record_type,
+        shown,
     )
 }
 

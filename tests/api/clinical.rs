@@ -137,7 +137,8 @@ impl Site {
     fn counts(&self) -> (i64, i64, i64) {
         (
             self.app.count("SELECT count(*) AS n FROM injections"),
-            self.app.count("SELECT count(*) AS n FROM temperatures"),
+            self.app
+                .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'"),
             self.app.count("SELECT count(*) AS n FROM audit_log"),
         )
     }
@@ -573,7 +574,7 @@ async fn corrections_need_if_match_and_a_reason_and_are_audited() {
         let mut c = s.app.conn();
         diesel::sql_query(format!(
             "SELECT action, reason, coalesce(old_values::text, '') AS old, coalesce(new_values::text, '') AS new
-             FROM audit_log WHERE entity_table = 'temperatures' AND record_id = {id} ORDER BY id"
+             FROM audit_log WHERE entity_table = 'form_records' AND record_id = {id} ORDER BY id"
         ))
         .load::<Row>(&mut c)
         .unwrap()
@@ -584,8 +585,14 @@ async fn corrections_need_if_match_and_a_reason_and_are_audited() {
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[1].0, "update");
     assert_eq!(audit[1].1.as_deref(), Some("misread the thermometer"));
-    assert_eq!(audit[1].2, r#"{"fever": true, "celsius": 38.4}"#);
-    assert_eq!(audit[1].3, r#"{"fever": false, "celsius": 37.4}"#);
+    assert_eq!(
+        audit[1].2,
+        r#"{"values": {"fever": true, "celsius": "38.4"}}"#
+    );
+    assert_eq!(
+        audit[1].3,
+        r#"{"values": {"fever": false, "celsius": "37.4"}}"#
+    );
 
     // entered in error: kept, flagged, out of the casebook, and the reason is required
     let del = s
@@ -611,7 +618,11 @@ async fn corrections_need_if_match_and_a_reason_and_are_audited() {
         .await;
     assert_eq!(del.status, 200, "{}", del.text);
     assert!(del.body["deleted_at"].is_string());
-    assert_eq!(s.app.count("SELECT count(*) AS n FROM temperatures"), 1);
+    assert_eq!(
+        s.app
+            .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'"),
+        1
+    );
     let book = s
         .app
         .get(&format!("/api/v1/subjects/{code}/casebook"), &s.inv)
@@ -641,10 +652,14 @@ async fn idempotent_retries_write_once() {
     assert_eq!(first.status, 201);
     assert_eq!(second.status, 201);
     assert_eq!(first.body, second.body);
-    assert_eq!(s.app.count("SELECT count(*) AS n FROM temperatures"), 1);
     assert_eq!(
         s.app
-            .count("SELECT count(*) AS n FROM audit_log WHERE entity_table = 'temperatures'"),
+            .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'"),
+        1
+    );
+    assert_eq!(
+        s.app
+            .count("SELECT count(*) AS n FROM audit_log WHERE entity_table = 'form_records'"),
         1
     );
     let other = temperature("2026-10-05T09:00:00Z", 38.4);
@@ -652,7 +667,11 @@ async fn idempotent_retries_write_once() {
         .request(Method::POST, &path, Some(&s.inv), Some(&other), &key)
         .await
         .assert_problem(422, Some("Idempotency-Key"));
-    assert_eq!(s.app.count("SELECT count(*) AS n FROM temperatures"), 1);
+    assert_eq!(
+        s.app
+            .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'"),
+        1
+    );
 }
 
 #[actix_web::test]

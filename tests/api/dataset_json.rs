@@ -475,11 +475,13 @@ async fn dataset_json_is_audited_filtered_by_site_and_refused_as_the_csv_is() {
 async fn a_dataset_larger_than_the_memory_buffer_arrives_whole() {
     let s = seeded().await;
     let added = diesel::sql_query(
-        "INSERT INTO temperatures (site_id, subject_id, measured_at, celsius, method, fever, \
+        "INSERT INTO form_records (site_id, subject_id, form_id, study_version_id, \"values\", \
            created_by, updated_by) \
-         SELECT s.site_id, s.id, timestamptz '2026-10-07 00:00Z' + g * interval '1 minute', \
-           36.0 + (g % 40) / 10.0, 'oral', false, (SELECT min(id) FROM users), \
-           (SELECT min(id) FROM users) \
+         SELECT s.site_id, s.id, 'temperature', (SELECT max(id) FROM study_versions), \
+           jsonb_build_object('measured_at', to_char((timestamptz '2026-10-07 00:00Z' \
+             + g * interval '1 minute') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+             'celsius', to_char(36.0 + (g % 40) / 10.0, 'FM990.0'), 'method', 'oral', \
+             'fever', false), (SELECT min(id) FROM users), (SELECT min(id) FROM users) \
          FROM subjects s, generate_series(1, 6000) g",
     )
     .execute(&mut s.app.conn())

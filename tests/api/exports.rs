@@ -633,8 +633,9 @@ async fn odm_has_an_audit_record_for_every_change_of_a_record() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let changes = s.app.count(
-        "SELECT count(*) AS n FROM audit_log WHERE subject_id IS NOT NULL AND entity_table IN \
-         ('subjects', 'consents', 'injections', 'temperatures', 'adverse_events')",
+        "SELECT count(*) AS n FROM audit_log WHERE subject_id IS NOT NULL AND (entity_table IN \
+         ('subjects', 'consents', 'injections', 'temperatures', 'adverse_events') \
+         OR (entity_table = 'form_records' AND action <> 'migrate'))",
     );
     let r = fetch(&s.app, "/api/v1/exports/odm.xml?audit=true", &s.admin).await;
     assert_valid_odm(&r.body);
@@ -858,10 +859,12 @@ async fn clients_that_leave_stop_the_export_which_is_audited_as_incomplete() {
     let s = seeded().await;
     let mut c = s.app.conn();
     diesel::sql_query(
-        "INSERT INTO temperatures (site_id, subject_id, measured_at, celsius, method, fever, \
+        "INSERT INTO form_records (site_id, subject_id, form_id, study_version_id, \"values\", \
            created_by, updated_by) \
-         SELECT s.site_id, s.id, timestamptz '2026-10-05 00:00Z' + g * interval '1 second', \
-           37.0, 'rectal', false, 1, 1 \
+         SELECT s.site_id, s.id, 'temperature', (SELECT max(id) FROM study_versions), \
+           jsonb_build_object('measured_at', to_char((timestamptz '2026-10-05 00:00Z' \
+             + g * interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+             'celsius', '37.0', 'method', 'rectal', 'fever', false), 1, 1 \
          FROM subjects s, generate_series(1, 200000) g WHERE s.subject_code = 'FRA-001'",
     )
     .execute(&mut c)

@@ -375,7 +375,7 @@ async fn an_inactive_site_takes_no_data() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let audits = app.count("SELECT count(*) AS n FROM audit_log");
-    let records = "SELECT (SELECT count(*) FROM temperatures) + (SELECT count(*) FROM injections) \
+    let records = "SELECT (SELECT count(*) FROM form_records WHERE form_id = 'temperature') + (SELECT count(*) FROM injections) \
                    + (SELECT count(*) FROM adverse_events) + (SELECT count(*) FROM consents) AS n";
     let before = app.count(records);
 
@@ -540,7 +540,7 @@ async fn an_idempotency_key_that_is_not_visible_ascii_is_refused() {
     let inv = app.token(Role::Investigator, &["FR01"]).await;
     let code = enrolled(&app, &inv, "FR01").await;
     let records =
-        "SELECT (SELECT count(*) FROM temperatures) + (SELECT count(*) FROM consents) AS n";
+        "SELECT (SELECT count(*) FROM form_records WHERE form_id = 'temperature') + (SELECT count(*) FROM consents) AS n";
     let before = app.count(records);
     for key in [&b"cl\xc3\xa9"[..], b"a b", b""] {
         for (path, body) in [
@@ -605,7 +605,7 @@ async fn no_clinical_date_before_the_subjects_birth_month_nor_1900() {
              SELECT site_id, id, '2.0', '0001-01-01', 'participant', 1, 1, 1 FROM subjects",
         )
         .unwrap();
-    let records = "SELECT (SELECT count(*) FROM temperatures) + (SELECT count(*) FROM injections) \
+    let records = "SELECT (SELECT count(*) FROM form_records WHERE form_id = 'temperature') + (SELECT count(*) FROM injections) \
                    + (SELECT count(*) FROM adverse_events) AS n";
     for (form, field, body) in [
         (

@@ -450,11 +450,13 @@ pub const ROUTES: &[Route] = &[
         expect_own: [403, 201, 403, 403],
         expect_other: [403, 404, 403, 403],
     },
+    // form records share one id space: the fixture's temperatures are 1 (FRA) and 2 (FRB),
+    // its echocardiographies 3 and 4
     Route {
         method: "GET",
         path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",
-        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1",
-        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/3",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/4",
         body: none,
         expect_own: [200; 4],
         expect_other: [200, 404, 404, 200],
@@ -462,18 +464,18 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "PATCH",
         path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",
-        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1",
-        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/3",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/4",
         body: |_| json!({"values": {"rca_z": "0.50"}, "reason": "remeasured"}),
         expect_own: [403, 200, 403, 403],
         expect_other: [403, 404, 403, 403],
     },
-    // before the DELETE row below marks record 1 entered in error
+    // before the DELETE row below marks record 3 entered in error
     Route {
         method: "POST",
         path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}/verify",
-        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1/verify",
-        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2/verify",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/3/verify",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/4/verify",
         body: none,
         expect_own: [403, 403, 200, 403],
         expect_other: [403, 403, 404, 403],
@@ -481,8 +483,8 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "DELETE",
         path: "/api/v1/subjects/{subject_code}/forms/{form}/{id}",
-        own: "/api/v1/subjects/FRA-001/forms/echocardiography/1",
-        other: "/api/v1/subjects/FRB-001/forms/echocardiography/2",
+        own: "/api/v1/subjects/FRA-001/forms/echocardiography/3",
+        other: "/api/v1/subjects/FRB-001/forms/echocardiography/4",
         body: |_| json!({"reason": "wrong patient"}),
         expect_own: [403, 200, 403, 403],
         expect_other: [403, 404, 403, 403],

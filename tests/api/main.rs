@@ -5,10 +5,8 @@ mod helpers;
 
 mod adverse_events;
 mod audit_trail;
-mod batching;
 mod clinical;
 mod dataset_json;
-mod entry_statement;
 mod exports;
 mod form_exports;
 mod form_parity;
@@ -26,3 +24,4 @@ mod sdtm;
 mod seed;
 mod study_definition;
 mod study_versions;
+mod temperature_records;

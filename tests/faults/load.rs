@@ -22,6 +22,13 @@ impl Kind {
             Self::AdverseEvent => "adverse_events",
         }
     }
+    /// Where its rows are (temperatures are form records of the form `temperature`).
+    pub fn rows(self) -> &'static str {
+        match self {
+            Self::Temperature => "form_records WHERE form_id = 'temperature'",
+            Self::AdverseEvent => "adverse_events",
+        }
+    }
     fn path(self) -> &'static str {
         match self {
             Self::Temperature => "temperatures",

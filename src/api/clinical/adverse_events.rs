@@ -680,6 +680,7 @@ pub async fn delete(
             subject: &subject,
             entity: "adverse_events",
             noun: "adverse event",
+            changed: "adverse_events",
             id,
             expected,
             reason: &reason,

@@ -13,7 +13,7 @@ use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::error::AppResult;
 use crate::schema::{
     adverse_events as ae, consents as c, injections as i, queries as q, signatures as sg,
-    temperatures as t, verifications as v,
+    verifications as v,
 };
 use crate::services::form_records::ENTITY;
 use crate::state::AppState;
@@ -22,8 +22,9 @@ use diesel::pg::PgConnection;
 use super::adverse_events::{AdverseEvent, AdverseEventRow};
 use super::consents::Consent;
 use super::injections::{Injection, InjectionRow};
+use super::legacy::LegacyForm;
 use super::subjects::{load, Subject};
-use super::temperatures::{Temperature, TemperatureRow};
+use super::temperatures::{Temperature, Temperatures};
 use super::{find_subject, SubjectRef};
 use crate::api::resource;
 use crate::services::form_records::FormRecord;
@@ -60,11 +61,10 @@ pub async fn casebook(
 ) -> AppResult<HttpResponse> {
     let scope = authorize(&caller, Permission::ReadClinical)?;
     let code = code.into_inner();
-    let threshold = state.protocol.fever_threshold();
     let def = state.study.clone();
     let mut book = db::run(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
-        build(conn, &s, threshold, &def)
+        build(conn, &s, &def)
     })
     .await?;
     for sig in &mut book.monitoring.signatures {
@@ -103,13 +103,9 @@ impl Casebook {
 }
 
 /// Builds the casebook of a subject already found within the caller's scope; `def` is the
-/// running study definition, whose forms the verification status lists.
-pub fn build(
-    conn: &mut PgConnection,
-    s: &SubjectRef,
-    threshold: f64,
-    def: &Definition,
-) -> AppResult<Casebook> {
+/// running study definition, whose forms the verification status lists and whose fever
+/// rule the endpoints use.
+pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppResult<Casebook> {
     {
         let subject = load(conn, s.id)?;
         let consents: Vec<Consent> = c::table
@@ -127,15 +123,19 @@ pub fn build(
             .into_iter()
             .map(|r| Injection::from_row(r, &s.code))
             .collect();
-        let temperatures: Vec<Temperature> = t::table
-            .filter(t::subject_id.eq(s.id))
-            .filter(t::deleted_at.is_null())
-            .order(t::measured_at)
-            .select(TemperatureRow::as_select())
-            .load(conn)?
-            .into_iter()
-            .map(|r| Temperature::from_row(r, &s.code))
-            .collect();
+        // one read of the live form records: the moved legacy forms in their legacy arrays
+        // and order, the other forms as form records
+        let (temperature_records, form_records): (Vec<FormRecord>, Vec<FormRecord>) =
+            crate::db::form_records::live(conn, s.id)?
+                .into_iter()
+                .map(|r| FormRecord::of(r, &s.code))
+                .partition(|r| r.form == Temperatures::FORM);
+        let mut temperature_records = temperature_records;
+        temperature_records.sort_by(Temperatures::order);
+        let temperatures: Vec<Temperature> = temperature_records
+            .iter()
+            .map(Temperatures::from_record)
+            .collect::<AppResult<_>>()?;
         let adverse_events: Vec<AdverseEvent> = ae::table
             .filter(ae::subject_id.eq(s.id))
             .filter(ae::deleted_at.is_null())
@@ -162,14 +162,11 @@ pub fn build(
                     celsius: x.celsius,
                 })
                 .collect::<Vec<_>>(),
-            threshold,
+            def.fever_threshold_of(Temperatures::FORM)
+                .unwrap_or(f64::INFINITY),
             s.tz,
         );
-        let form_records: Vec<FormRecord> = crate::db::form_records::live(conn, s.id)?
-            .into_iter()
-            .map(|r| FormRecord::of(r, &s.code))
-            .collect();
-        let monitoring = monitoring(conn, s.id, def, &form_records)?;
+        let monitoring = monitoring(conn, s.id, def, &form_records, &temperature_records)?;
         Ok(Casebook {
             subject,
             consents,
@@ -231,6 +228,7 @@ fn monitoring(
     subject_id: i64,
     def: &Definition,
     form_records: &[FormRecord],
+    temperatures: &[FormRecord],
 ) -> AppResult<Monitoring> {
     let open_queries: i64 = q::table
         .filter(q::subject_id.eq(subject_id))
@@ -258,11 +256,6 @@ fn monitoring(
         .filter(i::deleted_at.is_null())
         .count()
         .get_result(conn)?;
-    let temperatures_n: i64 = t::table
-        .filter(t::subject_id.eq(subject_id))
-        .filter(t::deleted_at.is_null())
-        .count()
-        .get_result(conn)?;
     let aes_n: i64 = ae::table
         .filter(ae::subject_id.eq(subject_id))
         .filter(ae::deleted_at.is_null())
@@ -276,7 +269,14 @@ fn monitoring(
     let mut verified = vec![
         live(consents_n, "consents", "consents"),
         live(injections_n, "injections", "injections"),
-        live(temperatures_n, "temperatures", "temperatures"),
+        FormVerification {
+            form: "temperatures".into(),
+            records: temperatures.len() as i64,
+            verified: verified_ids
+                .iter()
+                .filter(|(rt, id)| rt == ENTITY && temperatures.iter().any(|r| r.id == *id))
+                .count() as i64,
+        },
         live(aes_n, "adverse-events", "adverse_events"),
     ];
     let engine_forms = def

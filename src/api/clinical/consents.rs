@@ -18,9 +18,7 @@ use crate::domain::time::{end_of_local_day, local_date};
 use crate::domain::values::Reason;
 use crate::domain::FieldError;
 use crate::error::{AppError, AppResult};
-use crate::schema::{
-    adverse_events as ae, consents as c, injections as i, subjects as s, temperatures as t,
-};
+use crate::schema::{adverse_events as ae, consents as c, injections as i, subjects as s};
 use crate::state::AppState;
 
 use super::{audit_view, find_subject, idempotent_post, SubjectRef};
@@ -280,7 +278,7 @@ fn withdrawal_errors(
     Ok(errors)
 }
 
-/// The live injections, temperatures and records of the study's forms dated (site local)
+/// The live injections and records of the study's forms (temperatures included) dated (site local)
 /// after `date`, as named in an answer: "injection 3 on 2026-10-06", at most ten, then how
 /// many more. Forms that take records after a withdrawal (adverse events) do not count.
 fn data_after(
@@ -300,22 +298,14 @@ fn data_after(
         .order(i::administered_at)
         .select((i::id, i::administered_at))
         .load(conn)?;
-    let temperatures: Vec<(i64, DateTime<Utc>)> = t::table
-        .filter(t::subject_id.eq(subject.id))
-        .filter(t::deleted_at.is_null())
-        .filter(t::measured_at.ge(from))
-        .order(t::measured_at)
-        .select((t::id, t::measured_at))
-        .load(conn)?;
     let named = |noun: &str, (id, at): (i64, DateTime<Utc>)| {
         format!("{noun} {id} on {}", local_date(at, subject.tz))
     };
-    let forms: Vec<&str> = def.record_forms().map(|f| f.id.as_str()).collect();
+    let forms: Vec<&str> = def.stored_forms().map(|f| f.id.as_str()).collect();
     let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
     let mut all: Vec<String> = injections
         .into_iter()
         .map(|r| named("injection", r))
-        .chain(temperatures.into_iter().map(|r| named("temperature", r)))
         .chain(records::dated_after(def, &records, date, subject.tz))
         .collect();
     if all.len() > SHOWN {
@@ -388,12 +378,7 @@ pub(super) fn earliest_data(
         .filter(i::deleted_at.is_null())
         .select(diesel::dsl::min(i::administered_at))
         .first(conn)?;
-    let temp: Option<DateTime<Utc>> = t::table
-        .filter(t::subject_id.eq(subject.id))
-        .filter(t::deleted_at.is_null())
-        .select(diesel::dsl::min(t::measured_at))
-        .first(conn)?;
-    let mut dates: Vec<NaiveDate> = [inj, temp]
+    let mut dates: Vec<NaiveDate> = [inj]
         .into_iter()
         .flatten()
         .map(|at| local_date(at, subject.tz))
@@ -414,7 +399,7 @@ pub(super) fn earliest_data(
             dates.push(d);
         }
     }
-    let forms: Vec<&str> = def.record_forms().map(|f| f.id.as_str()).collect();
+    let forms: Vec<&str> = def.stored_forms().map(|f| f.id.as_str()).collect();
     let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
     dates.extend(records::earliest(def, &records, subject.tz));
     Ok(dates.into_iter().min())

@@ -2,8 +2,8 @@
 //! `/subjects/{code}/forms/{form}[/{id}]`. The values are checked against the running
 //! definition (`domain::study::values`), stored exactly as entered, with their soft findings
 //! flagged and queried; every change is audited with the old and new values of the items it
-//! touched. Today's three forms keep their own paths until the engine takes them over: on
-//! these routes they answer 409 naming their path.
+//! touched. Today's forms still in tables of their own keep their own paths until the engine
+//! takes them over: on these routes they answer 409 naming their path.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::api::{if_match, resource, with_etag, Json};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db::{self, form_records as fr};
-use crate::domain::study::{Definition, LEGACY_FORMS};
+use crate::domain::study::{Definition, LEGACY_FORMS, OWN_TABLES};
 use crate::domain::values::Reason;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -60,9 +60,13 @@ pub struct FormRecordChange {
 }
 
 /// The form of the running definition that these routes serve: 404 when the study has no
-/// such form, 409 for today's three forms, which keep their own paths for now.
+/// such form, 409 for today's forms still in tables of their own, which keep their own
+/// paths for now.
 fn engine_form(def: &Arc<Definition>, id: &str) -> AppResult<()> {
-    if let Some((_, path)) = LEGACY_FORMS.iter().find(|(f, _)| *f == id) {
+    if let Some((_, path)) = LEGACY_FORMS
+        .iter()
+        .find(|(f, _)| *f == id && OWN_TABLES.contains(f))
+    {
         return Err(AppError::Conflict(format!(
             "The form `{id}` is entered at /api/v1/subjects/{{subject_code}}/{path} until the form engine serves it."
         )));

@@ -19,7 +19,7 @@ use crate::domain::time::{end_of_local_day, local_date, study_day};
 use crate::domain::values::{bounded_text, long_text, not_in_future, DoseMg, Reason, WeightKg};
 use crate::domain::FieldError;
 use crate::error::{AppError, AppResult};
-use crate::schema::{injections as i, temperatures as t};
+use crate::schema::injections as i;
 use crate::state::AppState;
 
 use super::{
@@ -292,15 +292,12 @@ fn check(
                     .or_else(|| end_of_local_day(day_n, subject.tz))
                     .unwrap_or(e.administered_at)
             };
-            let fevers: i64 = t::table
-                .filter(t::subject_id.eq(subject.id))
-                .filter(t::deleted_at.is_null())
-                .filter(t::measured_at.ge(start))
-                .filter(t::measured_at.lt(cutoff))
-                .filter(t::celsius.gt(decimal(protocol.fever_threshold(), 1)))
-                .count()
-                .get_result(conn)?;
-            fevers > 0
+            crate::db::form_records::fever_between(
+                conn,
+                subject.id,
+                (start, cutoff),
+                &decimal(protocol.fever_threshold(), 1),
+            )?
         }
         _ => false,
     };
@@ -565,6 +562,7 @@ pub async fn delete(
             subject: &subject,
             entity: "injections",
             noun: "injection",
+            changed: "injections",
             id,
             expected,
             reason: &reason,

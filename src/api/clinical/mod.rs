@@ -4,9 +4,9 @@
 pub mod adverse_events;
 pub mod casebook;
 pub mod consents;
-pub mod entry;
 pub mod forms;
 pub mod injections;
+pub mod legacy;
 pub mod schedule;
 pub mod subjects;
 pub mod temperatures;

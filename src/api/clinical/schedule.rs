@@ -74,10 +74,6 @@ pub async fn get(
         let evidence = Evidence {
             records: q::visit_records(conn, subject.id)?,
             injection_days: injections.iter().map(|(d, _)| *d).collect(),
-            temperature_dates: q::temperature_times(conn, subject.id)?
-                .into_iter()
-                .map(|at| local_date(at, subject.tz))
-                .collect(),
             dated: record_dates(
                 &def,
                 q::unplaced_records(conn, subject.id)?

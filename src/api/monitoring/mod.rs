@@ -9,8 +9,9 @@ use actix_web::web;
 use diesel::prelude::*;
 
 use crate::db;
+use crate::domain::study::moved_entity;
 use crate::error::{AppError, AppResult};
-use crate::schema::{adverse_events, consents, injections, subjects, temperatures};
+use crate::schema::{adverse_events, consents, injections, subjects};
 use crate::services::form_records;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -21,7 +22,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The record kinds queries and verifications point at: the table, and the name of its
-/// records in today's verify route `/subjects/{code}/{form}/{id}/verify`. Subjects are not
+/// records in today's verify route `/subjects/{code}/{form}/{id}/verify`. A legacy form
+/// whose records are form records now keeps its old name as an alias (`temperatures`):
+/// accepted for the records of that form only, stored as `form_records`, answered as the
+/// alias. Subjects are not
 /// verified; the records of the study definition's forms are verified at
 /// `/subjects/{code}/forms/{form}/{id}/verify` and take their items from the definition.
 pub const RECORD_TYPES: &[(&str, Option<&str>)] = &[
@@ -33,8 +37,8 @@ pub const RECORD_TYPES: &[(&str, Option<&str>)] = &[
     (form_records::ENTITY, None),
 ];
 
-/// Fields a query may point at, per record type of today's tables (a form record's items
-/// are those of its form in the running definition).
+/// Fields a query may point at, per record type of today's tables (a form record's items,
+/// a moved legacy form's included, are those of its form in the running definition).
 pub fn known_field(record_type: &str, field: &str) -> bool {
     let fields: &[&str] = match record_type {
         "subjects" => &[
@@ -63,7 +67,6 @@ pub fn known_field(record_type: &str, field: &str) -> bool {
             "given",
             "not_given_reason",
         ],
-        "temperatures" => &["measured_at", "celsius", "method"],
         "adverse_events" => &[
             "term",
             "meddra_code",
@@ -92,11 +95,33 @@ pub struct Owner {
     pub form: Option<String>,
 }
 
-/// The owner of a live record (not entered in error), or 404.
+/// What a record type is stored as: a moved legacy form's alias is a form record.
+pub fn stored_type(record_type: &str) -> &str {
+    if moved_entity(record_type).is_some() {
+        form_records::ENTITY
+    } else {
+        record_type
+    }
+}
+
+/// How a stored record type is answered: a form record of a moved legacy form by its alias.
+pub fn answered_type(record_type: &str, form: Option<&str>) -> String {
+    match form.and_then(crate::domain::study::moved_form) {
+        Some(m) if record_type == form_records::ENTITY => m.entity.to_owned(),
+        _ => record_type.to_owned(),
+    }
+}
+
+/// The owner of a live record (not entered in error), or 404 (also for a form record of
+/// another form given by a moved form's alias).
 pub fn record_owner(conn: &mut PgConnection, record_type: &str, id: i64) -> AppResult<Owner> {
-    if record_type == form_records::ENTITY {
+    let moved = moved_entity(record_type);
+    if record_type == form_records::ENTITY || moved.is_some() {
         let (site_id, subject_id, version, form) =
             db::form_records::owner(conn, id)?.ok_or(AppError::NotFound)?;
+        if moved.is_some_and(|m| m.form != form) {
+            return Err(AppError::NotFound);
+        }
         return Ok(Owner {
             site_id,
             subject_id,
@@ -124,16 +149,6 @@ pub fn record_owner(conn: &mut PgConnection, record_type: &str, id: i64) -> AppR
                 injections::site_id,
                 injections::subject_id,
                 injections::version,
-            ))
-            .first(conn)
-            .optional()?,
-        "temperatures" => temperatures::table
-            .filter(temperatures::id.eq(id))
-            .filter(temperatures::deleted_at.is_null())
-            .select((
-                temperatures::site_id,
-                temperatures::subject_id,
-                temperatures::version,
             ))
             .first(conn)
             .optional()?,

@@ -67,7 +67,8 @@ pub struct Query {
     pub subject_code: String,
     pub site_code: String,
     /// subjects, consents, injections, temperatures, adverse_events, or form_records (a
-    /// record of a form of the study definition)
+    /// record of a form of the study definition; temperatures are form records of the form
+    /// `temperature`, answered by their old name)
     pub record_type: String,
     pub record_id: i64,
     /// the form of a form record (an id of GET /study/definition); null otherwise
@@ -165,6 +166,10 @@ fn load(conn: &mut PgConnection, ids: &[i64]) -> AppResult<Vec<Query>> {
             created_by: r.created_by,
             updated_at: r.updated_at,
         })
+        .map(|mut q| {
+            q.record_type = super::answered_type(&q.record_type, q.form.as_deref());
+            q
+        })
         .collect())
 }
 
@@ -184,7 +189,7 @@ pub async fn list(
         return Err(AppError::invalid("limit", "must be between 1 and 500"));
     }
     if let Some(form) = &f.form {
-        if state.study.record_form(form).is_none() {
+        if state.study.stored_form(form).is_none() {
             return Err(AppError::invalid(
                 "form",
                 "is not a form of the study entered through /subjects/{code}/forms/{form}",
@@ -296,7 +301,8 @@ pub async fn create(
             AppError::invalid("record_type", format!("one of {}", names.join(", ")))
         })?;
     if let Some(f) = &b.field {
-        if record_type != form_records::ENTITY && !known_field(record_type, f) {
+        let items_of_form = super::stored_type(record_type) == form_records::ENTITY;
+        if !items_of_form && !known_field(record_type, f) {
             return Err(AppError::invalid(
                 "field",
                 format!("not a field of {record_type}"),
@@ -320,6 +326,7 @@ pub async fn create(
                 ));
             }
         }
+        let record_type = super::stored_type(record_type);
         let id = db::queries::insert(conn, site_id, subject_id, record_type, b.record_id, b.field.as_deref(), "manual", Some(caller.user_id), &text)?;
         audit::record(
             conn,

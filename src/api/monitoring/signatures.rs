@@ -119,7 +119,6 @@ pub async fn sign(
         json!({"subject_code": code}),
     )
     .await?;
-    let threshold = state.protocol.fever_threshold();
     let def = state.study.clone();
     let signature = db::transaction(&state.pool, move |conn| {
         let s = find_subject(conn, &scope, &code)?;
@@ -135,7 +134,7 @@ pub async fn sign(
                 format!("{open} queries are still open on this casebook; close them before signing"),
             ));
         }
-        let book = build(conn, &s, threshold, &def)?;
+        let book = build(conn, &s, &def)?;
         let content = serde_json::to_vec(&book.signed_content()).map_err(AppError::internal)?;
         let hash = hex::encode(Sha256::digest(&content));
         let row: Signature = diesel::insert_into(sg::table)

@@ -20,7 +20,7 @@ use crate::schema::verifications as v;
 use crate::services::form_records::ENTITY;
 use crate::state::AppState;
 
-use super::{record_owner, RECORD_TYPES};
+use super::{answered_type, record_owner, stored_type, RECORD_TYPES};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -70,7 +70,16 @@ pub async fn verify(
         if owner.subject_id != subject.id {
             return Err(AppError::NotFound);
         }
-        mark(conn, &caller, &subject, record_type, id, owner.version)
+        let mut done = mark(
+            conn,
+            &caller,
+            &subject,
+            stored_type(record_type),
+            id,
+            owner.version,
+        )?;
+        done.record_type = answered_type(&done.record_type, owner.form.as_deref());
+        Ok(done)
     })
     .await?;
     Ok(HttpResponse::Ok().json(done))

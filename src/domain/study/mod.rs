@@ -18,14 +18,43 @@ pub mod view;
 pub use build::{parse, DefinitionError};
 pub use model::*;
 
-/// Today's three forms, still served by their own code at their own paths (form id, path
-/// under `/subjects/{code}/`) until the form engine takes them over; the generic routes
-/// refuse them.
+/// Today's three forms, which keep their own paths (form id, path under `/subjects/{code}/`),
+/// answer their legacy bodies there, and keep their legacy exports (CSV, ODM OIDs, SDTM):
+/// the generic exports leave them out (`Definition::record_forms`).
 pub const LEGACY_FORMS: [(&str, &str); 3] = [
     ("injection", "injections"),
     ("temperature", "temperatures"),
     ("adverse_event", "adverse-events"),
 ];
+
+/// Of them, those whose records still live in tables of their own: the generic routes
+/// refuse them (409 naming their path).
+pub const OWN_TABLES: [&str; 2] = ["injection", "adverse_event"];
+
+/// A legacy form whose records are form records now (docs/engine-migration.md).
+#[derive(Debug, Clone, Copy)]
+pub struct MovedForm {
+    pub form: &'static str,
+    /// its old table: the record type queries and verifications still accept and answer
+    /// for its records, and the `entity` of its rows in `legacy_record_ids`
+    pub entity: &'static str,
+    /// what one record is called in messages ("This temperature is ...")
+    pub noun: &'static str,
+}
+
+pub const MOVED_FORMS: [MovedForm; 1] = [MovedForm {
+    form: "temperature",
+    entity: "temperatures",
+    noun: "temperature",
+}];
+
+pub fn moved_form(form: &str) -> Option<&'static MovedForm> {
+    MOVED_FORMS.iter().find(|m| m.form == form)
+}
+
+pub fn moved_entity(entity: &str) -> Option<&'static MovedForm> {
+    MOVED_FORMS.iter().find(|m| m.entity == entity)
+}
 
 /// One line per form: what `casebook study check` prints for a clean file.
 pub fn summary(d: &Definition) -> String {

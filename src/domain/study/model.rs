@@ -37,8 +37,8 @@ impl Definition {
     pub fn visit(&self, id: &str) -> Option<&Visit> {
         self.visits.iter().find(|v| v.id == id)
     }
-    /// A form whose records are form records (not one of today's three, which keep their
-    /// own tables): what the generic routes, the form exports and ODM read.
+    /// A form with the generic shape everywhere: not one of today's three, which keep
+    /// their legacy bodies and exports. What the generic exports and ODM read.
     pub fn record_form(&self, id: &str) -> Option<&Form> {
         self.record_forms().find(|f| f.id == id)
     }
@@ -46,6 +46,25 @@ impl Definition {
         self.forms
             .iter()
             .filter(|f| !super::LEGACY_FORMS.iter().any(|(id, _)| *id == f.id))
+    }
+    /// The threshold of the fever rule of `form` (the temperature form's: what the fever
+    /// endpoints and a temperature's `fever` are computed with).
+    pub fn fever_threshold_of(&self, form: &str) -> Option<f64> {
+        use bigdecimal::ToPrimitive;
+        self.rules
+            .iter()
+            .find(|r| r.kind == RuleKind::Fever && r.form.as_deref() == Some(form))
+            .and_then(|r| r.threshold.as_ref()?.to_f64())
+    }
+    /// A form whose records are form records (all but those of today's forms still in
+    /// tables of their own): what the generic routes, the rules and the consent checks read.
+    pub fn stored_form(&self, id: &str) -> Option<&Form> {
+        self.stored_forms().find(|f| f.id == id)
+    }
+    pub fn stored_forms(&self) -> impl Iterator<Item = &Form> {
+        self.forms
+            .iter()
+            .filter(|f| !super::OWN_TABLES.contains(&f.id.as_str()))
     }
 }
 

@@ -74,9 +74,6 @@ pub struct Evidence {
     /// study days of the live injections (today's injection form, counted for the visit
     /// whose day is the injection's study day)
     pub injection_days: Vec<i32>,
-    /// site-local dates of the live temperatures (today's temperature form, counted for
-    /// the visits whose window holds the date)
-    pub temperature_dates: Vec<NaiveDate>,
     /// (form, site-local date) of each live record of a form that is not entered per visit
     /// (a log, a daily form) but that a visit lists: counted for the visits whose window
     /// holds its date
@@ -87,9 +84,6 @@ impl Evidence {
     fn has(&self, visit: &Visit, window: Option<&Window>, form: &str) -> bool {
         match form {
             "injection" => visit.day.is_some_and(|d| self.injection_days.contains(&d)),
-            "temperature" => {
-                window.is_some_and(|w| self.temperature_dates.iter().any(|d| w.contains(*d)))
-            }
             _ => {
                 self.records
                     .iter()
@@ -376,8 +370,7 @@ mod tests {
         let evidence = Evidence {
             records: vec![("D3".into(), "disease_activity".into())],
             injection_days: vec![1],
-            temperature_dates: vec![date("2026-10-04")],
-            dated: Vec::new(),
+            dated: vec![("temperature".into(), date("2026-10-04"))],
         };
         let s = schedule(
             &def,
@@ -394,7 +387,7 @@ mod tests {
         assert_eq!(s[2].status, VisitStatus::NotYetDue);
         // a temperature outside D1's window does not count for it
         let evidence = Evidence {
-            temperature_dates: vec![date("2026-10-06")],
+            dated: vec![("temperature".into(), date("2026-10-06"))],
             ..evidence
         };
         let s = schedule(
