@@ -10,6 +10,7 @@ use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
 use crate::db::entry_context::{context_batcher, ContextBatcher};
+use crate::db::form_entry::{form_entries, FormEntries};
 use crate::db::temperature_entry::{temperature_entries, TemperatureEntries};
 use crate::db::{self, Pool, PoolGone};
 use crate::domain::protocol::Protocol;
@@ -37,6 +38,9 @@ pub struct AppState {
     pub temperature_contexts: ContextBatcher,
     /// Most new temperatures are checked and written in one statement, also in batches.
     pub temperature_entries: TemperatureEntries,
+    /// Most new records of engine forms are checked and written in one statement, batched
+    /// (services::form_entry).
+    pub form_entries: FormEntries,
 }
 
 impl AppState {
@@ -64,6 +68,11 @@ impl AppState {
             db.batch_write_leaders,
             Duration::from_micros(db.batch_gather_us),
         );
+        let form_entries = form_entries(
+            db.batch_max_size,
+            db.batch_write_leaders,
+            Duration::from_micros(db.batch_gather_us),
+        );
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
@@ -85,6 +94,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             temperature_contexts,
             temperature_entries,
+            form_entries,
             settings: Arc::new(settings),
         })
     }

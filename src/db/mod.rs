@@ -4,6 +4,7 @@ pub mod async_batch;
 pub mod batch;
 pub mod caller;
 pub mod entry_context;
+pub mod form_entry;
 pub mod form_records;
 pub mod group_commit;
 pub mod guard;
