@@ -193,13 +193,8 @@ fn enter_batch(
     let Some(first) = entries.first() else {
         return Ok(Vec::new());
     };
-    let (mut day_n, mut day_lo, mut day_hi, mut at_n, mut at) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut day_n, mut day_lo, mut day_hi, mut at_n, mut at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, e) in entries.iter().enumerate() {
         let n = i32::try_from(i + 1).unwrap_or(i32::MAX);
         for d in &e.days {

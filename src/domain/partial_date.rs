@@ -57,11 +57,16 @@ impl PartialDate {
     /// The first and last day it can mean: it is before a date (`cmp_date`) when its last
     /// day is, after one when its first day is.
     pub fn days(&self) -> Option<(NaiveDate, NaiveDate)> {
-        let first = NaiveDate::from_ymd_opt(self.year, self.month.unwrap_or(1), self.day.unwrap_or(1))?;
+        let first =
+            NaiveDate::from_ymd_opt(self.year, self.month.unwrap_or(1), self.day.unwrap_or(1))?;
         let last = match (self.month, self.day) {
             (Some(_), Some(_)) => first,
             (Some(m), None) => {
-                let (y, m) = if m == 12 { (self.year + 1, 1) } else { (self.year, m + 1) };
+                let (y, m) = if m == 12 {
+                    (self.year + 1, 1)
+                } else {
+                    (self.year, m + 1)
+                };
                 NaiveDate::from_ymd_opt(y, m, 1)?.pred_opt()?
             }
             (None, _) => NaiveDate::from_ymd_opt(self.year, 12, 31)?,
@@ -140,7 +145,14 @@ mod tests {
         for s in ["2026", "2026-02", "2026-02-10"] {
             let part = PartialDate::parse(s).unwrap_or_else(|| PartialDate::of(d("1900-01-01")));
             let (first, last) = part.days().unwrap_or_default();
-            for probe in ["2025-12-31", "2026-01-01", "2026-02-10", "2026-02-28", "2026-03-01", "2027-01-01"] {
+            for probe in [
+                "2025-12-31",
+                "2026-01-01",
+                "2026-02-10",
+                "2026-02-28",
+                "2026-03-01",
+                "2027-01-01",
+            ] {
                 let x = d(probe);
                 assert_eq!(part.cmp_date(x).is_lt(), last < x, "{s} < {probe}");
                 assert_eq!(part.cmp_date(x).is_gt(), first > x, "{s} > {probe}");

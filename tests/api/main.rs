@@ -9,6 +9,7 @@ mod batching;
 mod clinical;
 mod entry_statement;
 mod exports;
+mod form_entry;
 mod form_exports;
 mod form_parity;
 mod form_rules;

@@ -22,8 +22,8 @@ use crate::state::AppState;
 
 use super::{created, find_subject, idempotent_post, optional_if_match, DeleteRequest};
 
-use crate::services::{form_entry, form_records};
 pub use crate::services::form_records::FormRecord;
+use crate::services::{form_entry, form_records};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -114,16 +114,22 @@ pub async fn create(
     let (code, form_id) = path.into_inner();
     // most creates in one round trip (services::form_entry); the rest, and every refusal,
     // on the path below, which checks and answers in its own order
-    if !req.headers().contains_key("idempotency-key") && engine_form(&state.study, &form_id).is_ok() {
+    if !req.headers().contains_key("idempotency-key") && engine_form(&state.study, &form_id).is_ok()
+    {
         let new = form_entry::Create {
             code: &code,
             form_id: &form_id,
             visit: body.value.visit.as_deref(),
             values: &body.value.values,
         };
-        if let Some(record) =
-            form_entry::enter_at_once(&state.pool, &state.form_entries, &state.study, &bearer, &new)
-                .await?
+        if let Some(record) = form_entry::enter_at_once(
+            &state.pool,
+            &state.form_entries,
+            &state.study,
+            &bearer,
+            &new,
+        )
+        .await?
         {
             return Ok(created(201, record));
         }
