@@ -177,6 +177,27 @@ async fn every_refusal_of_the_statement_is_the_answer_of_the_step_by_step_path()
         Some("values.noted_on"),
     )
     .await;
+    refused_alike(
+        &app,
+        &inv,
+        &code,
+        "vitals",
+        json!({"measured_at": "2099-01-01T08:00:00Z"}),
+        422,
+        Some("values.measured_at"),
+    )
+    .await;
+    // 22:00 on 31 March in Paris: before the birth month
+    refused_alike(
+        &app,
+        &inv,
+        &code,
+        "note",
+        json!({"noted_in": "2026-10", "text": "x", "seen_at": "2023-03-31T20:00:00Z"}),
+        422,
+        Some("values.seen_at"),
+    )
+    .await;
     let r = app
         .post("/api/v1/subjects", &inv, &new_subject("FRA"))
         .await;
@@ -220,7 +241,7 @@ async fn every_refusal_of_the_statement_is_the_answer_of_the_step_by_step_path()
         &inv,
         &code,
         "note",
-        &json!({"noted_in": "2026-10", "text": "x"}),
+        &json!({"noted_in": "2026-10", "text": "x", "seen_at": "2023-03-31T23:30:00Z"}),
         false,
     )
     .await;
