@@ -72,6 +72,14 @@ pub struct NewEntry {
     pub days: Vec<Days>,
     /// every datetime item's value
     pub instants: Vec<DateTime<Utc>>,
+    /// what a signature's invalidation names the record by (`form_records`, or a moved
+    /// form's old table: `temperatures`)
+    pub changed: &'static str,
+    /// a fever the dose rules read, as stored (a date or a datetime): written only when no
+    /// live dose is dated on or after its site-local day
+    pub fever_at: Option<String>,
+    /// the forms holding doses and the item dating each dose (the definition's dose rules)
+    pub dose_dates: Vec<(String, String)>,
     /// the roles allowed to enter data at their own sites (the policy's answer)
     pub roles: Vec<&'static str>,
     /// the running definition: its study and hash name the version records are entered under
@@ -132,10 +140,12 @@ fn enter_together(conn: &mut PgConnection, entries: &[NewEntry]) -> Vec<Entered>
     };
     // (one definition runs per server, and the policy is the code's: these agree unless a
     // test builds entries by hand)
-    if entries
-        .iter()
-        .any(|e| e.roles != first.roles || e.study != first.study || e.sha256 != first.sha256)
-    {
+    if entries.iter().any(|e| {
+        e.roles != first.roles
+            || e.study != first.study
+            || e.sha256 != first.sha256
+            || e.dose_dates != first.dose_dates
+    }) {
         return entries.iter().map(|_| Entered::Alone).collect();
     }
     match enter_batch(conn, entries, Some(BATCH_LOCK_TIMEOUT)) {
@@ -204,6 +214,10 @@ struct EnterQuery {
     day_hi: Vec<NaiveDate>,
     at_n: Vec<i32>,
     at: Vec<DateTime<Utc>>,
+    changed: Vec<&'static str>,
+    fever_at: Vec<Option<String>>,
+    dose_form: Vec<String>,
+    dose_at: Vec<String>,
     roles: Vec<&'static str>,
     study: String,
     sha256: String,
@@ -269,6 +283,14 @@ impl QueryFragment<Pg> for EnterQuery {
         out.push_bind_param::<Array<Integer>, _>(&self.at_n)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Timestamptz>, _>(&self.at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.changed)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.fever_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.dose_form)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.dose_at)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.roles)?;
         out.push_sql(", ");
@@ -348,6 +370,10 @@ fn enter_batch(
         day_hi,
         at_n,
         at,
+        changed: column(entries, |e| e.changed),
+        fever_at: column(entries, |e| e.fever_at.clone()),
+        dose_form: first.dose_dates.iter().map(|(f, _)| f.clone()).collect(),
+        dose_at: first.dose_dates.iter().map(|(_, a)| a.clone()).collect(),
         roles: first.roles.clone(),
         study: first.study.clone(),
         sha256: first.sha256.clone(),

@@ -22,7 +22,7 @@ use crate::domain::study::rules::{self, Context, Reads};
 use crate::domain::study::schedule::anchor_form;
 use crate::domain::study::values::{self as checks, as_partial, ItemValue};
 use crate::domain::study::{Definition, Repeat, RuleKind};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 
 /// A new record of `form_id` for the subject `code`, as sent.
 pub struct Create<'a> {
@@ -32,7 +32,7 @@ pub struct Create<'a> {
     pub values: &'a Map<String, Value>,
 }
 
-/// Enters `new` in one statement when it can be: the answer's body, or `None` for the
+/// Enters `new` in one statement when it can be: the record, or `None` for the
 /// step-by-step path to check again and answer.
 pub async fn enter_at_once(
     pool: &Pool,
@@ -40,7 +40,7 @@ pub async fn enter_at_once(
     def: &Definition,
     bearer: &Bearer,
     new: &Create<'_>,
-) -> AppResult<Option<Value>> {
+) -> AppResult<Option<FormRecord>> {
     // PostgreSQL keeps microseconds: the answer must say what is stored
     let now = Utc::now().trunc_subsecs(6);
     let Some((entry, mut record)) = prepare(def, bearer, new, now) else {
@@ -58,9 +58,7 @@ pub async fn enter_at_once(
     };
     record.id = w.id;
     record.definition_version = w.definition_version;
-    Ok(Some(
-        serde_json::to_value(&record).map_err(AppError::internal)?,
-    ))
+    Ok(Some(record))
 }
 
 /// The entry and the record it makes (id and version number left to the statement), when
@@ -71,10 +69,13 @@ pub fn prepare(
     new: &Create<'_>,
     now: DateTime<Utc>,
 ) -> Option<(NewEntry, FormRecord)> {
-    let form = def.record_form(new.form_id)?;
+    let form = def.stored_form(new.form_id)?;
     // rules that read or change other records, alert the safety desk, or compute from
     // another record (a dose, a fever, a study day): the step-by-step path
-    if rules::of_form(def, form).any(|r| r.kind != RuleKind::FeverEndpoints)
+    // (a fever rule computes from the record alone; the doses that read fevers are checked
+    // by the statement: none on or after this record, else this path is left)
+    if rules::of_form(def, form)
+        .any(|r| !matches!(r.kind, RuleKind::FeverEndpoints | RuleKind::Fever))
         || anchor_form(def).is_some_and(|(f, _)| f == form.id)
     {
         return None;
@@ -127,6 +128,16 @@ pub fn prepare(
             .map_or(RepeatKey::None, |k| RepeatKey::Known(k.0)),
     };
     let values = Value::Object(records::stored(&checked.values));
+    // a fever the dose rules read: the statement checks no dose is on or after its day
+    // (a form with two fever rules is left to the step-by-step path)
+    let fevers: Vec<&str> = rules::of_form(def, form)
+        .filter(|r| r.kind == RuleKind::Fever)
+        .filter_map(|r| values.get(r.item("at")?)?.as_str())
+        .collect();
+    if fevers.len() > 1 {
+        return None;
+    }
+    let fever_at = fevers.first().map(|s| (*s).to_owned());
     let record = FormRecord {
         id: 0,
         subject_code: new.code.to_owned(),
@@ -162,6 +173,10 @@ pub fn prepare(
         after_withdrawal: form.after_withdrawal,
         days,
         instants,
+        changed: crate::domain::study::moved_form(&form.id)
+            .map_or(crate::db::form_records::ENTITY, |m| m.entity),
+        fever_at,
+        dose_dates: rules::dose_dates(def),
         roles: roles_with_own_sites(Permission::EnterClinical),
         study: def.study.id.clone(),
         sha256: def.sha256.clone(),

@@ -225,13 +225,9 @@ pub(super) fn recheck_later_doses(
     let Some(since) = rules::fact_date(def, &form.id, &changed, subject.tz) else {
         return Ok(());
     };
-    let forms: Vec<&str> = def
-        .rules
-        .iter()
-        .filter(|r| r.kind == RuleKind::Dose)
-        .filter_map(|r| r.form.as_deref())
-        .filter(|f| def.stored_form(f).is_some())
-        .collect();
+    let dose_forms = rules::dose_dates(def);
+    let mut forms: Vec<&str> = dose_forms.iter().map(|(f, _)| f.as_str()).collect();
+    forms.dedup();
     let reason = format!("re-checked: {} {id} changed", form.id);
     for (rid, fid, values) in sq::live_records(conn, subject.id, &forms, Some(id))? {
         if !rules::dose_since(def, &fid, &values, since, subject.tz) {

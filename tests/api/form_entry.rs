@@ -479,3 +479,124 @@ async fn a_burst_of_records_is_written_whole_each_with_its_answer() {
         25
     );
 }
+
+/// tests/studies/rules.toml without the study day of temperatures: their only rule is the
+/// fever, which the dose rule reads (escalation after a fever).
+fn fever_study() -> String {
+    let file = format!("{}/tests/studies/rules.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(file).unwrap();
+    let cut = |text: &str, block: &str| {
+        assert!(text.contains(block), "{block}");
+        text.replacen(block, "", 1)
+    };
+    let text = cut(
+        &text,
+        "[[rules]]\nid = \"vitals_day\"\nkind = \"study_day\"\nform = \"vitals\"\nitems = { day = \"study_day\", at = \"measured_at\" }\n",
+    );
+    let item = "  [[forms.items]]\n  id = \"study_day\"\n  label = \"Study day\"\n  type = \"integer\"\n\n[[forms]]\nid = \"diary\"";
+    assert!(text.contains(item));
+    let text = text.replacen(item, "[[forms]]\nid = \"diary\"", 1);
+    let dir = std::env::temp_dir().join(format!("casebook-fever-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("study.toml");
+    std::fs::write(&file, text).unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+/// A temperature takes the one statement while no dose is on or after its site-local day;
+/// otherwise the step-by-step path enters it and checks those doses again (a fever escalates
+/// the dose of its day).
+#[actix_web::test]
+async fn a_fever_is_entered_at_once_unless_a_later_dose_must_be_checked_again() {
+    let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &fever_study())]).await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    let post = |form: &'static str, values: Value| {
+        let (app, inv, code) = (&app, &inv, &code);
+        async move {
+            let r = app
+                .post(
+                    &format!("/api/v1/subjects/{code}/forms/{form}"),
+                    inv,
+                    &json!({ "values": values }),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r
+        }
+    };
+    let dose = |at: &str, mg: &str| json!({"given_at": at, "weight_kg": "20.00", "dose_mg": mg, "given": true});
+    let temp = |at: &str, c: &str| json!({"measured_at": at, "celsius": c});
+    let id = |r: &Resp| r.body["id"].as_i64().unwrap();
+
+    post("dosing", dose("2026-10-05T08:00:00Z", "40.00")).await;
+    // on the day of the dose (Paris): the dose could read it
+    let same_day = post("vitals", temp("2026-10-05T20:00:00Z", "37.1")).await;
+    assert!(!written_at_once(&app, id(&same_day)));
+    // 00:30 in Paris the next day (22:30 UTC the same day): after every dose
+    let next_day = post("vitals", temp("2026-10-05T22:30:00Z", "37.2")).await;
+    assert!(written_at_once(&app, id(&next_day)), "{}", next_day.text);
+    assert_eq!(next_day.body["values"]["fever"], false);
+
+    // day 3's dose before any fever: as prescribed
+    post("dosing", dose("2026-10-06T08:00:00Z", "40.00")).await;
+    let day3 = post("dosing", dose("2026-10-07T06:00:00Z", "40.00")).await;
+    assert_eq!(day3.body["values"]["protocol_deviation"], false);
+    // a fever at 00:00 in Paris on day 3: the step-by-step path, which checks day 3 again
+    let fever = post("vitals", temp("2026-10-06T22:00:00Z", "38.5")).await;
+    assert_eq!(fever.body["values"]["fever"], true);
+    assert!(!written_at_once(&app, id(&fever)));
+    let r = app
+        .get(
+            &format!("/api/v1/subjects/{code}/forms/dosing/{}", id(&day3)),
+            &inv,
+        )
+        .await;
+    assert_eq!(r.body["values"]["expected_dose_mg"], "80.00", "{}", r.text);
+    assert_eq!(r.body["values"]["protocol_deviation"], true);
+    // a fever after the last dose: at once again
+    let later = post("vitals", temp("2026-10-08T12:00:00Z", "38.9")).await;
+    assert!(written_at_once(&app, id(&later)));
+    assert_eq!(later.body["values"]["fever"], true);
+}
+
+/// Today's temperature path takes the same statement; the signature its record invalidates
+/// names the path's records as before ("temperatures changed after signing").
+#[actix_web::test]
+async fn a_temperature_at_its_own_path_is_entered_at_once_and_named_as_before() {
+    let app = TestApp::spawn().await;
+    app.site("FRA", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FRA"]).await;
+    let code = enrolled(&app, &inv, "FRA").await;
+    sign(&app, &inv, &code).await;
+    let r = app
+        .post(
+            &format!("/api/v1/subjects/{code}/temperatures"),
+            &inv,
+            &json!({"measured_at": "2026-10-05T12:00:00Z", "celsius": 38.5, "method": "rectal"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["celsius"], 38.5);
+    assert_eq!(r.body["fever"], true);
+    assert_eq!(
+        r.headers.get("etag").map(|v| v.to_str().unwrap()),
+        Some("\"1\"")
+    );
+    assert!(written_at_once(&app, r.body["id"].as_i64().unwrap()));
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM signatures WHERE invalidated_reason = \
+             'temperatures changed after signing'"
+        ),
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'signature_invalidated' \
+             AND new_values ->> 'reason' = 'temperatures changed after signing'"
+        ),
+        1
+    );
+}

@@ -135,7 +135,8 @@ pub async fn create(
         )
         .await?
         {
-            return Ok(created(201, record));
+            let body = serde_json::to_value(&record).map_err(AppError::internal)?;
+            return Ok(created(201, body));
         }
     }
     let caller = db::run(&state.pool, move |conn| Caller::load(conn, bearer)).await?;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::api::{resource, Json};
-use crate::auth::Caller;
+use crate::auth::{Bearer, Caller};
 use crate::error::AppResult;
 use crate::services::form_records::FormRecord;
 use crate::state::AppState;
@@ -163,12 +163,12 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: Caller,
+    bearer: Bearer,
     req: HttpRequest,
     code: web::Path<String>,
     body: Json<NewTemperature>,
 ) -> AppResult<HttpResponse> {
-    legacy::create::<Temperatures>(state, caller, req, code, body).await
+    legacy::create::<Temperatures>(state, bearer, req, code, body).await
 }
 
 /// One temperature.

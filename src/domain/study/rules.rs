@@ -583,6 +583,22 @@ pub fn dose_since(def: &Definition, form: &str, values: &Json, since: NaiveDate,
         .any(|d| d >= since)
 }
 
+/// Each stored form holding doses and the item that dates its doses (the dose rules' `at`):
+/// what a new fever is checked against (a dose on or after it is checked again).
+pub fn dose_dates(def: &Definition) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = def
+        .rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::Dose)
+        .filter_map(|r| Some((r.form.as_deref()?, r.item("at")?)))
+        .filter(|(f, _)| def.stored_form(f).is_some())
+        .map(|(f, at)| (f.to_owned(), at.to_owned()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The forms whose records hold doses (dose rules) or fevers (fever rules).
 pub fn fact_forms(def: &Definition) -> Vec<&str> {
     let mut out: Vec<&str> = def
