@@ -34,7 +34,8 @@ pub struct Report<'a> {
     pub protocol_hash: &'a str,
     pub site_code: &'a str,
     pub subject_code: &'a str,
-    /// the record: `{"adverse_event_id": 7}`, or `{"form": "ae", "form_record_id": 12}`
+    /// the record: `{"form": "ae", "form_record_id": 12}` (and `"adverse_event_id": 12` for
+    /// the adverse event form, the key the safety desk has always read)
     pub record: Map<String, Value>,
     /// the event, by [`EVENT_FIELDS`]
     pub event: &'a Map<String, Value>,

@@ -1,5 +1,5 @@
-//! Serious adverse event alerts: the outbox row written with the event (today's adverse
-//! event form, or a record of a form bound to the `sae_alert` rule), and the worker that
+//! Serious adverse event alerts: the outbox row written with a record of a form bound to the
+//! `sae_alert` rule (the adverse event form, at its legacy path too), and the worker that
 //! delivers it to the sponsor's safety desk.
 //!
 //! Delivery: a JSON POST to the configured webhook, signed with HMAC-SHA256 over the body
@@ -24,31 +24,18 @@ use crate::domain::study::{Definition, Form, RuleKind};
 use crate::error::AppResult;
 use crate::schema::{sae_alert_attempts as att, sae_alerts as a};
 
-/// The record an alert is about.
-#[derive(Debug, Clone, Copy)]
-pub enum Source {
-    /// a row of today's adverse events
-    AdverseEvent(i64),
-    /// a form record of a form bound to the `sae_alert` rule
-    FormRecord(i64),
-}
-
-/// Queues an alert in the caller's transaction, audited (`sae_queued`), so that the trail
-/// shows when the safety desk's alert was raised and by whom, before any delivery.
+/// Queues an alert for form record `record_id` in the caller's transaction, audited
+/// (`sae_queued`), so that the trail shows when the safety desk's alert was raised and by
+/// whom, before any delivery.
 pub fn enqueue(
     conn: &mut PgConnection,
     caller: &Caller,
-    source: Source,
+    record_id: i64,
     subject: &SubjectRef,
     payload: &Value,
 ) -> AppResult<i64> {
-    let (ae_id, record_id, key, rid) = match source {
-        Source::AdverseEvent(id) => (Some(id), None, "adverse_event_id", id),
-        Source::FormRecord(id) => (None, Some(id), "form_record_id", id),
-    };
     let id = diesel::insert_into(a::table)
         .values((
-            a::adverse_event_id.eq(ae_id),
             a::form_record_id.eq(record_id),
             a::site_id.eq(subject.site_id),
             a::subject_id.eq(subject.id),
@@ -67,7 +54,7 @@ pub fn enqueue(
         .record(id)
         .site(Some(subject.site_id))
         .subject(Some(subject.id))
-        .new_values(json!({ key: rid, "status": "pending" })),
+        .new_values(json!({ "form_record_id": record_id, "status": "pending" })),
     )?;
     Ok(id)
 }
@@ -111,6 +98,11 @@ pub fn raise_for_record(
         let mut record = Map::new();
         record.insert("form".into(), json!(form.id));
         record.insert("form_record_id".into(), json!(id));
+        // a moved legacy form's alert keeps the key the safety desk has always read
+        // (`adverse_event_id`): its records keep their ids on the legacy path too
+        if let Some(m) = crate::domain::study::moved_form(&form.id) {
+            record.insert(format!("{}_id", m.form), json!(id));
+        }
         let site = crate::db::subjects::site_code(conn, subject.site_id)?;
         let payload = sae::payload(&sae::Report {
             study_id: &def.study.id,
@@ -123,7 +115,7 @@ pub fn raise_for_record(
             reported_by: caller.user_id,
             reported_at: Utc::now(),
         });
-        enqueue(conn, caller, Source::FormRecord(id), subject, &payload)?;
+        enqueue(conn, caller, id, subject, &payload)?;
     }
     Ok(())
 }
