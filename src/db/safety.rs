@@ -106,8 +106,7 @@ pub struct SeriousRecord {
 }
 
 /// The records of `b.form` in study `study_id` that are serious now and not entered in error,
-/// joined to their alerts as today's adverse events are, oldest first; `site_ids`: none for
-/// every site.
+/// joined to their alerts, oldest first; `site_ids`: none for every site.
 pub fn serious_records(
     conn: &mut PgConnection,
     study_id: &str,

@@ -61,8 +61,7 @@ pub fn enqueue(
 
 /// The `sae_alert` rules bound to `form` after a write of record `id` (`before`: the
 /// values it had, none when new): a record entered serious, or corrected to serious, queues
-/// the alert today's adverse event form queues, its event fields read from the items the
-/// rule binds.
+/// an alert, its event fields read from the items the rule binds.
 #[allow(clippy::too_many_arguments)]
 pub fn raise_for_record(
     conn: &mut PgConnection,
