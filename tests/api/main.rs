@@ -7,6 +7,7 @@ mod adverse_event_records;
 mod adverse_events;
 mod audit_trail;
 mod clinical;
+mod dataset_json;
 mod exports;
 mod form_exports;
 mod form_parity;
