@@ -182,37 +182,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    adverse_events (id) {
-        id -> Int8,
-        site_id -> Int8,
-        subject_id -> Int8,
-        term -> Text,
-        meddra_code -> Nullable<Text>,
-        meddra_term -> Nullable<Text>,
-        onset_date -> Text,
-        end_date -> Nullable<Text>,
-        grade -> Int2,
-        serious -> Bool,
-        seriousness_criteria -> Array<Text>,
-        relationship -> Text,
-        action_taken -> Text,
-        outcome -> Text,
-        awareness_date -> Date,
-        version -> Int4,
-        created_at -> Timestamptz,
-        created_by -> Int8,
-        updated_at -> Timestamptz,
-        updated_by -> Int8,
-        deleted_at -> Nullable<Timestamptz>,
-        deleted_by -> Nullable<Int8>,
-        deleted_reason -> Nullable<Text>,
-    }
-}
-
-diesel::table! {
     sae_alerts (id) {
         id -> Int8,
-        adverse_event_id -> Nullable<Int8>,
         site_id -> Int8,
         subject_id -> Int8,
         payload -> Jsonb,
@@ -222,7 +193,7 @@ diesel::table! {
         delivered_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
-        form_record_id -> Nullable<Int8>,
+        form_record_id -> Int8,
     }
 }
 
@@ -353,8 +324,6 @@ diesel::joinable!(audit_unsealed -> audit_log (audit_id));
 diesel::joinable!(subjects -> sites (site_id));
 diesel::joinable!(consents -> subjects (subject_id));
 diesel::joinable!(injections -> subjects (subject_id));
-diesel::joinable!(adverse_events -> subjects (subject_id));
-diesel::joinable!(sae_alerts -> adverse_events (adverse_event_id));
 diesel::joinable!(sae_alerts -> form_records (form_record_id));
 diesel::joinable!(sae_alert_attempts -> sae_alerts (alert_id));
 diesel::joinable!(queries -> subjects (subject_id));
@@ -376,7 +345,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     subjects,
     consents,
     injections,
-    adverse_events,
     sae_alerts,
     sae_alert_attempts,
     queries,

@@ -194,8 +194,8 @@ impl Fixture {
                 a.key
             );
         }
-        // temperatures are form records
-        for table in ["subjects", "consents", "form_records", "adverse_events"] {
+        // temperatures and adverse events are form records
+        for table in ["subjects", "consents", "form_records"] {
             let lacking = numbers(
                 &mut conn,
                 &format!(

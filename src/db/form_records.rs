@@ -32,7 +32,7 @@ pub struct Row {
 }
 
 /// A record's own columns, as selected and as an INSERT returns them.
-type Columns = (
+pub(crate) type Columns = (
     r::id,
     r::site_id,
     r::subject_id,
@@ -50,7 +50,7 @@ type Columns = (
     r::deleted_reason,
 );
 
-const COLUMNS: Columns = (
+pub(crate) const COLUMNS: Columns = (
     r::id,
     r::site_id,
     r::subject_id,
@@ -69,7 +69,7 @@ const COLUMNS: Columns = (
 );
 
 /// The values of `COLUMNS`.
-type Stored = (
+pub(crate) type Stored = (
     i64,
     i64,
     i64,
@@ -88,7 +88,7 @@ type Stored = (
 );
 
 impl Row {
-    fn of((s, definition_version): (Stored, i32)) -> Self {
+    pub(crate) fn of((s, definition_version): (Stored, i32)) -> Self {
         Row {
             id: s.0,
             site_id: s.1,

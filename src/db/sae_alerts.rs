@@ -8,30 +8,17 @@ use serde_json::Value;
 
 use crate::schema::{sae_alert_attempts as att, sae_alerts as a};
 
-/// The record an alert is about.
-#[derive(Debug, Clone, Copy)]
-pub enum Source {
-    /// a row of today's adverse events
-    AdverseEvent(i64),
-    /// a form record of a form bound to the `sae_alert` rule
-    FormRecord(i64),
-}
-
-/// Queues an alert; the caller audits it in the same transaction.
+/// Queues an alert for form record `record_id`; the caller audits it in the same
+/// transaction.
 pub fn insert(
     conn: &mut PgConnection,
-    source: Source,
+    record_id: i64,
     site_id: i64,
     subject_id: i64,
     payload: &Value,
 ) -> QueryResult<i64> {
-    let (ae_id, record_id) = match source {
-        Source::AdverseEvent(id) => (Some(id), None),
-        Source::FormRecord(id) => (None, Some(id)),
-    };
     diesel::insert_into(a::table)
         .values((
-            a::adverse_event_id.eq(ae_id),
             a::form_record_id.eq(record_id),
             a::site_id.eq(site_id),
             a::subject_id.eq(subject_id),

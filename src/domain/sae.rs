@@ -1,6 +1,5 @@
 //! Serious adverse event alerts: when a write raises one, and what the sponsor's safety desk
-//! receives. One rule for today's adverse event form and for every form of the engine bound
-//! to the `sae_alert` rule.
+//! receives, for every form bound to the `sae_alert` rule (the adverse event form among them).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
@@ -30,11 +29,12 @@ pub fn raised(before: Option<bool>, after: bool) -> bool {
 /// What the alert is about and who reported it.
 pub struct Report<'a> {
     pub study_id: &'a str,
-    /// the SHA-256 of the protocol file (today's form) or of the study definition
+    /// the SHA-256 of the study definition
     pub protocol_hash: &'a str,
     pub site_code: &'a str,
     pub subject_code: &'a str,
-    /// the record: `{"adverse_event_id": 7}`, or `{"form": "ae", "form_record_id": 12}`
+    /// the record: `{"form": "ae", "form_record_id": 12}` (and `"adverse_event_id": 12` for
+    /// the adverse event form, the key the safety desk has always read)
     pub record: Map<String, Value>,
     /// the event, by [`EVENT_FIELDS`]
     pub event: &'a Map<String, Value>,

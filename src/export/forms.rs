@@ -327,14 +327,24 @@ where
 }
 
 fn statement(job: &Job, form: Form, fields: &str, joins: &str, after: i64) -> String {
-    // temperatures are form records of the form `temperature` (legacy columns from values)
-    let (table, only, date) = match form {
-        Form::Temperatures => (
+    // the moved legacy forms are form records (legacy columns from values): the form, and
+    // the type of the date filtered on
+    let records_of = match form {
+        Form::Temperatures => Some(("temperature", "timestamptz")),
+        Form::AdverseEvents => Some(("adverse_event", "date")),
+        _ => None,
+    };
+    let (table, only, date) = match records_of {
+        Some((id, cast)) => (
             "form_records",
-            " AND x.form_id = 'temperature'",
-            format!("(x.\"values\" ->> '{}')::timestamptz", date_column(form)),
+            format!(" AND x.form_id = '{id}'"),
+            format!("(x.\"values\" ->> '{}')::{cast}", date_column(form)),
         ),
-        _ => (form.table(), "", format!("x.{}", date_column(form))),
+        None => (
+            form.table(),
+            String::new(),
+            format!("x.{}", date_column(form)),
+        ),
     };
     let date = match form {
         Form::Consents | Form::AdverseEvents => DateCol::Date(&date),
@@ -555,9 +565,15 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 statement(
                     job,
                     form,
-                    "x.id, s.subject_code, st.code, x.term, x.meddra_code, x.meddra_term, \
-                     x.onset_date, x.end_date, x.grade, x.serious, x.seriousness_criteria, \
-                     x.relationship, x.action_taken, x.outcome, x.awareness_date",
+                    "x.id, s.subject_code, st.code, x.\"values\" ->> 'term', \
+                     x.\"values\" ->> 'meddra_code', x.\"values\" ->> 'meddra_term', \
+                     x.\"values\" ->> 'onset_date', x.\"values\" ->> 'end_date', \
+                     (x.\"values\" ->> 'grade')::int2, \
+                     coalesce((x.\"values\" ->> 'serious')::boolean, false), \
+                     ARRAY(SELECT jsonb_array_elements_text(\
+                         coalesce(x.\"values\" -> 'seriousness_criteria', '[]'::jsonb))), \
+                     x.\"values\" ->> 'relationship', x.\"values\" ->> 'action_taken', \
+                     x.\"values\" ->> 'outcome', (x.\"values\" ->> 'awareness_date')::date",
                     JOIN_SUBJECT,
                     after,
                 )

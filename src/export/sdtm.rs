@@ -872,11 +872,18 @@ fn ae(
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
-        "s.subject_code, x.term, x.meddra_code, x.meddra_term, x.onset_date, x.end_date, \
-         x.grade, x.serious, x.seriousness_criteria, x.relationship, x.action_taken, x.outcome \
-         FROM adverse_events x JOIN subjects s ON s.id = x.subject_id \
-         WHERE x.deleted_at IS NULL AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
-         ORDER BY s.subject_code, x.onset_date, x.id",
+        "s.subject_code, x.\"values\" ->> 'term', x.\"values\" ->> 'meddra_code', \
+         x.\"values\" ->> 'meddra_term', x.\"values\" ->> 'onset_date' AS onset_date, \
+         x.\"values\" ->> 'end_date', (x.\"values\" ->> 'grade')::int2, \
+         coalesce((x.\"values\" ->> 'serious')::boolean, false), \
+         ARRAY(SELECT jsonb_array_elements_text(\
+             coalesce(x.\"values\" -> 'seriousness_criteria', '[]'::jsonb))), \
+         x.\"values\" ->> 'relationship', x.\"values\" ->> 'action_taken', \
+         x.\"values\" ->> 'outcome' \
+         FROM form_records x JOIN subjects s ON s.id = x.subject_id \
+         WHERE x.form_id = 'adverse_event' AND x.deleted_at IS NULL \
+           AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
+         ORDER BY s.subject_code, onset_date, x.id",
         subjects::ids(batch)
     );
     stream_rows::<

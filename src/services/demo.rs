@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use diesel::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::api::clinical::{adverse_events, consents, find_subject, subjects, SubjectRef};
+use crate::api::clinical::{consents, find_subject, subjects, SubjectRef};
 use crate::audit::{Actor, RequestMeta};
 use crate::auth::{Caller, Role, Scope};
 use crate::domain::dosing::{check_dose, Regimen};
@@ -442,7 +442,7 @@ impl Demo<'_> {
         day1: NaiveDate,
     ) -> AppResult<()> {
         let onset = days_after(day1, 1);
-        let new: adverse_events::NewAdverseEvent = parsed(json!({
+        let values: Map<String, Value> = parsed(json!({
             "term": "Injection-site erythema",
             "onset_date": onset.to_string(),
             "end_date": days_after(onset, 3).to_string(),
@@ -451,9 +451,17 @@ impl Demo<'_> {
             "relationship": "probable",
             "action_taken": "none",
             "outcome": "recovered",
-            "awareness_date": onset,
+            "awareness_date": onset.to_string(),
         }))?;
-        adverse_events::enter(conn, self.protocol, self.caller, subject, &new)?;
+        form_records::enter(
+            conn,
+            self.def,
+            self.caller,
+            subject,
+            "adverse_event",
+            None,
+            &values,
+        )?;
         Ok(())
     }
 

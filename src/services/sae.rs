@@ -1,5 +1,5 @@
-//! Serious adverse event alerts: the outbox row written with the event (today's adverse
-//! event form, or a record of a form bound to the `sae_alert` rule), and the worker that
+//! Serious adverse event alerts: the outbox row written with a record of a form bound to the
+//! `sae_alert` rule (the adverse event form, at its legacy path too), and the worker that
 //! delivers it to the sponsor's safety desk.
 //!
 //! Delivery: a JSON POST to the configured webhook, signed with HMAC-SHA256 over the body
@@ -19,26 +19,22 @@ use crate::audit::{self, AuditEvent, RequestMeta};
 use crate::auth::Caller;
 use crate::config::SaeSettings;
 use crate::db::sae_alerts;
-pub use crate::db::sae_alerts::Source;
 use crate::db::subjects::SubjectRef;
 use crate::domain::sae;
 use crate::domain::study::{Definition, Form, RuleKind};
 use crate::error::AppResult;
 
-/// Queues an alert in the caller's transaction, audited (`sae_queued`), so that the trail
-/// shows when the safety desk's alert was raised and by whom, before any delivery.
+/// Queues an alert for form record `record_id` in the caller's transaction, audited
+/// (`sae_queued`), so that the trail shows when the safety desk's alert was raised and by
+/// whom, before any delivery.
 pub fn enqueue(
     conn: &mut PgConnection,
     caller: &Caller,
-    source: Source,
+    record_id: i64,
     subject: &SubjectRef,
     payload: &Value,
 ) -> AppResult<i64> {
-    let (key, rid) = match source {
-        Source::AdverseEvent(id) => ("adverse_event_id", id),
-        Source::FormRecord(id) => ("form_record_id", id),
-    };
-    let id = sae_alerts::insert(conn, source, subject.site_id, subject.id, payload)?;
+    let id = sae_alerts::insert(conn, record_id, subject.site_id, subject.id, payload)?;
     audit::record(
         conn,
         &AuditEvent::new(
@@ -50,15 +46,14 @@ pub fn enqueue(
         .record(id)
         .site(Some(subject.site_id))
         .subject(Some(subject.id))
-        .new_values(json!({ key: rid, "status": "pending" })),
+        .new_values(json!({ "form_record_id": record_id, "status": "pending" })),
     )?;
     Ok(id)
 }
 
 /// The `sae_alert` rules bound to `form` after a write of record `id` (`before`: the
 /// values it had, none when new): a record entered serious, or corrected to serious, queues
-/// the alert today's adverse event form queues, its event fields read from the items the
-/// rule binds.
+/// an alert, its event fields read from the items the rule binds.
 #[allow(clippy::too_many_arguments)]
 pub fn raise_for_record(
     conn: &mut PgConnection,
@@ -94,6 +89,11 @@ pub fn raise_for_record(
         let mut record = Map::new();
         record.insert("form".into(), json!(form.id));
         record.insert("form_record_id".into(), json!(id));
+        // a moved legacy form's alert keeps the key the safety desk has always read
+        // (`adverse_event_id`): its records keep their ids on the legacy path too
+        if let Some(m) = crate::domain::study::moved_form(&form.id) {
+            record.insert(format!("{}_id", m.form), json!(id));
+        }
         let site = crate::db::subjects::site_code(conn, subject.site_id)?;
         let payload = sae::payload(&sae::Report {
             study_id: &def.study.id,
@@ -106,7 +106,7 @@ pub fn raise_for_record(
             reported_by: caller.user_id,
             reported_at: Utc::now(),
         });
-        enqueue(conn, caller, Source::FormRecord(id), subject, &payload)?;
+        enqueue(conn, caller, id, subject, &payload)?;
     }
     Ok(())
 }

@@ -295,11 +295,14 @@ async fn text_travels_exactly_as_stored_and_form_datasets_equal_their_csv() {
     let s = seeded().await;
     // an AE term a spreadsheet would run: the CSV guards it, Dataset-JSON carries it
     let formula = "=HYPERLINK(\"http://x\",\"rash\")";
-    diesel::sql_query("UPDATE adverse_events SET term = $1 WHERE term = $2")
-        .bind::<diesel::sql_types::Text, _>(formula)
-        .bind::<diesel::sql_types::Text, _>(ODD_TERM)
-        .execute(&mut s.app.conn())
-        .expect("arrange the AE term");
+    diesel::sql_query(
+        "UPDATE form_records SET \"values\" = jsonb_set(\"values\", '{term}', to_jsonb($1::text)) \
+         WHERE form_id = 'adverse_event' AND \"values\" ->> 'term' = $2",
+    )
+    .bind::<diesel::sql_types::Text, _>(formula)
+    .bind::<diesel::sql_types::Text, _>(ODD_TERM)
+    .execute(&mut s.app.conn())
+    .expect("arrange the AE term");
     let define = get_ok(&s.app, "/api/v1/exports/sdtm/define.xml", &s.sponsor).await;
     let define = parse_define(&define.text());
     let mut files = Vec::new();

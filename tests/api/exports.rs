@@ -152,14 +152,17 @@ pub async fn seeded() -> Seeded {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    // the adverse event straight into the table (arrange step)
+    // the adverse event straight into its form records (arrange step)
     let mut c = app.conn();
     diesel::sql_query(
-        "INSERT INTO adverse_events (site_id, subject_id, term, meddra_code, meddra_term, \
-           onset_date, end_date, grade, serious, seriousness_criteria, relationship, \
-           action_taken, outcome, awareness_date, created_by, updated_by) \
-         SELECT s.site_id, s.id, $1, '10037844', 'Rash maculo-papular', '2026-10-06', '2026-10', \
-           2, true, '{hospitalisation}', 'possible', 'none', 'recovering', '2026-10-07', \
+        "INSERT INTO form_records (site_id, subject_id, form_id, study_version_id, \"values\", \
+           created_by, updated_by) \
+         SELECT s.site_id, s.id, 'adverse_event', (SELECT max(id) FROM study_versions), \
+           jsonb_build_object('term', $1::text, 'meddra_code', '10037844', \
+             'meddra_term', 'Rash maculo-papular', 'onset_date', '2026-10-06', \
+             'end_date', '2026-10', 'grade', 2, 'serious', true, \
+             'seriousness_criteria', '[\"hospitalisation\"]'::jsonb, 'relationship', 'possible', \
+             'action_taken', 'none', 'outcome', 'recovering', 'awareness_date', '2026-10-07'), \
            (SELECT min(id) FROM users), (SELECT min(id) FROM users) \
          FROM subjects s WHERE s.subject_code = 'FRA-001'",
     )

@@ -339,7 +339,7 @@ async fn a_serious_record_of_an_engine_form_raises_the_safety_alert_once() {
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) AS n FROM sae_alerts WHERE form_record_id = {id} \
-             AND adverse_event_id IS NULL AND status = 'pending' \
+             AND NOT payload ? 'adverse_event_id' AND status = 'pending' \
              AND payload->>'kind' = 'serious_adverse_event' AND payload->>'study_id' = 'PARITY' \
              AND payload->>'form' = 'safety_event' AND (payload->>'form_record_id')::bigint = {id} \
              AND payload->>'subject_code' = '{code}' AND payload->>'site_code' = 'FRA' \

@@ -306,7 +306,10 @@ async fn free_text_must_be_visible_without_controls_or_bidi_overrides() {
         "nothing refused was written"
     );
     assert_eq!(app.count("SELECT count(*) AS n FROM locks"), 0);
-    assert_eq!(app.count("SELECT count(*) AS n FROM adverse_events"), 0);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM form_records WHERE form_id = 'adverse_event'"),
+        0
+    );
 
     // what is stored is what was checked: trimmed, within the cap
     let padded = format!("  Rash maculo-papular{}", " ".repeat(5000));
@@ -316,7 +319,8 @@ async fn free_text_must_be_visible_without_controls_or_bidi_overrides() {
     assert_eq!(r.body["meddra_term"], "Rash maculo-papular");
     assert_eq!(
         app.count(
-            "SELECT count(*) AS n FROM adverse_events WHERE meddra_term = 'Rash maculo-papular'"
+            "SELECT count(*) AS n FROM form_records \
+             WHERE form_id = 'adverse_event' AND \"values\" ->> 'meddra_term' = 'Rash maculo-papular'"
         ),
         1
     );

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod adverse_event_records;
 mod adverse_events;
 mod audit_trail;
 mod clinical;

@@ -13,18 +13,15 @@ const STUDIES: [&str; 5] = [
     "thera.toml",
 ];
 const DEMO_PASSWORD: &str = "demo password for casebook";
-/// Today's forms still in tables of their own (temperatures are form records).
-const LEGACY: [(&str, &str); 2] = [
-    ("injection", "injections"),
-    ("adverse_event", "adverse_events"),
-];
+/// Today's forms still in tables of their own (temperatures and adverse events are form
+/// records).
+const LEGACY: [(&str, &str); 1] = [("injection", "injections")];
 /// The tables the demo writes to, with the action that audits a new row.
-const WRITTEN: [(&str, &str); 8] = [
+const WRITTEN: [(&str, &str); 7] = [
     ("sites", "create"),
     ("subjects", "create"),
     ("consents", "create"),
     ("injections", "create"),
-    ("adverse_events", "create"),
     ("form_records", "create"),
     ("queries", "query_open"),
     ("users", "create"),

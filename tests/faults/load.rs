@@ -22,11 +22,11 @@ impl Kind {
             Self::AdverseEvent => "adverse_events",
         }
     }
-    /// Where its rows are (temperatures are form records of the form `temperature`).
+    /// Where its rows are (form records of the form `temperature` or `adverse_event`).
     pub fn rows(self) -> &'static str {
         match self {
             Self::Temperature => "form_records WHERE form_id = 'temperature'",
-            Self::AdverseEvent => "adverse_events",
+            Self::AdverseEvent => "form_records WHERE form_id = 'adverse_event'",
         }
     }
     fn path(self) -> &'static str {

@@ -1,32 +1,25 @@
-//! Adverse event reports. A serious one queues an alert for the sponsor's safety desk in
-//! the same transaction. Never deleted: only marked entered in error, with a reason.
+//! Adverse event reports at their legacy path. The records are form records of the form
+//! `adverse_event` (`legacy` serves them); the definition checks them (dates, grade,
+//! seriousness, MedDRA code) and its `sae_alert` rule queues the safety desk's alert for a
+//! serious one. Never deleted: only marked entered in error, with a reason. This file is the
+//! legacy body and its mapping.
 
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use std::cmp::Ordering;
+
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::api::{if_match, resource, with_etag, Json};
-use crate::audit::{self, diff, AuditEvent};
-use crate::auth::{authorize, Caller, Permission, Scope};
-use crate::db;
-use crate::domain;
-use crate::domain::partial_date::{self, PartialDate};
-use crate::domain::protocol::Protocol;
-use crate::domain::time::local_date;
-use crate::domain::values::{bounded_text, Reason};
-use crate::domain::FieldError;
-use crate::error::{AppError, AppResult};
-use crate::schema::adverse_events as ae;
-use crate::services::sae;
+use crate::api::{resource, Json};
+use crate::auth::Caller;
+use crate::error::AppResult;
+use crate::services::form_records::FormRecord;
 use crate::state::AppState;
 
-use super::{
-    audit_view, consent_window, find_subject, idempotent_post, optional_if_match, DeleteRequest,
-    Deletion, SubjectRef,
-};
+use super::legacy::{self, text, unreadable, LegacyForm};
+use super::DeleteRequest;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -84,41 +77,6 @@ pub enum Outcome {
     Unknown,
 }
 
-fn name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = ae)]
-pub struct AdverseEventRow {
-    pub id: i64,
-    pub site_id: i64,
-    pub subject_id: i64,
-    pub term: String,
-    pub meddra_code: Option<String>,
-    pub meddra_term: Option<String>,
-    pub onset_date: String,
-    pub end_date: Option<String>,
-    pub grade: i16,
-    pub serious: bool,
-    pub seriousness_criteria: Vec<String>,
-    pub relationship: String,
-    pub action_taken: String,
-    pub outcome: String,
-    pub awareness_date: NaiveDate,
-    pub version: i32,
-    pub created_at: DateTime<Utc>,
-    pub created_by: i64,
-    pub updated_at: DateTime<Utc>,
-    pub updated_by: i64,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub deleted_by: Option<i64>,
-    pub deleted_reason: Option<String>,
-}
-
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AdverseEvent {
     pub id: i64,
@@ -146,34 +104,6 @@ pub struct AdverseEvent {
     pub updated_by: i64,
     pub deleted_at: Option<DateTime<Utc>>,
     pub deleted_reason: Option<String>,
-}
-
-impl AdverseEvent {
-    pub fn from_row(r: AdverseEventRow, code: &str) -> Self {
-        Self {
-            id: r.id,
-            subject_code: code.to_owned(),
-            term: r.term,
-            meddra_code: r.meddra_code,
-            meddra_term: r.meddra_term,
-            onset_date: r.onset_date,
-            end_date: r.end_date,
-            grade: r.grade,
-            serious: r.serious,
-            seriousness_criteria: r.seriousness_criteria,
-            relationship: r.relationship,
-            action_taken: r.action_taken,
-            outcome: r.outcome,
-            awareness_date: r.awareness_date,
-            version: r.version,
-            created_at: r.created_at,
-            created_by: r.created_by,
-            updated_at: r.updated_at,
-            updated_by: r.updated_by,
-            deleted_at: r.deleted_at,
-            deleted_reason: r.deleted_reason,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -214,229 +144,154 @@ pub struct AdverseEventChange {
     pub reason: Option<String>,
 }
 
-/// What [`validate`] accepted: the onset, and the free text as checked (what is stored).
-struct Checked {
-    onset: PartialDate,
-    term: String,
-    meddra_term: Option<String>,
+fn name<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The field-level and consistency checks that need no database.
-fn validate(b: &NewAdverseEvent, today: NaiveDate) -> AppResult<Checked> {
-    let mut errors: Vec<FieldError> = Vec::new();
-    let term = bounded_text("term", &b.term, 200)
-        .map_err(|e| errors.push(e))
-        .ok();
-    if let Some(code) = &b.meddra_code {
-        if code.len() != 8 || !code.bytes().all(|c| c.is_ascii_digit()) {
-            errors.push(FieldError::new("meddra_code", "must be 8 digits"));
-        }
-    }
-    let meddra_term = match &b.meddra_term {
-        None => None,
-        Some(t) => match bounded_text("meddra_term", t, 200) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-    };
-    let onset = PartialDate::parse(&b.onset_date);
-    if onset.is_none() {
-        errors.push(FieldError::new(
-            "onset_date",
-            "must be YYYY, YYYY-MM or YYYY-MM-DD",
-        ));
-    }
-    let end = match b.end_date.as_deref() {
-        None => None,
-        Some(s) => {
-            let p = PartialDate::parse(s);
-            if p.is_none() {
-                errors.push(FieldError::new(
-                    "end_date",
-                    "must be YYYY, YYYY-MM or YYYY-MM-DD",
-                ));
-            }
-            p
-        }
-    };
-    // the order and future of the dates, as the engine checks every form's (`not_before`)
-    let awareness = PartialDate::of(b.awareness_date);
-    let mut order = vec![
-        partial_date::not_in_future("awareness_date", &awareness, today),
-        end.map_or(Ok(()), |e| {
-            partial_date::not_in_future("end_date", &e, today)
-        }),
-    ];
-    if let Some(o) = onset {
-        order.push(partial_date::not_in_future("onset_date", &o, today));
-        if let Some(e) = end {
-            order.push(partial_date::not_before("end_date", &e, "onset_date", &o));
-        }
-        order.push(partial_date::not_before(
-            "awareness_date",
-            &awareness,
-            "onset_date",
-            &o,
-        ));
-    }
-    errors.extend(order.into_iter().filter_map(Result::err));
-    if !(1..=5).contains(&b.grade) {
-        errors.push(FieldError::new("grade", "CTCAE grade 1 to 5"));
-    }
-    let mut criteria = b.seriousness_criteria.clone();
-    criteria.sort_by_key(name);
-    criteria.dedup();
-    if criteria.len() != b.seriousness_criteria.len() {
-        errors.push(FieldError::new(
-            "seriousness_criteria",
-            "lists a criterion twice",
-        ));
-    }
-    if b.serious && criteria.is_empty() {
-        errors.push(FieldError::new(
-            "seriousness_criteria",
-            "a serious event needs at least one criterion",
-        ));
-    }
-    if !b.serious && !criteria.is_empty() {
-        errors.push(FieldError::new(
-            "seriousness_criteria",
-            "must be empty when the event is not serious",
-        ));
-    }
-    // grade 5 iff outcome fatal iff criterion death
-    let death = criteria.contains(&Seriousness::Death);
-    let fatal = b.outcome == Outcome::Fatal;
-    let grade5 = b.grade == 5;
-    if death != fatal || fatal != grade5 {
-        for (field, holds) in [
-            ("grade", grade5),
-            ("outcome", fatal),
-            ("seriousness_criteria", death),
-        ] {
-            if !holds {
-                errors.push(FieldError::new(
-                    field,
-                    "grade 5, outcome fatal and the criterion death go together",
-                ));
-            }
-        }
-    }
-    if matches!(
-        b.outcome,
-        Outcome::Recovered | Outcome::RecoveredWithSequelae
-    ) && b.end_date.is_none()
-    {
-        errors.push(FieldError::new(
-            "end_date",
-            "required when the subject recovered",
-        ));
-    }
-    match (onset, term, errors.is_empty()) {
-        (Some(onset), Some(term), true) => Ok(Checked {
-            onset,
-            term,
-            meddra_term,
-        }),
-        _ => Err(AppError::Validation(errors)),
-    }
-}
-
-/// The event's dates against the subject: not before its date floor (birth month, 1900),
-/// the onset not before the first consent.
-fn check_consent(
-    conn: &mut PgConnection,
-    subject: &SubjectRef,
-    onset: PartialDate,
-    awareness: NaiveDate,
-) -> AppResult<()> {
-    let floor = [
-        subject.floor.check_partial("onset_date", &onset),
-        subject.floor.check("awareness_date", awareness),
-    ];
-    let errors: Vec<FieldError> = floor.into_iter().filter_map(Result::err).collect();
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
-    let window = consent_window(conn, subject.id)?;
-    match window.first_signed {
-        None => Err(AppError::invalid(
-            "onset_date",
-            "no informed consent is recorded for this subject: record the consent first",
-        )),
-        Some(signed) if onset.cmp_date(signed).is_lt() => Err(AppError::invalid(
-            "onset_date",
-            format!("is before the informed consent signed on {signed}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn alert_payload(
-    protocol: &Protocol,
-    site_code: &str,
-    subject: &SubjectRef,
-    ev: &AdverseEvent,
-    caller: &Caller,
-) -> Value {
-    let event = json!({
-        "term": ev.term,
-        "meddra_code": ev.meddra_code,
-        "grade": ev.grade,
-        "seriousness_criteria": ev.seriousness_criteria,
-        "relationship": ev.relationship,
-        "outcome": ev.outcome,
-        "onset_date": ev.onset_date,
-        "awareness_date": ev.awareness_date,
-    });
-    let mut record = serde_json::Map::new();
-    record.insert("adverse_event_id".into(), json!(ev.id));
-    domain::sae::payload(&domain::sae::Report {
-        study_id: &protocol.file.study.id,
-        protocol_hash: &protocol.file_hash,
-        site_code,
-        subject_code: &subject.code,
-        record,
-        event: event.as_object().unwrap_or(&serde_json::Map::new()),
-        awareness: Some(ev.awareness_date),
-        reported_by: caller.user_id,
-        reported_at: Utc::now(),
-    })
-}
-
-fn find(
-    conn: &mut PgConnection,
-    scope: &Scope,
-    code: &str,
-    id: i64,
-    lock: bool,
-) -> AppResult<(SubjectRef, AdverseEventRow)> {
-    let subject = find_subject(conn, scope, code)?;
-    if lock {
-        // a locked record is read, but not changed
-        crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-    }
-    let q = ae::table
-        .filter(ae::id.eq(id))
-        .filter(ae::subject_id.eq(subject.id))
-        .select(AdverseEventRow::as_select());
-    let row = if lock {
-        q.for_update().first(conn)?
+/// The criteria as the item's value: an empty list is no value (the engine stores none, and
+/// a correction to `[]` clears them).
+fn criteria(c: &[Seriousness]) -> Value {
+    if c.is_empty() {
+        Value::Null
     } else {
-        q.first(conn)?
-    };
-    Ok((subject, row))
+        Value::Array(c.iter().map(name).collect())
+    }
 }
 
-fn to_json(v: &impl Serialize) -> AppResult<Value> {
-    serde_json::to_value(v).map_err(AppError::internal)
+fn date(d: NaiveDate) -> Value {
+    Value::from(d.format("%Y-%m-%d").to_string())
 }
 
-fn criteria_names(c: &[Seriousness]) -> Vec<String> {
-    c.iter().map(name).collect()
+fn required(r: &FormRecord, item: &str) -> AppResult<String> {
+    text(r, item).ok_or_else(|| unreadable(r, item))
+}
+
+pub enum AdverseEvents {}
+
+impl LegacyForm for AdverseEvents {
+    const FORM: &'static str = "adverse_event";
+    type New = NewAdverseEvent;
+    type Change = AdverseEventChange;
+    type Answer = AdverseEvent;
+
+    fn to_values(n: &NewAdverseEvent) -> Map<String, Value> {
+        let mut v = Map::new();
+        v.insert("term".into(), Value::from(n.term.clone()));
+        if let Some(c) = &n.meddra_code {
+            v.insert("meddra_code".into(), Value::from(c.clone()));
+        }
+        if let Some(t) = &n.meddra_term {
+            v.insert("meddra_term".into(), Value::from(t.clone()));
+        }
+        v.insert("onset_date".into(), Value::from(n.onset_date.clone()));
+        if let Some(e) = &n.end_date {
+            v.insert("end_date".into(), Value::from(e.clone()));
+        }
+        v.insert("grade".into(), Value::from(n.grade));
+        v.insert("serious".into(), Value::from(n.serious));
+        if !n.seriousness_criteria.is_empty() {
+            v.insert(
+                "seriousness_criteria".into(),
+                criteria(&n.seriousness_criteria),
+            );
+        }
+        v.insert("relationship".into(), name(&n.relationship));
+        v.insert("action_taken".into(), name(&n.action_taken));
+        v.insert("outcome".into(), name(&n.outcome));
+        v.insert("awareness_date".into(), date(n.awareness_date));
+        v
+    }
+
+    fn change(c: &AdverseEventChange) -> (Map<String, Value>, Option<String>) {
+        let mut v = Map::new();
+        // absent fields are left as they are (a legacy body cannot clear one with null)
+        let texts = [
+            ("term", &c.term),
+            ("meddra_code", &c.meddra_code),
+            ("meddra_term", &c.meddra_term),
+            ("onset_date", &c.onset_date),
+            ("end_date", &c.end_date),
+        ];
+        for (item, value) in texts {
+            if let Some(x) = value {
+                v.insert(item.into(), Value::from(x.clone()));
+            }
+        }
+        if let Some(g) = c.grade {
+            v.insert("grade".into(), Value::from(g));
+        }
+        if let Some(b) = c.serious {
+            v.insert("serious".into(), Value::from(b));
+        }
+        if let Some(x) = &c.seriousness_criteria {
+            v.insert("seriousness_criteria".into(), criteria(x));
+        }
+        if let Some(x) = &c.relationship {
+            v.insert("relationship".into(), name(x));
+        }
+        if let Some(x) = &c.action_taken {
+            v.insert("action_taken".into(), name(x));
+        }
+        if let Some(x) = &c.outcome {
+            v.insert("outcome".into(), name(x));
+        }
+        if let Some(d) = c.awareness_date {
+            v.insert("awareness_date".into(), date(d));
+        }
+        (v, c.reason.clone())
+    }
+
+    fn from_record(r: &FormRecord) -> AppResult<AdverseEvent> {
+        Ok(AdverseEvent {
+            id: r.id,
+            subject_code: r.subject_code.clone(),
+            term: required(r, "term")?,
+            meddra_code: text(r, "meddra_code"),
+            meddra_term: text(r, "meddra_term"),
+            onset_date: required(r, "onset_date")?,
+            end_date: text(r, "end_date"),
+            grade: r
+                .values
+                .get("grade")
+                .and_then(Value::as_i64)
+                .and_then(|g| i16::try_from(g).ok())
+                .ok_or_else(|| unreadable(r, "grade"))?,
+            serious: r
+                .values
+                .get("serious")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| unreadable(r, "serious"))?,
+            // absent when not serious: answered as the empty list it always was
+            seriousness_criteria: r
+                .values
+                .get("seriousness_criteria")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            relationship: required(r, "relationship")?,
+            action_taken: required(r, "action_taken")?,
+            outcome: required(r, "outcome")?,
+            awareness_date: text(r, "awareness_date")
+                .and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok())
+                .ok_or_else(|| unreadable(r, "awareness_date"))?,
+            version: r.version,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+            deleted_at: r.deleted_at,
+            deleted_reason: r.deleted_reason.clone(),
+        })
+    }
+
+    fn order(a: &FormRecord, b: &FormRecord) -> Ordering {
+        a.id.cmp(&b.id)
+    }
 }
 
 /// Adverse events of a subject (records marked entered in error included, flagged).
@@ -449,22 +304,7 @@ pub async fn list(
     caller: Caller,
     code: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    let scope = authorize(&caller, Permission::ReadClinical)?;
-    let code = code.into_inner();
-    let items = db::run(&state.pool, move |conn| {
-        let subject = find_subject(conn, &scope, &code)?;
-        let rows: Vec<AdverseEventRow> = ae::table
-            .filter(ae::subject_id.eq(subject.id))
-            .order(ae::id)
-            .select(AdverseEventRow::as_select())
-            .load(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AdverseEvent::from_row(r, &subject.code))
-            .collect::<Vec<_>>())
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(items))
+    legacy::list::<AdverseEvents>(state, caller, code).await
 }
 
 /// Report an adverse event. A serious one queues an alert to the sponsor's safety desk.
@@ -481,20 +321,7 @@ pub async fn create(
     code: web::Path<String>,
     body: Json<NewAdverseEvent>,
 ) -> AppResult<HttpResponse> {
-    let scope = authorize(&caller, Permission::EnterClinical)?;
-    let b = body.value.clone();
-    let code = code.into_inner();
-    let protocol = state.protocol.clone();
-    let c = caller.clone();
-    idempotent_post(
-        &state,
-        &caller,
-        &req,
-        &body.raw,
-        move |conn| find_subject(conn, &scope, &code),
-        move |conn, subject| enter(conn, &protocol, &c, &subject, &b),
-    )
-    .await
+    legacy::create::<AdverseEvents>(state, caller, req, code, body).await
 }
 
 /// One adverse event.
@@ -507,18 +334,7 @@ pub async fn get(
     caller: Caller,
     path: web::Path<(String, i64)>,
 ) -> AppResult<HttpResponse> {
-    let scope = authorize(&caller, Permission::ReadClinical)?;
-    let (code, id) = path.into_inner();
-    let ev = db::run(&state.pool, move |conn| {
-        let (subject, row) = find(conn, &scope, &code, id, false)?;
-        Ok(AdverseEvent::from_row(row, &subject.code))
-    })
-    .await?;
-    Ok(with_etag(StatusCode::OK, ev.version, &ev))
-}
-
-fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str) -> Option<T> {
-    serde_json::from_value(Value::String(s.to_owned())).ok()
+    legacy::get::<AdverseEvents>(state, caller, path).await
 }
 
 /// Correct an adverse event (If-Match with its version, and a reason). Becoming serious
@@ -537,120 +353,7 @@ pub async fn update(
     path: web::Path<(String, i64)>,
     body: Json<AdverseEventChange>,
 ) -> AppResult<HttpResponse> {
-    let scope = authorize(&caller, Permission::EnterClinical)?;
-    // checked once the record is found: scope (404) comes before preconditions (428)
-    let expected = if_match(&req);
-    let b = body.value;
-    let reason =
-        Reason::parse("reason", b.reason.as_deref()).map_err(|e| AppError::Validation(vec![e]))?;
-    let (code, id) = path.into_inner();
-    let protocol = state.protocol.clone();
-    let ev = db::transaction(&state.pool, move |conn| {
-        let (subject, old) = find(conn, &scope, &code, id, true)?;
-        let expected = expected?;
-        if old.deleted_at.is_some() {
-            return Err(AppError::Conflict(
-                "This adverse event is marked entered in error.".into(),
-            ));
-        }
-        if old.version != expected {
-            return Err(AppError::PreconditionFailed);
-        }
-        let old_criteria: Vec<Seriousness> = old
-            .seriousness_criteria
-            .iter()
-            .filter_map(|c| parse_enum(c))
-            .collect();
-        let merged = NewAdverseEvent {
-            term: b.term.clone().unwrap_or(old.term.clone()),
-            meddra_code: b.meddra_code.clone().or(old.meddra_code.clone()),
-            meddra_term: b.meddra_term.clone().or(old.meddra_term.clone()),
-            onset_date: b.onset_date.clone().unwrap_or(old.onset_date.clone()),
-            end_date: b.end_date.clone().or(old.end_date.clone()),
-            grade: b.grade.unwrap_or(old.grade),
-            serious: b.serious.unwrap_or(old.serious),
-            seriousness_criteria: b.seriousness_criteria.clone().unwrap_or(old_criteria),
-            relationship: b
-                .relationship
-                .or_else(|| parse_enum(&old.relationship))
-                .unwrap_or(Relationship::Possible),
-            action_taken: b
-                .action_taken
-                .or_else(|| parse_enum(&old.action_taken))
-                .unwrap_or(ActionTaken::None),
-            outcome: b
-                .outcome
-                .or_else(|| parse_enum(&old.outcome))
-                .unwrap_or(Outcome::Unknown),
-            awareness_date: b.awareness_date.unwrap_or(old.awareness_date),
-        };
-        let checked = validate(&merged, local_date(Utc::now(), subject.tz))?;
-        check_consent(conn, &subject, checked.onset, merged.awareness_date)?;
-        let new: AdverseEventRow = diesel::update(ae::table.find(id))
-            .set((
-                ae::term.eq(&checked.term),
-                ae::meddra_code.eq(&merged.meddra_code),
-                ae::meddra_term.eq(&checked.meddra_term),
-                ae::onset_date.eq(&merged.onset_date),
-                ae::end_date.eq(&merged.end_date),
-                ae::grade.eq(merged.grade),
-                ae::serious.eq(merged.serious),
-                ae::seriousness_criteria.eq(criteria_names(&merged.seriousness_criteria)),
-                ae::relationship.eq(name(&merged.relationship)),
-                ae::action_taken.eq(name(&merged.action_taken)),
-                ae::outcome.eq(name(&merged.outcome)),
-                ae::awareness_date.eq(merged.awareness_date),
-                ae::version.eq(ae::version + 1),
-                ae::updated_at.eq(diesel::dsl::now),
-                ae::updated_by.eq(caller.user_id),
-            ))
-            .returning(AdverseEventRow::as_returning())
-            .get_result(conn)?;
-        let old_serious = old.serious;
-        let before = AdverseEvent::from_row(old, &subject.code);
-        let after = AdverseEvent::from_row(new, &subject.code);
-        let (o, n) = diff(
-            &audit_view(to_json(&before)?),
-            &audit_view(to_json(&after)?),
-        );
-        audit::record(
-            conn,
-            &AuditEvent::new(
-                Some(&caller.actor),
-                "update",
-                "adverse_events",
-                &caller.meta,
-            )
-            .record(id)
-            .site(Some(subject.site_id))
-            .subject(Some(subject.id))
-            .old(o)
-            .new_values(n)
-            .reason(Some(reason.as_str())),
-        )?;
-        if domain::sae::raised(Some(old_serious), after.serious) {
-            let site = crate::db::subjects::site_code(conn, subject.site_id)?;
-            let payload = alert_payload(&protocol, &site, &subject, &after, &caller);
-            sae::enqueue(
-                conn,
-                &caller,
-                sae::Source::AdverseEvent(after.id),
-                &subject,
-                &payload,
-            )?;
-        }
-        crate::services::guard::after_change(
-            conn,
-            &caller,
-            "adverse_events",
-            Some(id),
-            subject.site_id,
-            subject.id,
-        )?;
-        Ok(after)
-    })
-    .await?;
-    Ok(with_etag(StatusCode::OK, ev.version, &ev))
+    legacy::update::<AdverseEvents>(state, caller, req, path, body).await
 }
 
 /// Mark an adverse event entered in error (a reason is required; nothing is removed).
@@ -668,111 +371,5 @@ pub async fn delete(
     path: web::Path<(String, i64)>,
     body: Json<DeleteRequest>,
 ) -> AppResult<HttpResponse> {
-    let scope = authorize(&caller, Permission::EnterClinical)?;
-    let expected = optional_if_match(&req)?;
-    let reason = Reason::parse("reason", Some(&body.value.reason))
-        .map_err(|e| AppError::Validation(vec![e]))?;
-    let (code, id) = path.into_inner();
-    let ev = db::transaction(&state.pool, move |conn| {
-        let (subject, old) = find(conn, &scope, &code, id, true)?;
-        let deletion = Deletion {
-            caller: &caller,
-            subject: &subject,
-            entity: "adverse_events",
-            noun: "adverse event",
-            changed: "adverse_events",
-            id,
-            expected,
-            reason: &reason,
-        };
-        let before = AdverseEvent::from_row(old.clone(), &subject.code);
-        deletion.run(
-            conn,
-            old.deleted_at.is_some(),
-            old.version,
-            &before,
-            |conn| {
-                let new: AdverseEventRow = diesel::update(ae::table.find(id))
-                    .set((
-                        ae::deleted_at.eq(diesel::dsl::now),
-                        ae::deleted_by.eq(caller.user_id),
-                        ae::deleted_reason.eq(reason.as_str()),
-                        ae::version.eq(ae::version + 1),
-                        ae::updated_at.eq(diesel::dsl::now),
-                        ae::updated_by.eq(caller.user_id),
-                    ))
-                    .returning(AdverseEventRow::as_returning())
-                    .get_result(conn)?;
-                Ok(AdverseEvent::from_row(new, &subject.code))
-            },
-        )
-    })
-    .await?;
-    Ok(with_etag(StatusCode::OK, ev.version, &ev))
-}
-
-/// Records an adverse event for `subject` (found within the caller's scope) in the caller's
-/// transaction, audited, a serious one queued for its alert. Shared by the API and
-/// `casebook seed-demo`.
-pub fn enter(
-    conn: &mut PgConnection,
-    protocol: &Protocol,
-    c: &Caller,
-    subject: &SubjectRef,
-    b: &NewAdverseEvent,
-) -> AppResult<Value> {
-    crate::services::guard::ensure_unlocked(conn, subject.site_id, Some(subject.id))?;
-    let checked = validate(b, local_date(Utc::now(), subject.tz))?;
-    check_consent(conn, subject, checked.onset, b.awareness_date)?;
-    let row: AdverseEventRow = diesel::insert_into(ae::table)
-        .values((
-            ae::site_id.eq(subject.site_id),
-            ae::subject_id.eq(subject.id),
-            ae::term.eq(&checked.term),
-            ae::meddra_code.eq(&b.meddra_code),
-            ae::meddra_term.eq(&checked.meddra_term),
-            ae::onset_date.eq(&b.onset_date),
-            ae::end_date.eq(&b.end_date),
-            ae::grade.eq(b.grade),
-            ae::serious.eq(b.serious),
-            ae::seriousness_criteria.eq(criteria_names(&b.seriousness_criteria)),
-            ae::relationship.eq(name(&b.relationship)),
-            ae::action_taken.eq(name(&b.action_taken)),
-            ae::outcome.eq(name(&b.outcome)),
-            ae::awareness_date.eq(b.awareness_date),
-            ae::created_by.eq(c.user_id),
-            ae::updated_by.eq(c.user_id),
-        ))
-        .returning(AdverseEventRow::as_returning())
-        .get_result(conn)?;
-    let event = AdverseEvent::from_row(row, &subject.code);
-    let body = to_json(&event)?;
-    audit::record(
-        conn,
-        &AuditEvent::new(Some(&c.actor), "create", "adverse_events", &c.meta)
-            .record(event.id)
-            .site(Some(subject.site_id))
-            .subject(Some(subject.id))
-            .new_values(body.clone()),
-    )?;
-    if domain::sae::raised(None, event.serious) {
-        let site = crate::db::subjects::site_code(conn, subject.site_id)?;
-        let payload = alert_payload(protocol, &site, subject, &event, c);
-        sae::enqueue(
-            conn,
-            c,
-            sae::Source::AdverseEvent(event.id),
-            subject,
-            &payload,
-        )?;
-    }
-    crate::services::guard::after_change(
-        conn,
-        c,
-        "adverse_events",
-        None,
-        subject.site_id,
-        subject.id,
-    )?;
-    Ok(body)
+    legacy::delete::<AdverseEvents>(state, caller, req, path, body).await
 }

@@ -12,14 +12,13 @@ use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact
 use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::error::AppResult;
 use crate::schema::{
-    adverse_events as ae, consents as c, injections as i, queries as q, signatures as sg,
-    verifications as v,
+    consents as c, injections as i, queries as q, signatures as sg, verifications as v,
 };
 use crate::services::form_records::ENTITY;
 use crate::state::AppState;
 use diesel::pg::PgConnection;
 
-use super::adverse_events::{AdverseEvent, AdverseEventRow};
+use super::adverse_events::{AdverseEvent, AdverseEvents};
 use super::consents::Consent;
 use super::injections::{Injection, InjectionRow};
 use super::legacy::LegacyForm;
@@ -125,26 +124,24 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
             .collect();
         // one read of the live form records: the moved legacy forms in their legacy arrays
         // and order, the other forms as form records
-        let (temperature_records, form_records): (Vec<FormRecord>, Vec<FormRecord>) =
+        let (moved, form_records): (Vec<FormRecord>, Vec<FormRecord>) =
             crate::db::form_records::live(conn, s.id)?
                 .into_iter()
                 .map(|r| FormRecord::of(r, &s.code))
-                .partition(|r| r.form == Temperatures::FORM);
-        let mut temperature_records = temperature_records;
+                .partition(|r| r.form == Temperatures::FORM || r.form == AdverseEvents::FORM);
+        let (ae_records, mut temperature_records): (Vec<FormRecord>, Vec<FormRecord>) = moved
+            .into_iter()
+            .partition(|r| r.form == AdverseEvents::FORM);
         temperature_records.sort_by(Temperatures::order);
         let temperatures: Vec<Temperature> = temperature_records
             .iter()
             .map(Temperatures::from_record)
             .collect::<AppResult<_>>()?;
-        let adverse_events: Vec<AdverseEvent> = ae::table
-            .filter(ae::subject_id.eq(s.id))
-            .filter(ae::deleted_at.is_null())
-            .order(ae::id)
-            .select(AdverseEventRow::as_select())
-            .load(conn)?
-            .into_iter()
-            .map(|r| AdverseEvent::from_row(r, &s.code))
-            .collect();
+        // by id, as entered (AdverseEvents::order)
+        let adverse_events: Vec<AdverseEvent> = ae_records
+            .iter()
+            .map(AdverseEvents::from_record)
+            .collect::<AppResult<_>>()?;
         let endpoints = derive(
             &injections
                 .iter()
@@ -166,7 +163,13 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
                 .unwrap_or(f64::INFINITY),
             s.tz,
         );
-        let monitoring = monitoring(conn, s.id, def, &form_records, &temperature_records)?;
+        let monitoring = monitoring(
+            conn,
+            s.id,
+            def,
+            &form_records,
+            [&temperature_records, &ae_records],
+        )?;
         Ok(Casebook {
             subject,
             consents,
@@ -228,7 +231,7 @@ fn monitoring(
     subject_id: i64,
     def: &Definition,
     form_records: &[FormRecord],
-    temperatures: &[FormRecord],
+    [temperatures, adverse_events]: [&[FormRecord]; 2],
 ) -> AppResult<Monitoring> {
     let open_queries: i64 = q::table
         .filter(q::subject_id.eq(subject_id))
@@ -256,28 +259,25 @@ fn monitoring(
         .filter(i::deleted_at.is_null())
         .count()
         .get_result(conn)?;
-    let aes_n: i64 = ae::table
-        .filter(ae::subject_id.eq(subject_id))
-        .filter(ae::deleted_at.is_null())
-        .count()
-        .get_result(conn)?;
     let signatures: Vec<Signature> = sg::table
         .filter(sg::subject_id.eq(subject_id))
         .order(sg::id)
         .select(Signature::as_select())
         .load(conn)?;
+    // a moved legacy form's records, verified as form records
+    let moved = |form: &str, records: &[FormRecord]| FormVerification {
+        form: form.into(),
+        records: records.len() as i64,
+        verified: verified_ids
+            .iter()
+            .filter(|(rt, id)| rt == ENTITY && records.iter().any(|r| r.id == *id))
+            .count() as i64,
+    };
     let mut verified = vec![
         live(consents_n, "consents", "consents"),
         live(injections_n, "injections", "injections"),
-        FormVerification {
-            form: "temperatures".into(),
-            records: temperatures.len() as i64,
-            verified: verified_ids
-                .iter()
-                .filter(|(rt, id)| rt == ENTITY && temperatures.iter().any(|r| r.id == *id))
-                .count() as i64,
-        },
-        live(aes_n, "adverse-events", "adverse_events"),
+        moved("temperatures", temperatures),
+        moved("adverse-events", adverse_events),
     ];
     let engine_forms = def
         .forms

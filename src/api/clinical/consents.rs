@@ -18,7 +18,7 @@ use crate::domain::time::{end_of_local_day, local_date};
 use crate::domain::values::Reason;
 use crate::domain::FieldError;
 use crate::error::{AppError, AppResult};
-use crate::schema::{adverse_events as ae, consents as c, injections as i, subjects as s};
+use crate::schema::{consents as c, injections as i, subjects as s};
 use crate::state::AppState;
 
 use super::{audit_view, find_subject, idempotent_post, SubjectRef};
@@ -383,22 +383,7 @@ pub(super) fn earliest_data(
         .flatten()
         .map(|at| local_date(at, subject.tz))
         .collect();
-    let onsets: Vec<String> = ae::table
-        .filter(ae::subject_id.eq(subject.id))
-        .filter(ae::deleted_at.is_null())
-        .select(ae::onset_date)
-        .load(conn)?;
-    // a partial onset counts from the first day it can mean
-    for o in onsets {
-        let full = match o.len() {
-            4 => format!("{o}-01-01"),
-            7 => format!("{o}-01"),
-            _ => o,
-        };
-        if let Ok(d) = NaiveDate::parse_from_str(&full, "%Y-%m-%d") {
-            dates.push(d);
-        }
-    }
+    // adverse events' onsets among them: a partial one counts from the first day it can mean
     let forms: Vec<&str> = def.stored_forms().map(|f| f.id.as_str()).collect();
     let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
     dates.extend(records::earliest(def, &records, subject.tz));

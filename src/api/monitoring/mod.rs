@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::db;
 use crate::domain::study::moved_entity;
 use crate::error::{AppError, AppResult};
-use crate::schema::{adverse_events, consents, injections, subjects};
+use crate::schema::{consents, injections, subjects};
 use crate::services::form_records;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -23,7 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The record kinds queries and verifications point at: the table, and the name of its
 /// records in today's verify route `/subjects/{code}/{form}/{id}/verify`. A legacy form
-/// whose records are form records now keeps its old name as an alias (`temperatures`):
+/// whose records are form records now keeps its old name as an alias (`temperatures`, `adverse_events`):
 /// accepted for the records of that form only, stored as `form_records`, answered as the
 /// alias. Subjects are not
 /// verified; the records of the study definition's forms are verified at
@@ -66,20 +66,6 @@ pub fn known_field(record_type: &str, field: &str) -> bool {
             "lot_number",
             "given",
             "not_given_reason",
-        ],
-        "adverse_events" => &[
-            "term",
-            "meddra_code",
-            "meddra_term",
-            "onset_date",
-            "end_date",
-            "grade",
-            "serious",
-            "seriousness_criteria",
-            "relationship",
-            "action_taken",
-            "outcome",
-            "awareness_date",
         ],
         _ => &[],
     };
@@ -149,16 +135,6 @@ pub fn record_owner(conn: &mut PgConnection, record_type: &str, id: i64) -> AppR
                 injections::site_id,
                 injections::subject_id,
                 injections::version,
-            ))
-            .first(conn)
-            .optional()?,
-        "adverse_events" => adverse_events::table
-            .filter(adverse_events::id.eq(id))
-            .filter(adverse_events::deleted_at.is_null())
-            .select((
-                adverse_events::site_id,
-                adverse_events::subject_id,
-                adverse_events::version,
             ))
             .first(conn)
             .optional()?,

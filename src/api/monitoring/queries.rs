@@ -67,8 +67,8 @@ pub struct Query {
     pub subject_code: String,
     pub site_code: String,
     /// subjects, consents, injections, temperatures, adverse_events, or form_records (a
-    /// record of a form of the study definition; temperatures are form records of the form
-    /// `temperature`, answered by their old name)
+    /// record of a form of the study definition; temperatures and adverse events are form
+    /// records of the forms `temperature` and `adverse_event`, answered by their old names)
     pub record_type: String,
     pub record_id: i64,
     /// the form of a form record (an id of GET /study/definition); null otherwise
