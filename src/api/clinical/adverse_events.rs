@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::api::{resource, Json};
-use crate::auth::Caller;
+use crate::auth::{Bearer, Caller};
 use crate::error::AppResult;
 use crate::services::form_records::FormRecord;
 use crate::state::AppState;
@@ -316,12 +316,12 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: Caller,
+    bearer: Bearer,
     req: HttpRequest,
     code: web::Path<String>,
     body: Json<NewAdverseEvent>,
 ) -> AppResult<HttpResponse> {
-    legacy::create::<AdverseEvents>(state, caller, req, code, body).await
+    legacy::create::<AdverseEvents>(state, bearer, req, code, body).await
 }
 
 /// One adverse event.
