@@ -5,6 +5,7 @@ pub mod caller;
 pub mod form_records;
 pub mod guard;
 pub mod queries;
+pub mod sae_alerts;
 pub mod safety;
 pub mod schedule;
 pub mod study_versions;

@@ -198,9 +198,16 @@ pub fn write(job: &Job, out: &mut Out) -> Result<(), Stop> {
                 ("DataType", "text"),
             ],
         )?;
-        for t in p.sources.iter().flat_map(|s| s.tests.iter()) {
+        let mut listed = std::collections::HashSet::new();
+        // a chosen code shared by two forms is one test: listed once
+        for t in p
+            .sources
+            .iter()
+            .flat_map(|s| s.tests.iter())
+            .filter(|t| listed.insert(t.testcd.as_str()))
+        {
             x.open("CodeListItem", &[("CodedValue", &t.testcd)])?;
-            x.translated("Decode", &t.item.label)?;
+            x.translated("Decode", &t.label)?;
             x.close("CodeListItem")?;
         }
         x.close("CodeList")?;

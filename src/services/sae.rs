@@ -4,13 +4,13 @@
 //!
 //! Delivery: a JSON POST to the configured webhook, signed with HMAC-SHA256 over the body
 //! (`X-Casebook-Signature: sha256=<hex>`), retried with exponential backoff and jitter until
-//! a 2xx, each attempt recorded; success, failures and giving up are audited. Rows are
-//! claimed with `FOR UPDATE SKIP LOCKED`, so several instances never deliver one twice.
+//! a 2xx, each attempt recorded; success, failures and giving up are audited. The outbox's
+//! SQL is in `db::sae_alerts`.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use diesel::prelude::*;
+use diesel::{Connection, PgConnection};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -18,20 +18,12 @@ use serde_json::{json, Map, Value};
 use crate::audit::{self, AuditEvent, RequestMeta};
 use crate::auth::Caller;
 use crate::config::SaeSettings;
+use crate::db::sae_alerts;
+pub use crate::db::sae_alerts::Source;
 use crate::db::subjects::SubjectRef;
 use crate::domain::sae;
 use crate::domain::study::{Definition, Form, RuleKind};
 use crate::error::AppResult;
-use crate::schema::{sae_alert_attempts as att, sae_alerts as a};
-
-/// The record an alert is about.
-#[derive(Debug, Clone, Copy)]
-pub enum Source {
-    /// a row of today's adverse events
-    AdverseEvent(i64),
-    /// a form record of a form bound to the `sae_alert` rule
-    FormRecord(i64),
-}
 
 /// Queues an alert in the caller's transaction, audited (`sae_queued`), so that the trail
 /// shows when the safety desk's alert was raised and by whom, before any delivery.
@@ -42,20 +34,11 @@ pub fn enqueue(
     subject: &SubjectRef,
     payload: &Value,
 ) -> AppResult<i64> {
-    let (ae_id, record_id, key, rid) = match source {
-        Source::AdverseEvent(id) => (Some(id), None, "adverse_event_id", id),
-        Source::FormRecord(id) => (None, Some(id), "form_record_id", id),
+    let (key, rid) = match source {
+        Source::AdverseEvent(id) => ("adverse_event_id", id),
+        Source::FormRecord(id) => ("form_record_id", id),
     };
-    let id = diesel::insert_into(a::table)
-        .values((
-            a::adverse_event_id.eq(ae_id),
-            a::form_record_id.eq(record_id),
-            a::site_id.eq(subject.site_id),
-            a::subject_id.eq(subject.id),
-            a::payload.eq(payload),
-        ))
-        .returning(a::id)
-        .get_result(conn)?;
+    let id = sae_alerts::insert(conn, source, subject.site_id, subject.id, payload)?;
     audit::record(
         conn,
         &AuditEvent::new(
@@ -157,16 +140,14 @@ pub fn deliver_due(conn: &mut PgConnection, settings: &SaeSettings) -> AppResult
     let mut attempted = 0;
     for _ in 0..settings.batch {
         let done = conn.transaction(|conn| -> AppResult<bool> {
-            let due: Option<(i64, Value, i32, i64, i64)> = a::table
-                .filter(a::status.eq("pending"))
-                .filter(a::next_attempt_at.le(Utc::now()))
-                .order(a::id)
-                .select((a::id, a::payload, a::attempts, a::site_id, a::subject_id))
-                .for_update()
-                .skip_locked()
-                .first(conn)
-                .optional()?;
-            let Some((id, payload, attempts, site_id, subject_id)) = due else {
+            let Some(sae_alerts::Due {
+                id,
+                payload,
+                attempts,
+                site_id,
+                subject_id,
+            }) = sae_alerts::claim_due(conn)?
+            else {
                 return Ok(false);
             };
             let body = serde_json::to_vec(&payload).unwrap_or_default();
@@ -188,14 +169,7 @@ pub fn deliver_due(conn: &mut PgConnection, settings: &SaeSettings) -> AppResult
                 }
                 Err(e) => (None, Some(e.to_string())),
             };
-            diesel::insert_into(att::table)
-                .values((
-                    att::alert_id.eq(id),
-                    att::http_status.eq(status),
-                    att::error.eq(&error),
-                    att::duration_ms.eq(ms),
-                ))
-                .execute(conn)?;
+            sae_alerts::record_attempt(conn, id, status, error.as_deref(), ms)?;
             let attempts = attempts + 1;
             let meta = RequestMeta {
                 request_id: format!("sae-alert-{id}"),
@@ -207,38 +181,19 @@ pub fn deliver_due(conn: &mut PgConnection, settings: &SaeSettings) -> AppResult
                 .site(Some(site_id))
                 .subject(Some(subject_id));
             if error.is_none() {
-                diesel::update(a::table.find(id))
-                    .set((
-                        a::status.eq("delivered"),
-                        a::attempts.eq(attempts),
-                        a::delivered_at.eq(diesel::dsl::now),
-                        a::last_error.eq(None::<String>),
-                    ))
-                    .execute(conn)?;
+                sae_alerts::mark_delivered(conn, id, attempts)?;
                 let mut e = base.new_values(json!({"attempts": attempts, "http_status": status}));
                 e.action = "sae_delivered";
                 audit::record(conn, &e)?;
             } else if attempts >= settings.max_attempts {
-                diesel::update(a::table.find(id))
-                    .set((
-                        a::status.eq("failed"),
-                        a::attempts.eq(attempts),
-                        a::last_error.eq(&error),
-                    ))
-                    .execute(conn)?;
+                sae_alerts::mark_failed(conn, id, attempts, error.as_deref())?;
                 let mut e = base.new_values(json!({"attempts": attempts, "error": error}));
                 e.action = "sae_gave_up";
                 audit::record(conn, &e)?;
             } else {
                 let wait = backoff_secs(settings, attempts - 1);
                 let next = Utc::now() + chrono::Duration::milliseconds((wait * 1000.0) as i64);
-                diesel::update(a::table.find(id))
-                    .set((
-                        a::attempts.eq(attempts),
-                        a::next_attempt_at.eq(next),
-                        a::last_error.eq(&error),
-                    ))
-                    .execute(conn)?;
+                sae_alerts::retry_at(conn, id, attempts, next, error.as_deref())?;
                 let mut e = base.new_values(
                     json!({"attempts": attempts, "error": error, "next_attempt_at": next}),
                 );

@@ -30,7 +30,11 @@ struct Study {
 /// at D1 the same day.
 async fn study() -> Study {
     let path = format!("{}/tests/studies/sdtm.toml", env!("CARGO_MANIFEST_DIR"));
-    let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", &path)]).await;
+    study_of(&path).await
+}
+
+async fn study_of(path: &str) -> Study {
+    let app = TestApp::spawn_with(&[("CASEBOOK_STUDY", path)]).await;
     app.site("FRA", "Europe/Paris");
     app.site("FRB", "Europe/Paris");
     let inv = app.token(Role::Investigator, &["FRA", "FRB"]).await;
@@ -393,6 +397,144 @@ async fn event_forms_give_one_row_per_record_and_unknown_domains_are_404() {
         let r = fetch(&s.app, "/api/v1/exports/sdtm/lb.csv", &token).await;
         assert_eq!(r.status, 403, "{role:?}");
     }
+}
+
+/// The sponsor's terms: a test code and label for C-reactive protein, a QNAM and QLABEL for
+/// the crisis note, and CDISC submission values for the severity codes.
+#[actix_web::test]
+async fn terms_chosen_in_the_definition_reach_the_datasets_and_define_xml() {
+    let base = format!("{}/tests/studies/sdtm.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&base).unwrap();
+    let amended =
+        text.replacen(
+            "  sdtm = \"LBORRES\"\n",
+            "  sdtm = \"LBORRES\"\n  sdtm_code = \"CRP\"\n  sdtm_label = \"C Reactive Protein\"\n",
+            1,
+        )
+        .replacen(
+            "  id = \"note\"\n",
+            "  id = \"note\"\n  sdtm_code = \"CRISNOTE\"\n  sdtm_label = \"Note on the crisis\"\n",
+            1,
+        )
+        .replacen(
+            "{ code = \"SEVERE\", label = \"Severe\" }",
+            "{ code = \"SEVERE\", label = \"Severe\", sdtm = \"SEVERE/INTENSE\" }",
+            1,
+        ) + r#"
+# a second laboratory form measuring the same test
+[[forms]]
+id = "bedside_crp"
+name = "Bedside CRP"
+repeat = "any"
+dated_by = "tested_on"
+sdtm = { domain = "LB", category = "POINT OF CARE" }
+
+  [[forms.items]]
+  id = "tested_on"
+  label = "Tested on"
+  type = "date"
+  required = true
+
+  [[forms.items]]
+  id = "crp"
+  label = "CRP (bedside)"
+  type = "decimal"
+  decimals = 0
+  unit = "mg/L"
+  required = true
+  sdtm_code = "CRP"
+  sdtm_label = "C Reactive Protein"
+"#;
+    assert_eq!(amended.matches("sdtm_code").count(), 3);
+    let path = std::env::temp_dir().join(format!("sdtm-terms-{}.toml", std::process::id()));
+    std::fs::write(&path, amended).unwrap();
+    let s = study_of(path.to_str().unwrap()).await;
+    let inv = s.app.token(Role::Investigator, &["FRA"]).await;
+    let r = s
+        .app
+        .post(
+            &format!("/api/v1/subjects/{}/forms/bedside_crp", s.fra),
+            &inv,
+            &json!({"values": {"tested_on": "2026-10-06", "crp": "30"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let (_, lb) = dataset(&s, "/api/v1/exports/sdtm/lb.csv").await;
+    let fra = format!("{STUDY}-{}", s.fra);
+    let codes: Vec<(&str, &str)> = lb
+        .iter()
+        .filter(|r| r["USUBJID"] == fra)
+        .map(|r| (r["LBTESTCD"].as_str(), r["LBTEST"].as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("CRP", "C Reactive Protein"),
+            ("NEUTROPH", "Neutrophils"),
+            ("HEMOLYSE", "Haemolysed sample"),
+            // the bedside test the next day is the same test
+            ("CRP", "C Reactive Protein"),
+            ("CRP", "C Reactive Protein"),
+        ]
+    );
+    let (_, ce) = dataset(&s, "/api/v1/exports/sdtm/ce.csv").await;
+    assert_eq!(
+        ce[0]["CESEV"], "SEVERE/INTENSE",
+        "the submission value, not the code"
+    );
+    let (_, supp) = dataset(&s, "/api/v1/exports/sdtm/suppce.csv").await;
+    assert_eq!(
+        (supp[0]["QNAM"].as_str(), supp[0]["QLABEL"].as_str()),
+        ("CRISNOTE", "Note on the crisis")
+    );
+    // the XPT carries the same
+    let r = fetch(&s.app, "/api/v1/exports/sdtm/ce.xpt", &s.sponsor).await;
+    assert_eq!(r.status, 200);
+    let xpt = read_xpt(&r.body);
+    let at = xpt["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n == "CESEV")
+        .unwrap();
+    assert_eq!(
+        xpt["rows"][0][at].as_str().map(str::trim_end),
+        Some("SEVERE/INTENSE")
+    );
+
+    let r = fetch(&s.app, "/api/v1/exports/sdtm/define.xml", &s.sponsor).await;
+    assert_eq!(r.status, 200);
+    assert_valid_against(DEFINE_XSD, &r.body, "Define-XML");
+    let xml = r.text();
+    assert_eq!(
+        xml.matches("<CodeListItem CodedValue=\"CRP\">").count(),
+        1,
+        "one test of two forms listed once"
+    );
+    assert!(xml.contains(
+        "<CodeListItem CodedValue=\"CRP\">\n<Decode>\n<TranslatedText xml:lang=\"en\">C Reactive Protein</TranslatedText>"
+    ));
+    assert!(!xml.contains("CRP_MG_L"));
+
+    // the definition shows the chosen terms to clients
+    let r = s.app.get("/api/v1/study/definition", &s.sponsor).await;
+    assert_eq!(r.status, 200);
+    let labs = r.body["forms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "labs")
+        .unwrap();
+    let crp = labs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "crp_mg_l")
+        .unwrap();
+    assert_eq!(crp["sdtm_code"], "CRP");
+    assert_eq!(crp["sdtm_label"], "C Reactive Protein");
+    let _ = std::fs::remove_file(&path);
 }
 
 #[actix_web::test]

@@ -68,7 +68,7 @@ async fn the_kawasaki_definition_has_the_shape_clients_read() {
         by_id(&temperature["items"], "celsius"),
         &json!({"id": "celsius", "label": "Temperature", "type": "decimal", "required": true,
                 "unit": "°C", "decimals": 1, "min": 30, "max": 45, "check": "hard",
-                "sdtm": "VSORRES"})
+                "sdtm": "VSORRES", "sdtm_code": "TEMP", "sdtm_label": "Temperature"})
     );
     let method = by_id(&temperature["items"], "method");
     assert_eq!(method["type"], "choice");
@@ -81,6 +81,11 @@ async fn the_kawasaki_definition_has_the_shape_clients_read() {
     assert_eq!(
         codes,
         ["rectal", "axillary", "oral", "tympanic", "temporal"]
+    );
+    assert_eq!(
+        method["choices"][0],
+        json!({"code": "rectal", "label": "Rectal", "sdtm": "RECTUM"}),
+        "the code's CDISC submission value"
     );
     let fever = by_id(&temperature["items"], "fever");
     assert_eq!(

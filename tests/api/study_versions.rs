@@ -37,8 +37,8 @@ pub fn kawasaki_with(from: &str, to: &str) -> String {
 /// Safe changes: a new code, a new label, a wider range, a new form.
 fn safely_amended() -> String {
     kawasaki_with(
-        "  { code = \"temporal\", label = \"Temporal\" },",
-        "  { code = \"temporal\", label = \"Temporal artery\" },\n  { code = \"skin\", label = \"Skin\" },",
+        "  { code = \"temporal\", label = \"Temporal\", sdtm = \"TEMPORAL ARTERY\" },",
+        "  { code = \"temporal\", label = \"Temporal artery\", sdtm = \"TEMPORAL ARTERY\" },\n  { code = \"skin\", label = \"Skin\" },",
     )
     .replacen(
         "range = { min = -5.0, max = 40.0 }",

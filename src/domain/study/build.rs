@@ -419,9 +419,26 @@ impl Builder<'_> {
                         format!("duplicate code `{s}` in code list `{id}`"),
                     );
                 }
+                if let Some(v) = &code.sdtm {
+                    let t = v.get_ref();
+                    if t.is_empty()
+                        || t.len() > 200
+                        || !t.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+                        || t.trim() != t
+                    {
+                        self.err(
+                            v.span(),
+                            format!(
+                                "sdtm `{t}` of code `{s}`: a CDISC submission value, 1 to 200 \
+                                 printable ASCII characters (SUBCUTANEOUS)"
+                            ),
+                        );
+                    }
+                }
                 codes.push(Code {
                     code: s.clone(),
                     label: code.label.clone(),
+                    sdtm: code.sdtm.as_ref().map(|v| v.get_ref().clone()),
                 });
             }
             out.push(CodeList {
@@ -739,6 +756,8 @@ impl Builder<'_> {
                     derived_by: None,
                     not_before: None,
                     sdtm: i.sdtm.as_ref().map(|s| s.get_ref().clone()),
+                    sdtm_code: i.sdtm_code.as_ref().map(|s| s.get_ref().clone()),
+                    sdtm_label: i.sdtm_label.as_ref().map(|s| s.get_ref().clone()),
                     help: i.help.clone(),
                 });
             }
@@ -813,7 +832,7 @@ impl Builder<'_> {
                     match items.iter().find(|it| it.id == *d.get_ref()) {
                         None => self.err(d.span(), format!("dated_by: form `{id}` has no item `{}`", d.get_ref())),
                         Some(it) if !matches!(it.kind, ItemType::Date | ItemType::DateTime | ItemType::PartialDate) => {
-                            self.err(d.span(), format!("dated_by: `{}` is a {} item, not a date, partial_date or datetime", it.id, it.kind.name()))
+                            self.err(d.span(), format!("dated_by: `{}` is an item of type {}, not a date, partial_date or datetime", it.id, it.kind.name()))
                         }
                         Some(it) if !it.required || it.derived() || it.show_if.is_some() => {
                             self.err(d.span(), format!("dated_by: `{}` must be required, entered and always shown", it.id))
@@ -875,6 +894,7 @@ impl Builder<'_> {
                     category: d.category.clone(),
                 }
             });
+            self.sdtm_codes(f, sdtm.as_ref(), &dated_by);
             out.push(Form {
                 id,
                 name: f.name.clone(),
@@ -887,6 +907,67 @@ impl Builder<'_> {
             });
         }
         out
+    }
+
+    /// `sdtm_code` and `sdtm_label`: a test code (or a supplemental qualifier's QNAM) and its
+    /// label chosen in the definition, for an item that becomes a test or a qualifier.
+    fn sdtm_codes(&mut self, raw: &raw::Form, sdtm: Option<&Sdtm>, dated_by: &str) {
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for ri in &raw.items {
+            if let Some(l) = &ri.sdtm_label {
+                let n = l.get_ref().chars().count();
+                if n == 0 || n > 40 || l.get_ref().trim() != l.get_ref() {
+                    self.err(
+                        l.span(),
+                        "sdtm_label: 1 to 40 characters without leading or trailing spaces \
+                         (SDTM's --TEST and QLABEL)",
+                    );
+                }
+            }
+            let Some(c) = &ri.sdtm_code else {
+                if let (Some(l), None) = (&ri.sdtm_label, &ri.sdtm_code) {
+                    if sdtm.is_none() {
+                        self.err(l.span(), "sdtm_label: the form maps to no SDTM domain");
+                    }
+                }
+                continue;
+            };
+            let code = c.get_ref();
+            let item = ri.id.get_ref();
+            let Some(domain) = sdtm.map(|s| s.domain.as_str()) else {
+                self.err(c.span(), "sdtm_code: the form maps to no SDTM domain");
+                continue;
+            };
+            let fills = ri
+                .sdtm
+                .as_ref()
+                .map(|v| v.get_ref().as_str())
+                .filter(|v| *v != format!("{domain}ORRES"));
+            if !super::sdtm::is_variable_name(code) {
+                self.err(
+                    c.span(),
+                    format!(
+                        "sdtm_code `{code}`: 1 to 8 upper case letters, digits or `_`, \
+                         starting with a letter (CRP, TEMP)"
+                    ),
+                );
+            } else if item == dated_by {
+                self.err(
+                    c.span(),
+                    format!("sdtm_code: `{item}` dates the form's rows; it is no test"),
+                );
+            } else if let Some(var) = fills {
+                self.err(
+                    c.span(),
+                    format!("sdtm_code: `{item}` fills `{var}`; it is no test nor qualifier"),
+                );
+            } else if let Some(other) = seen.insert(code.clone(), item.clone()) {
+                self.err(
+                    c.span(),
+                    format!("sdtm_code `{code}`: already the code of `{other}` in this form"),
+                );
+            }
+        }
     }
 
     /// `not_before` orders two date or partial date items of one form.
@@ -1118,7 +1199,7 @@ impl Builder<'_> {
                         self.err(
                             a.span(),
                             format!(
-                                "anchor_item `{text}` is a {} item, not a date or datetime",
+                                "anchor_item `{text}` is an item of type {}, not a date or datetime",
                                 i.kind.name()
                             ),
                         );
@@ -1497,7 +1578,7 @@ impl Builder<'_> {
                     self.err(
                         item.span(),
                         format!(
-                            "rule `{id}`, {role}: `{}` is a {} item, the rule needs {}",
+                            "rule `{id}`, {role}: `{}` is an item of type {}, the rule needs {}",
                             it.id,
                             it.kind.name(),
                             spec.1.join(" or ")

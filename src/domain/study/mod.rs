@@ -497,7 +497,7 @@ hours = 48
         let (_, e) = broken("flag = \"fever\"", "flag = \"celsius\"");
         assert!(
             e.iter()
-                .any(|m| m.contains("`celsius` is a decimal item, the rule needs boolean")),
+                .any(|m| m.contains("`celsius` is an item of type decimal, the rule needs boolean")),
             "{e:?}"
         );
         let (_, e) = broken("forms = [\"dosing\", \"vas\"]", "forms = [\"dosing\"]");

@@ -343,6 +343,11 @@ pub struct Item {
     pub not_before: Option<String>,
     /// the SDTM variable it maps to (`VSORRES`, `EXDOSE`)
     pub sdtm: Option<String>,
+    /// its SDTM test code (`--TESTCD`) or, in an events or interventions domain, its
+    /// supplemental qualifier's QNAM, when the definition chooses one (`CRP`)
+    pub sdtm_code: Option<String>,
+    /// `--TEST` or `QLABEL` when the definition chooses one (at most 40 characters)
+    pub sdtm_label: Option<String>,
     pub help: Option<String>,
 }
 
@@ -367,6 +372,20 @@ pub struct FormCheck {
 pub struct Code {
     pub code: String,
     pub label: String,
+    /// the CDISC submission value SDTM datasets carry instead of the code
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdtm: Option<String>,
+}
+
+impl CodeList {
+    /// What SDTM datasets carry for `code`: its submission value, else the code itself.
+    pub fn submission<'a>(&'a self, code: &'a str) -> &'a str {
+        self.codes
+            .iter()
+            .find(|c| c.code == code)
+            .and_then(|c| c.sdtm.as_deref())
+            .unwrap_or(code)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -154,6 +154,8 @@ pub struct Item {
     pub derive: Option<S<String>>,
     pub not_before: Option<S<String>>,
     pub sdtm: Option<S<String>>,
+    pub sdtm_code: Option<S<String>>,
+    pub sdtm_label: Option<S<String>>,
     pub help: Option<String>,
 }
 
@@ -189,6 +191,8 @@ pub struct CodeList {
 pub struct Code {
     pub code: S<String>,
     pub label: String,
+    /// the CDISC submission value SDTM datasets carry for this code (`SUBCUTANEOUS`)
+    pub sdtm: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

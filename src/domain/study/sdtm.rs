@@ -56,6 +56,22 @@ pub fn dtc(class: Class) -> &'static str {
 pub struct Test<'a> {
     pub item: &'a Item,
     pub testcd: String,
+    /// `--TEST` (or `QLABEL`): the label the definition chose, else the item's, cut to 40
+    pub label: String,
+}
+
+impl<'a> Test<'a> {
+    fn new(item: &'a Item, testcd: String) -> Self {
+        let label = item.sdtm_label.clone().unwrap_or_else(|| {
+            let cut: String = item.label.chars().take(40).collect();
+            cut.trim_end().to_owned()
+        });
+        Test {
+            item,
+            testcd,
+            label,
+        }
+    }
 }
 
 /// One form's share of a dataset.
@@ -177,15 +193,20 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
         };
         let plan = &mut plans[at];
         let orres = format!("{}ORRES", plan.domain);
+        // codes the definition chose for this domain are never given to another item; the
+        // same chosen code in two forms is the same test
+        let chosen = chosen_codes(def, &plan.domain);
         let mut taken: Vec<String> = plan
             .sources
             .iter()
             .flat_map(|s| s.tests.iter().map(|t| t.testcd.clone()))
+            .chain(chosen.iter().cloned())
             .collect();
         let mut qnams: Vec<String> = plan
             .sources
             .iter()
             .flat_map(|s| s.supp.iter().map(|t| t.testcd.clone()))
+            .chain(chosen.iter().cloned())
             .collect();
         let mut source = Source {
             form,
@@ -203,19 +224,33 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
                     continue;
                 }
                 (_, None) => {
-                    let qnam = unique_testcd(&item.id, &qnams);
+                    let qnam = item
+                        .sdtm_code
+                        .clone()
+                        .unwrap_or_else(|| unique_testcd(&item.id, &qnams));
                     qnams.push(qnam.clone());
-                    source.supp.push(Test { item, testcd: qnam });
+                    source.supp.push(Test::new(item, qnam));
                     continue;
                 }
             }
-            let testcd = unique_testcd(&item.id, &taken);
+            let testcd = item
+                .sdtm_code
+                .clone()
+                .unwrap_or_else(|| unique_testcd(&item.id, &taken));
             taken.push(testcd.clone());
-            source.tests.push(Test { item, testcd });
+            source.tests.push(Test::new(item, testcd));
         }
         plan.sources.push(source);
     }
     plans
+}
+
+/// The test codes and QNAMs the definition chooses (`sdtm_code`) for a domain's items.
+fn chosen_codes(def: &Definition, domain: &str) -> Vec<String> {
+    def.record_forms()
+        .filter(|f| f.sdtm.as_ref().is_some_and(|s| s.domain == domain))
+        .flat_map(|f| f.items.iter().filter_map(|i| i.sdtm_code.clone()))
+        .collect()
 }
 
 /// The plan of one domain, if a form of the definition maps to it.
@@ -402,6 +437,121 @@ dated_by = "on"
         assert!(!plans(&d)[0].has_supp(), "findings have none");
         assert_eq!(ce.sources[0].default_topic(), "CRISIS");
         assert!(plan(&d, "LB").is_none());
+    }
+
+    fn load_errors(text: &str) -> Vec<String> {
+        match super::super::parse("s.toml", text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_chosen_test_code_is_the_same_test_in_every_form_and_never_derived_for_another() {
+        // `aneurysm` of labs is chosen ANEURYSM: the echo form's `aneurysm`, which would
+        // derive it, takes the next free code
+        let text = STUDY.replacen(
+            "  label = \"Aneurysm again\"\n",
+            "  label = \"Aneurysm again\"\n  sdtm_code = \"ANEURYSM\"\n  sdtm_label = \"Coronary aneurysm\"\n",
+            1,
+        );
+        let d = super::super::parse("s.toml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+        let cv = plan(&d, "CV").unwrap_or_else(|| panic!("CV"));
+        let codes = |i: usize| -> Vec<(&str, &str)> {
+            cv.sources[i]
+                .tests
+                .iter()
+                .map(|t| (t.testcd.as_str(), t.label.as_str()))
+                .collect()
+        };
+        assert_eq!(codes(0), [("ANEURYS2", "Aneurysm"), ("ANEURYS3", "Size")]);
+        assert_eq!(codes(1), [("ANEURYSM", "Coronary aneurysm")]);
+    }
+
+    #[test]
+    fn chosen_codes_and_submission_values_are_checked_at_load_naming_their_line() {
+        let line_of = |text: &str, needle: &str| {
+            text[..text.find(needle).unwrap_or(0)].matches('\n').count() + 1
+        };
+        let cases = [
+            // (after this line, insert, the error's start)
+            (
+                "  label = \"Aneurysm\"\n",
+                "  sdtm_code = \"aneurysm\"\n",
+                "sdtm_code `aneurysm`: 1 to 8 upper case",
+            ),
+            (
+                "  label = \"Method\"\n",
+                "  sdtm_code = \"METH\"\n",
+                "sdtm_code: `method` fills `CVMETHOD`",
+            ),
+            ("  label = \"Size\"\n", "  sdtm_code = \"SIZE\"\n", ""),
+            (
+                "  id = \"performed_on\"\n",
+                "  sdtm_code = \"PERFORME\"\n",
+                "sdtm_code: `performed_on` dates the form's rows",
+            ),
+            (
+                "  label = \"Score\"\n",
+                "  sdtm_label = \"A label longer than forty characters, which SDTM cuts\"\n",
+                "sdtm_label: 1 to 40 characters",
+            ),
+        ];
+        for (after, insert, error) in cases {
+            let text = STUDY.replacen(after, &format!("{after}{insert}"), 1);
+            assert_ne!(text, STUDY, "{after}");
+            let errors = load_errors(&text);
+            if error.is_empty() {
+                assert!(errors.is_empty(), "{insert}: {errors:?}");
+                continue;
+            }
+            let line = line_of(&text, insert.trim_start());
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(&format!("s.toml:{line}: {error}"))),
+                "{insert}: {errors:?}"
+            );
+        }
+        // `on` is in a form without SDTM: the domain is named first
+        let text = STUDY.replacen(
+            "  id = \"on\"\n",
+            "  id = \"on\"\n  sdtm_label = \"Date\"\n",
+            1,
+        );
+        assert!(load_errors(&text)
+            .iter()
+            .any(|e| e.contains("sdtm_label: the form maps to no SDTM domain")));
+        // twice in one form
+        let text = STUDY
+            .replacen(
+                "  label = \"Aneurysm\"\n",
+                "  label = \"Aneurysm\"\n  sdtm_code = \"ANEU\"\n",
+                1,
+            )
+            .replacen(
+                "  label = \"Size\"\n",
+                "  label = \"Size\"\n  sdtm_code = \"ANEU\"\n",
+                1,
+            );
+        assert!(
+            load_errors(&text)
+                .iter()
+                .any(|e| e.contains("sdtm_code `ANEU`: already the code of `aneurysm`")),
+            "{:?}",
+            load_errors(&text)
+        );
+        // a submission value must be printable ASCII
+        let text = STUDY.to_owned()
+            + "\n[[codelists]]\nid = \"sev\"\ncodes = [{ code = \"mild\", label = \"Mild\", sdtm = \"LÉGER\" }]\n";
+        let line = text.matches('\n').count();
+        assert!(
+            load_errors(&text)
+                .iter()
+                .any(|e| e.starts_with(&format!("s.toml:{line}: sdtm `LÉGER` of code `mild`"))),
+            "{:?}",
+            load_errors(&text)
+        );
     }
 
     #[test]

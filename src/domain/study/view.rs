@@ -149,6 +149,9 @@ pub struct SdtmView {
 pub struct ChoiceView {
     pub code: String,
     pub label: String,
+    /// the CDISC submission value SDTM datasets carry for this code
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdtm: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -206,6 +209,12 @@ pub struct ItemView {
     pub not_before: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm: Option<String>,
+    /// the SDTM test code or QNAM the definition chose
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdtm_code: Option<String>,
+    /// the SDTM --TEST or QLABEL the definition chose
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdtm_label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
 }
@@ -385,6 +394,7 @@ fn item(d: &Definition, i: &Item) -> ItemView {
             .map(|code| ChoiceView {
                 code: code.code.clone(),
                 label: code.label.clone(),
+                sdtm: code.sdtm.clone(),
             })
             .collect()
     });
@@ -418,6 +428,8 @@ fn item(d: &Definition, i: &Item) -> ItemView {
         derived_by: i.derived_by.clone(),
         not_before: i.not_before.clone(),
         sdtm: i.sdtm.clone(),
+        sdtm_code: i.sdtm_code.clone(),
+        sdtm_label: i.sdtm_label.clone(),
         help: i.help.clone(),
     }
 }

@@ -53,8 +53,11 @@ pub(super) fn is_numeric(name: &str) -> bool {
 /// The longest text an item's values take (XPT character variables have a fixed length).
 pub(super) fn value_len(item: &Item, def: &Definition) -> usize {
     let codes = |id: &str| {
-        def.codelist(id)
-            .map(|c| c.codes.iter().map(|c| c.code.len()))
+        def.codelist(id).map(|c| {
+            c.codes
+                .iter()
+                .map(|c| c.sdtm.as_deref().unwrap_or(&c.code).len())
+        })
     };
     match &item.kind {
         ItemType::Text { max_length } => *max_length as usize,
@@ -91,10 +94,7 @@ pub(super) fn plan_vars(p: &Plan<'_>, def: &Definition) -> Vec<Var> {
         .map(|u| plan::unit(u).len())
         .max()
         .unwrap_or(1);
-    let test_len = tests()
-        .map(|t| t.item.label.len().min(40))
-        .max()
-        .unwrap_or(1);
+    let test_len = tests().map(|t| t.label.len()).max().unwrap_or(1);
     let visit_len = def.visits.iter().map(|v| v.name.len()).max().unwrap_or(1);
     let dose_unit_len = max(&|s| {
         s.item_for(&format!("{d}DOSE"))
@@ -194,9 +194,17 @@ pub(super) struct FormRow {
     pub(super) supp: Vec<[String; 4]>,
 }
 
-/// A stored value as SDTM text: codes and numbers as stored (decimals keep their digits),
-/// booleans `Y`/`N`, several codes separated by `;`, datetimes site-local without offset.
-fn text_value(item: &Item, v: Option<&Value>, s: &SubjectInfo) -> Option<String> {
+/// A stored value as SDTM text: codes as their submission values (the code itself when
+/// the definition gives none), numbers as stored (decimals keep their digits), booleans
+/// `Y`/`N`, several codes separated by `;`, datetimes site-local without offset.
+fn text_value(item: &Item, v: Option<&Value>, s: &SubjectInfo, def: &Definition) -> Option<String> {
+    let submission = |code: &str| {
+        item.kind
+            .codelist()
+            .and_then(|id| def.codelist(id))
+            .map_or(code, |c| c.submission(code))
+            .to_owned()
+    };
     match v? {
         Value::Null => None,
         Value::String(t) if item.kind == ItemType::DateTime => Some(
@@ -204,13 +212,13 @@ fn text_value(item: &Item, v: Option<&Value>, s: &SubjectInfo) -> Option<String>
                 .map(|t| local_dtc(t.with_timezone(&Utc), s.tz()))
                 .unwrap_or_else(|_| t.clone()),
         ),
-        Value::String(t) => Some(t.clone()),
+        Value::String(t) => Some(submission(t)),
         Value::Bool(b) => Some(if *b { "Y" } else { "N" }.to_owned()),
         Value::Number(n) => Some(n.to_string()),
         Value::Array(codes) => Some(
             codes
                 .iter()
-                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+                .map(|c| c.as_str().map_or_else(|| c.to_string(), submission))
                 .collect::<Vec<_>>()
                 .join(";"),
         ),
@@ -264,7 +272,7 @@ pub(super) fn form_rows(
             return Ok(());
         };
         let s = ctx.subject(&r.code)?;
-        let value = |item: &Item| text_value(item, r.values.get(&item.id), s);
+        let value = |item: &Item| text_value(item, r.values.get(&item.id), s, ctx.def);
         let mut cells: Vec<Val> = vars
             .iter()
             .map(|v| match v.kind {
@@ -330,11 +338,7 @@ pub(super) fn form_rows(
                     let mut row = cells.clone();
                     let unit = t.item.unit.as_deref().map(plan::unit).unwrap_or_default();
                     set(&mut row, &format!("{d}TESTCD"), Val::Text(t.testcd.clone()));
-                    set(
-                        &mut row,
-                        &format!("{d}TEST"),
-                        Val::Text(truncate(&t.item.label, 40).trim_end().to_owned()),
-                    );
+                    set(&mut row, &format!("{d}TEST"), Val::Text(t.label.clone()));
                     set(&mut row, &format!("{d}ORRES"), Val::Text(res.clone()));
                     set(&mut row, &format!("{d}ORRESU"), Val::Text(unit.to_owned()));
                     set(&mut row, &format!("{d}STRESC"), Val::Text(res));
@@ -373,12 +377,7 @@ pub(super) fn form_rows(
                     .filter_map(|t| {
                         let qval = value(t.item)?;
                         let origin = if t.item.derived() { "DERIVED" } else { "CRF" };
-                        Some([
-                            t.testcd.clone(),
-                            truncate(&t.item.label, 40).trim_end().to_owned(),
-                            qval,
-                            origin.to_owned(),
-                        ])
+                        Some([t.testcd.clone(), t.label.clone(), qval, origin.to_owned()])
                     })
                     .collect();
                 rows.push(FormRow {
