@@ -83,15 +83,13 @@ struct FormItemCode {
 #[derive(QueryableByName)]
 struct Held {
     #[diesel(sql_type = Bool)]
-    injections: bool,
-    #[diesel(sql_type = Bool)]
     adverse_events: bool,
 }
 
 /// Which forms, items and codes of `old` hold data in the records of `study_id` (entered in
-/// error included: their values stay stored and must stay readable). Today's forms still in
-/// tables of their own (injection, adverse event) belong to no study version: any row there
-/// makes the whole form count as used.
+/// error included: their values stay stored and must stay readable). Today's form still in a
+/// table of its own (adverse event) belongs to no study version: any row there makes the
+/// whole form count as used.
 pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResult<Usage> {
     let mut u = Usage::default();
     let items: Vec<FormItem> = diesel::sql_query(
@@ -135,15 +133,10 @@ pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResul
     .load(conn)?;
     u.codes
         .extend(codes.into_iter().map(|r| (r.form_id, r.item, r.code)));
-    let held: Held = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM injections) AS injections,
-                EXISTS (SELECT 1 FROM adverse_events) AS adverse_events",
-    )
-    .get_result(conn)?;
-    for (form, has) in [
-        ("injection", held.injections),
-        ("adverse_event", held.adverse_events),
-    ] {
+    let held: Held =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM adverse_events) AS adverse_events")
+            .get_result(conn)?;
+    for (form, has) in [("adverse_event", held.adverse_events)] {
         if has {
             u.whole_forms.insert(form.to_owned());
         }

@@ -228,13 +228,13 @@ struct InjectionRow {
     study_day: i32,
     administered_at: DateTime<Utc>,
     dose_mg: String,
-    weight_kg: String,
-    route: String,
+    weight_kg: Option<String>,
+    route: Option<String>,
     injection_site: String,
     lot_number: String,
     given: bool,
     not_given_reason: Option<String>,
-    expected_dose_mg: String,
+    expected_dose_mg: Option<String>,
     protocol_deviation: bool,
     deviation_reason: Option<String>,
     book: Book,
@@ -327,14 +327,24 @@ where
 }
 
 fn statement(job: &Job, form: Form, fields: &str, joins: &str, after: i64) -> String {
-    // temperatures are form records of the form `temperature` (legacy columns from values)
-    let (table, only, date) = match form {
-        Form::Temperatures => (
+    // injections and temperatures are form records of the forms `injection` and
+    // `temperature` (legacy columns from values)
+    let moved = match form {
+        Form::Injections => Some("injection"),
+        Form::Temperatures => Some("temperature"),
+        _ => None,
+    };
+    let (table, only, date) = match moved {
+        Some(f) => (
             "form_records",
-            " AND x.form_id = 'temperature'",
+            format!(" AND x.form_id = '{f}'"),
             format!("(x.\"values\" ->> '{}')::timestamptz", date_column(form)),
         ),
-        _ => (form.table(), "", format!("x.{}", date_column(form))),
+        None => (
+            form.table(),
+            String::new(),
+            format!("x.{}", date_column(form)),
+        ),
     };
     let date = match form {
         Form::Consents | Form::AdverseEvents => DateCol::Date(&date),
@@ -452,13 +462,13 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 Integer,
                 Timestamptz,
                 Text,
-                Text,
-                Text,
+                Nullable<Text>,
+                Nullable<Text>,
                 Text,
                 Text,
                 Bool,
                 Nullable<Text>,
-                Text,
+                Nullable<Text>,
                 Bool,
                 Nullable<Text>,
                 BookSt,
@@ -471,10 +481,14 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 statement(
                     job,
                     form,
-                    "x.id, s.subject_code, st.code, x.study_day, x.administered_at, \
-                     x.dose_mg::text, x.weight_kg::text, x.route, x.injection_site, \
-                     x.lot_number, x.given, x.not_given_reason, x.expected_dose_mg::text, \
-                     x.protocol_deviation, x.deviation_reason",
+                    "x.id, s.subject_code, st.code, (x.\"values\" ->> 'study_day')::integer, \
+                     (x.\"values\" ->> 'administered_at')::timestamptz, \
+                     x.\"values\" ->> 'dose_mg', x.\"values\" ->> 'weight_kg', \
+                     x.\"values\" ->> 'route', x.\"values\" ->> 'injection_site', \
+                     x.\"values\" ->> 'lot_number', (x.\"values\" ->> 'given')::boolean, \
+                     x.\"values\" ->> 'not_given_reason', x.\"values\" ->> 'expected_dose_mg', \
+                     coalesce((x.\"values\" ->> 'protocol_deviation')::boolean, false), \
+                     x.\"values\" ->> 'deviation_reason'",
                     JOIN_SUBJECT,
                     after,
                 )
@@ -487,13 +501,13 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                     .int(i64::from(r.study_day))?
                     .ts(r.administered_at)?
                     .text(&r.dose_mg)?
-                    .text(&r.weight_kg)?
-                    .text(&r.route)?
+                    .opt(r.weight_kg.as_deref())?
+                    .opt(r.route.as_deref())?
                     .text(&r.injection_site)?
                     .text(&r.lot_number)?
                     .bool(r.given)?
                     .opt(r.not_given_reason.as_deref())?
-                    .text(&r.expected_dose_mg)?
+                    .opt(r.expected_dose_mg.as_deref())?
                     .bool(r.protocol_deviation)?
                     .opt(r.deviation_reason.as_deref())?;
                 r.book.csv(c)

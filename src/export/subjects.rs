@@ -157,12 +157,16 @@ fn load_batch(conn: &mut PgConnection, job: &Job, after: &str) -> QueryResult<Ve
                       WHERE c.subject_id = subjects.id AND c.deleted_at IS NULL)",
                 ),
                 sql::<Nullable<Timestamptz>>(
-                    "(SELECT min(i.administered_at) FROM injections i \
-                      WHERE i.subject_id = subjects.id AND i.deleted_at IS NULL AND i.given)",
+                    "(SELECT min((i.\"values\" ->> 'administered_at')::timestamptz) \
+                      FROM form_records i \
+                      WHERE i.subject_id = subjects.id AND i.form_id = 'injection' \
+                        AND i.deleted_at IS NULL AND (i.\"values\" ->> 'given')::boolean)",
                 ),
                 sql::<Nullable<Timestamptz>>(
-                    "(SELECT max(i.administered_at) FROM injections i \
-                      WHERE i.subject_id = subjects.id AND i.deleted_at IS NULL AND i.given)",
+                    "(SELECT max((i.\"values\" ->> 'administered_at')::timestamptz) \
+                      FROM form_records i \
+                      WHERE i.subject_id = subjects.id AND i.form_id = 'injection' \
+                        AND i.deleted_at IS NULL AND (i.\"values\" ->> 'given')::boolean)",
                 ),
                 sql::<Nullable<Timestamptz>>(
                     "(SELECT max(a.occurred_at) FROM audit_log a \

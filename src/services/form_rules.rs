@@ -65,8 +65,9 @@ pub(super) struct Write<'a> {
 }
 
 /// The values of a record as the definition and its named rules make them: the study day
-/// filled, the items checked (422 naming `values.<item>`), what the rules compute written,
-/// and day 1 kept under the records that count from it.
+/// filled, the items checked (422 naming `values.<item>`), its dates in the subject's
+/// window, what the rules compute written, and day 1 kept under the records that count
+/// from it.
 pub(super) fn check_with_rules(
     conn: &mut PgConnection,
     def: &Definition,
@@ -79,6 +80,7 @@ pub(super) fn check_with_rules(
     let ctx = rule_context(conn, def, form, subject, w.visit, w.this)?;
     rules::fill(def, form, &mut input, w.change, &ctx).map_err(AppError::Validation)?;
     let mut checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
+    super::form_records::check_dates(conn, form, subject, &checked)?;
     rules::run(def, form, w.visit, &mut checked, &ctx).map_err(AppError::Validation)?;
     keeps_days(conn, def, caller, form, subject, w.this, Some(&checked))?;
     Ok(checked)

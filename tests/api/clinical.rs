@@ -136,7 +136,8 @@ impl Site {
     }
     fn counts(&self) -> (i64, i64, i64) {
         (
-            self.app.count("SELECT count(*) AS n FROM injections"),
+            self.app
+                .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'injection'"),
             self.app
                 .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'"),
             self.app.count("SELECT count(*) AS n FROM audit_log"),
@@ -214,7 +215,10 @@ async fn fever_free_at_48h_is_unknown_without_a_measurement_and_true_when_afebri
 #[actix_web::test]
 async fn thera_runs_from_its_own_file_with_a_fixed_dose_for_five_days() {
     let protocol = concat!(env!("CARGO_MANIFEST_DIR"), "/config/protocols/thera.toml");
-    let app = TestApp::spawn_with(&[("CASEBOOK_PROTOCOL", protocol)]).await;
+    // the dose rule is the definition's (the injection form's `dose` rule)
+    let study = concat!(env!("CARGO_MANIFEST_DIR"), "/config/studies/thera.toml");
+    let app =
+        TestApp::spawn_with(&[("CASEBOOK_PROTOCOL", protocol), ("CASEBOOK_STUDY", study)]).await;
     app.site("FR01", "Europe/Paris");
     let inv = app.token(Role::Investigator, &["FR01"]).await;
     let study = app.get("/api/v1/study", &inv).await;

@@ -567,17 +567,22 @@ async fn conditions_derivations_scope_and_the_present_forms() {
     .await
     .assert_problem(404, None);
 
-    // today's forms still in tables of their own keep their paths (temperatures are form
-    // records: served here too); a form the study does not have is not found
+    // today's form still in a table of its own keeps its path (injections and temperatures
+    // are form records: served here too); a form the study does not have is not found
     let r = app
-        .get(&format!("/api/v1/subjects/{code}/forms/injection"), &inv)
+        .get(
+            &format!("/api/v1/subjects/{code}/forms/adverse_event"),
+            &inv,
+        )
         .await;
     r.assert_problem(409, None);
-    assert!(r.text.contains("/injections"), "{}", r.text);
-    let r = app
-        .get(&format!("/api/v1/subjects/{code}/forms/temperature"), &inv)
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("/adverse-events"), "{}", r.text);
+    for form in ["injection", "temperature"] {
+        let r = app
+            .get(&format!("/api/v1/subjects/{code}/forms/{form}"), &inv)
+            .await;
+        assert_eq!(r.status, 200, "{form}: {}", r.text);
+    }
     app.get(&format!("/api/v1/subjects/{code}/forms/pain_vas"), &inv)
         .await
         .assert_problem(404, None);

@@ -291,7 +291,7 @@ async fn queries_on_form_records_name_an_item_of_the_form_and_run_the_life_cycle
         .queries(&s.monitor, "form=disease_activity")
         .await
         .is_empty());
-    for form in ["injection", "nothing_such"] {
+    for form in ["adverse_event", "nothing_such"] {
         s.app
             .get(&format!("/api/v1/queries?form={form}"), &s.monitor)
             .await

@@ -12,8 +12,7 @@ use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact
 use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::error::AppResult;
 use crate::schema::{
-    adverse_events as ae, consents as c, injections as i, queries as q, signatures as sg,
-    verifications as v,
+    adverse_events as ae, consents as c, queries as q, signatures as sg, verifications as v,
 };
 use crate::services::form_records::ENTITY;
 use crate::state::AppState;
@@ -21,7 +20,7 @@ use diesel::pg::PgConnection;
 
 use super::adverse_events::{AdverseEvent, AdverseEventRow};
 use super::consents::Consent;
-use super::injections::{Injection, InjectionRow};
+use super::injections::{Injection, Injections};
 use super::legacy::LegacyForm;
 use super::subjects::{load, Subject};
 use super::temperatures::{Temperature, Temperatures};
@@ -114,15 +113,6 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
             .order(c::id)
             .select(Consent::as_select())
             .load(conn)?;
-        let injections: Vec<Injection> = i::table
-            .filter(i::subject_id.eq(s.id))
-            .filter(i::deleted_at.is_null())
-            .order(i::study_day)
-            .select(InjectionRow::as_select())
-            .load(conn)?
-            .into_iter()
-            .map(|r| Injection::from_row(r, &s.code))
-            .collect();
         // one read of the live form records: the moved legacy forms in their legacy arrays
         // and order, the other forms as form records
         let (temperature_records, form_records): (Vec<FormRecord>, Vec<FormRecord>) =
@@ -130,6 +120,15 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
                 .into_iter()
                 .map(|r| FormRecord::of(r, &s.code))
                 .partition(|r| r.form == Temperatures::FORM);
+        let (mut injection_records, form_records): (Vec<FormRecord>, Vec<FormRecord>) =
+            form_records
+                .into_iter()
+                .partition(|r| r.form == Injections::FORM);
+        injection_records.sort_by(Injections::order);
+        let injections: Vec<Injection> = injection_records
+            .iter()
+            .map(Injections::from_record)
+            .collect::<AppResult<_>>()?;
         let mut temperature_records = temperature_records;
         temperature_records.sort_by(Temperatures::order);
         let temperatures: Vec<Temperature> = temperature_records
@@ -166,7 +165,14 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
                 .unwrap_or(f64::INFINITY),
             s.tz,
         );
-        let monitoring = monitoring(conn, s.id, def, &form_records, &temperature_records)?;
+        let monitoring = monitoring(
+            conn,
+            s.id,
+            def,
+            &form_records,
+            &injection_records,
+            &temperature_records,
+        )?;
         Ok(Casebook {
             subject,
             consents,
@@ -228,6 +234,7 @@ fn monitoring(
     subject_id: i64,
     def: &Definition,
     form_records: &[FormRecord],
+    injections: &[FormRecord],
     temperatures: &[FormRecord],
 ) -> AppResult<Monitoring> {
     let open_queries: i64 = q::table
@@ -251,11 +258,6 @@ fn monitoring(
         .filter(c::deleted_at.is_null())
         .count()
         .get_result(conn)?;
-    let injections_n: i64 = i::table
-        .filter(i::subject_id.eq(subject_id))
-        .filter(i::deleted_at.is_null())
-        .count()
-        .get_result(conn)?;
     let aes_n: i64 = ae::table
         .filter(ae::subject_id.eq(subject_id))
         .filter(ae::deleted_at.is_null())
@@ -266,17 +268,18 @@ fn monitoring(
         .order(sg::id)
         .select(Signature::as_select())
         .load(conn)?;
+    let moved = |form: &str, records: &[FormRecord]| FormVerification {
+        form: form.into(),
+        records: records.len() as i64,
+        verified: verified_ids
+            .iter()
+            .filter(|(rt, id)| rt == ENTITY && records.iter().any(|r| r.id == *id))
+            .count() as i64,
+    };
     let mut verified = vec![
         live(consents_n, "consents", "consents"),
-        live(injections_n, "injections", "injections"),
-        FormVerification {
-            form: "temperatures".into(),
-            records: temperatures.len() as i64,
-            verified: verified_ids
-                .iter()
-                .filter(|(rt, id)| rt == ENTITY && temperatures.iter().any(|r| r.id == *id))
-                .count() as i64,
-        },
+        moved("injections", injections),
+        moved("temperatures", temperatures),
         live(aes_n, "adverse-events", "adverse_events"),
     ];
     let engine_forms = def

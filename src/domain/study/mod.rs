@@ -29,7 +29,7 @@ pub const LEGACY_FORMS: [(&str, &str); 3] = [
 
 /// Of them, those whose records still live in tables of their own: the generic routes
 /// refuse them (409 naming their path).
-pub const OWN_TABLES: [&str; 2] = ["injection", "adverse_event"];
+pub const OWN_TABLES: [&str; 1] = ["adverse_event"];
 
 /// A legacy form whose records are form records now (docs/engine-migration.md).
 #[derive(Debug, Clone, Copy)]
@@ -42,11 +42,18 @@ pub struct MovedForm {
     pub noun: &'static str,
 }
 
-pub const MOVED_FORMS: [MovedForm; 1] = [MovedForm {
-    form: "temperature",
-    entity: "temperatures",
-    noun: "temperature",
-}];
+pub const MOVED_FORMS: [MovedForm; 2] = [
+    MovedForm {
+        form: "injection",
+        entity: "injections",
+        noun: "injection",
+    },
+    MovedForm {
+        form: "temperature",
+        entity: "temperatures",
+        noun: "temperature",
+    },
+];
 
 pub fn moved_form(form: &str) -> Option<&'static MovedForm> {
     MOVED_FORMS.iter().find(|m| m.form == form)
