@@ -72,14 +72,16 @@ echo "setup: $ROWS temperature rows + audit rows in $(echo "$t1 - $t0" | bc) s"
 while [ "$(psql "$DATABASE_URL" -XAtc 'SELECT count(*) FROM audit_unsealed')" != 0 ]; do sleep 1; done
 t2=$(now)
 echo "sealer: chained them in $(echo "$t2 - $t1" | bc) s"
-psql "$DATABASE_URL" -qXc "CHECKPOINT" -c "VACUUM ANALYZE temperatures"
+psql "$DATABASE_URL" -qXc "CHECKPOINT" -c "VACUUM ANALYZE form_records"
 
 # the same columns, joins, filter and order as GET /exports/temperatures.csv
-COPY_SQL="SELECT x.id, s.subject_code, st.code, x.measured_at, x.celsius, x.method, x.fever, \
+COPY_SQL="SELECT x.id, s.subject_code, st.code, (x.values ->> 'measured_at')::timestamptz, \
+x.values ->> 'celsius', x.values ->> 'method', coalesce((x.values ->> 'fever')::boolean, false), \
 x.version, x.created_at, x.created_by, x.updated_at, x.updated_by, x.deleted_at, x.deleted_by, \
-x.deleted_reason FROM temperatures x JOIN subjects s ON s.id = x.subject_id \
-JOIN sites st ON st.id = x.site_id WHERE x.deleted_at IS NULL ORDER BY x.id"
-N=$(psql "$DATABASE_URL" -XAtc "SELECT count(*) FROM temperatures WHERE deleted_at IS NULL")
+x.deleted_reason FROM form_records x JOIN subjects s ON s.id = x.subject_id \
+JOIN sites st ON st.id = x.site_id WHERE x.form_id = 'temperature' AND x.deleted_at IS NULL \
+ORDER BY x.id"
+N=$(psql "$DATABASE_URL" -XAtc "SELECT count(*) FROM form_records WHERE form_id = 'temperature' AND deleted_at IS NULL")
 
 psql_copy() {
     local a b

@@ -41,7 +41,7 @@ set +e
 BASE=http://$LISTEN SERVER_PID=$SERVER "$LOADGEN" | tee "$OUT/result.txt"
 status=${PIPESTATUS[0]}
 set -e
-echo "after the run: $(psql "$DATABASE_URL" -XAtc "SELECT count(*) FROM temperatures") temperatures, \
+echo "after the run: $(psql "$DATABASE_URL" -XAtc "SELECT count(*) FROM form_records WHERE form_id = 'temperature'") temperatures, \
 $(psql "$DATABASE_URL" -XAtc "SELECT count(*) FROM audit_log WHERE action = 'export'") audited exports, \
 $(psql "$DATABASE_URL" -XAtc "SELECT count(*) FROM audit_unsealed") audit rows pending sealing"
 exit "$status"

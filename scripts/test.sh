@@ -27,16 +27,17 @@ export CASEBOOK_TEST_DATABASE_URL
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
-# Python with lxml validates exported XML, pyreadstat reads exported XPT files back. Best effort
+# Python with lxml validates exported XML, pyreadstat reads exported XPT files back, jsonschema
+# validates Dataset-JSON. Best effort
 # here: a missing python or an offline pip does not stop the script; the export tests that need
 # them then fail, saying how to install them.
 if command -v python3 >/dev/null; then
   if { [[ -x .venv/bin/python ]] || python3 -m venv .venv >/dev/null; } &&
-     { .venv/bin/python -c 'import lxml, pyreadstat' 2>/dev/null ||
-       .venv/bin/python -m pip install -q --disable-pip-version-check lxml pyreadstat >/dev/null; }; then
+     { .venv/bin/python -c 'import lxml, pyreadstat, jsonschema' 2>/dev/null ||
+       .venv/bin/python -m pip install -q --disable-pip-version-check lxml pyreadstat jsonschema >/dev/null; }; then
     CASEBOOK_PYTHON="$PWD/.venv/bin/python"; export CASEBOOK_PYTHON
   else
-    echo "test.sh: warning: could not set up .venv with lxml and pyreadstat; the export tests that validate XML and read XPT will fail" >&2
+    echo "test.sh: warning: could not set up .venv with lxml, pyreadstat and jsonschema; the export tests that validate XML and JSON and read XPT will fail" >&2
   fi
 fi
 

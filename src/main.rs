@@ -59,8 +59,9 @@ enum Command {
     /// Export the study to files, as the API does (all sites, names not pseudonymised);
     /// every file is audited as `system:cli`.
     Export {
-        /// csv: one file per form; odm: one ODM 1.3.2 file; sdtm-xpt, sdtm-csv: one file
-        /// per SDTM domain (sdtm-xpt with their Define-XML 2.1, define.xml)
+        /// csv: one file per form; odm: one ODM 1.3.2 file; sdtm-xpt, sdtm-csv, sdtm-json:
+        /// one file per SDTM domain (sdtm-xpt and sdtm-json, Dataset-JSON v1.1, with their
+        /// Define-XML 2.1, define.xml)
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// directory for the files (created if missing)
@@ -88,6 +89,7 @@ enum ExportFormat {
     Odm,
     SdtmXpt,
     SdtmCsv,
+    SdtmJson,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -442,6 +444,12 @@ fn export(
         ExportFormat::SdtmCsv => domains
             .into_iter()
             .map(|d| Kind::Sdtm(d, Table::Csv))
+            .collect(),
+        // Dataset-JSON's metaDataRef names define.xml
+        ExportFormat::SdtmJson => domains
+            .into_iter()
+            .map(|d| Kind::Sdtm(d, Table::Json))
+            .chain([Kind::Define])
             .collect(),
     };
     // one request id and one time stamp for the files of this run

@@ -1,5 +1,5 @@
 //! Export endpoints (sponsor and admin): streamed CSV per form, CDISC ODM 1.3.2, SDTM-style
-//! datasets as CSV or SAS XPORT and their Define-XML 2.1. See `crate::export` for how they
+//! datasets as CSV, SAS XPORT or Dataset-JSON and their Define-XML 2.1. See `crate::export` for how they
 //! stream.
 
 use actix_web::http::header;
@@ -23,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/exports/sdtm/define.xml").route(web::get().to(define)))
         .service(resource("/exports/sdtm/{domain}.csv").route(web::get().to(sdtm_csv)))
         .service(resource("/exports/sdtm/{domain}.xpt").route(web::get().to(sdtm_xpt)))
+        .service(resource("/exports/sdtm/{domain}.json").route(web::get().to(sdtm_json)))
         .service(resource("/exports/{form}.csv").route(web::get().to(form_csv)));
 }
 
@@ -321,7 +322,7 @@ async fn sdtm(
 /// of the first exposure (RFSTDTC: the first injection given or record of a form mapped to
 /// EX; RFENDTC the last), with no day 0. Records marked deleted are never included.
 /// Text cells that a spreadsheet would run as a formula get a leading `'`, as in the form
-/// CSV exports (the XPT file carries the exact text).
+/// CSV exports (the XPT and Dataset-JSON files carry the exact text).
 ///
 /// Variables, in order (after STUDYID, DOMAIN, USUBJID):
 /// - DM: SUBJID, RFSTDTC, RFENDTC, RFICDTC, SITEID, BRTHDTC, AGE, AGEU, SEX, ARMCD, ARM,
@@ -386,6 +387,35 @@ pub async fn sdtm_xpt(
     query: web::Query<SdtmQuery>,
 ) -> AppResult<HttpResponse> {
     sdtm(state, caller, &domain, Table::Xpt, query.into_inner()).await
+}
+
+/// An SDTM-style dataset as CDISC Dataset-JSON v1.1 (valid against its JSON Schema).
+///
+/// Same variables and rows as the CSV and XPT. `studyOID` is the running study definition's
+/// study, `metaDataVersionOID` and `metaDataRef` (`define.xml`, relative like Define-XML's
+/// `def:leaf`) name `/exports/sdtm/define.xml`, `itemGroupOID` its ItemGroupDef
+/// (`IG.<domain>`), each column's `itemOID` its ItemDef (`IT.<domain>.<variable>`), with
+/// Define-XML's label, data type (text `string`, `integer`, `float`, --DTC `date` or
+/// `datetime`), length of text variables and key sequence. `records` is the row count;
+/// `rows` are arrays in column order: text exactly as stored (no spreadsheet guard; empty
+/// text is `""`), numbers as JSON numbers, a missing number `null`.
+///
+/// The row count comes before the rows: the file is sent once its last row is encoded
+/// (rows beyond 1 MiB wait in a temporary file, so memory stays bounded).
+#[utoipa::path(get, path = "/api/v1/exports/sdtm/{domain}.json", tag = "exports",
+    params(("domain" = String, Path, description = "dm, ds, ex, vs, ae, or a domain of the study definition's forms (lb, qs, cv, fa, ce, cm, ...) or its supp-- dataset (suppce)"), SdtmQuery),
+    responses((status = 200, description = "Dataset-JSON v1.1", content_type = "application/json", body = Object),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem),
+        (status = 429, description = "too many exports running; see Retry-After", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn sdtm_json(
+    state: web::Data<AppState>,
+    caller: Caller,
+    domain: web::Path<String>,
+    query: web::Query<SdtmQuery>,
+) -> AppResult<HttpResponse> {
+    sdtm(state, caller, &domain, Table::Json, query.into_inner()).await
 }
 
 /// Define-XML 2.1 metadata of the SDTM datasets (valid against the Define-XML 2.1 schema).

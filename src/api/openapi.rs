@@ -188,7 +188,7 @@ impl Modify for ProblemResponses {
         monitoring::signatures::list,
         monitoring::signatures::sign, monitoring::locks::list, monitoring::locks::create,
         monitoring::locks::unlock,
-        exports::form_csv, exports::odm, exports::sdtm_csv, exports::sdtm_xpt, exports::define,
+        exports::form_csv, exports::odm, exports::sdtm_csv, exports::sdtm_xpt, exports::sdtm_json, exports::define,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError)),
     modifiers(&BearerAuth, &ProblemResponses),

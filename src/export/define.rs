@@ -70,7 +70,22 @@ fn origin(code: &str, var: &Var, def: &Definition) -> (&'static str, &'static st
     }
 }
 
-fn data_type(var: &Var) -> &'static str {
+/// The ItemGroupDef OID of a dataset: Dataset-JSON's `itemGroupOID` refers to it.
+pub fn item_group_oid(code: &str) -> String {
+    format!("IG.{code}")
+}
+
+/// The ItemDef OID of a variable: Dataset-JSON's `itemOID` refers to it.
+pub fn item_oid(code: &str, name: &str) -> String {
+    format!("IT.{code}.{name}")
+}
+
+/// The MetaDataVersion OID: changes with the study definition.
+pub fn metadata_version_oid(def: &Definition) -> String {
+    format!("MDV.{}", def.sha256.get(..16).unwrap_or_default())
+}
+
+pub fn data_type(var: &Var) -> &'static str {
     let name = var.name.as_ref();
     match var.kind {
         VarType::Num if name.ends_with("STRESN") || name.ends_with("DOSE") => "float",
@@ -82,22 +97,22 @@ fn data_type(var: &Var) -> &'static str {
 
 /// The dataset's keys: the study, the subject, and the sequence number (`SUPP--`: the
 /// parent record and the qualifier's name).
-fn key_sequence(code: &str, name: &str) -> Option<&'static str> {
+pub fn key_sequence(code: &str, name: &str) -> Option<u8> {
     if code.starts_with("SUPP") {
         return match name {
-            "STUDYID" => Some("1"),
-            "RDOMAIN" => Some("2"),
-            "USUBJID" => Some("3"),
-            "IDVAR" => Some("4"),
-            "IDVARVAL" => Some("5"),
-            "QNAM" => Some("6"),
+            "STUDYID" => Some(1),
+            "RDOMAIN" => Some(2),
+            "USUBJID" => Some(3),
+            "IDVAR" => Some(4),
+            "IDVARVAL" => Some(5),
+            "QNAM" => Some(6),
             _ => None,
         };
     }
     match name {
-        "STUDYID" => Some("1"),
-        "USUBJID" => Some("2"),
-        n if code != "DM" && n == format!("{code}SEQ") => Some("3"),
+        "STUDYID" => Some(1),
+        "USUBJID" => Some(2),
+        n if code != "DM" && n == format!("{code}SEQ") => Some(3),
         _ => None,
     }
 }
@@ -146,7 +161,7 @@ pub fn write(job: &Job, out: &mut Out) -> Result<(), Stop> {
     x.text("StudyDescription", &[], &def.study.name)?;
     x.text("ProtocolName", &[], study)?;
     x.close("GlobalVariables")?;
-    let mdv = format!("MDV.{}", def.sha256.get(..16).unwrap_or_default());
+    let mdv = metadata_version_oid(def);
     x.open(
         "MetaDataVersion",
         &[
@@ -224,7 +239,7 @@ fn item_group(x: &mut Xml<'_>, code: &str, vars: &[Var]) -> io::Result<()> {
     x.open(
         "ItemGroupDef",
         &[
-            ("OID", &format!("IG.{code}")),
+            ("OID", &item_group_oid(code)),
             ("Name", code),
             ("Repeating", if code == "DM" { "No" } else { "Yes" }),
             ("IsReferenceData", "No"),
@@ -238,19 +253,16 @@ fn item_group(x: &mut Xml<'_>, code: &str, vars: &[Var]) -> io::Result<()> {
     )?;
     x.translated("Description", &dataset_label(code))?;
     for (n, v) in vars.iter().enumerate() {
-        let oid = format!("IT.{code}.{}", v.name);
+        let oid = item_oid(code, &v.name);
         let order = (n + 1).to_string();
-        let mandatory = if n < 3 || key_sequence(code, &v.name).is_some() {
-            "Yes"
-        } else {
-            "No"
-        };
+        let key = key_sequence(code, &v.name).map(|k| k.to_string());
+        let mandatory = if n < 3 || key.is_some() { "Yes" } else { "No" };
         let mut attrs = vec![
             ("ItemOID", oid.as_str()),
             ("OrderNumber", order.as_str()),
             ("Mandatory", mandatory),
         ];
-        if let Some(k) = key_sequence(code, &v.name) {
+        if let Some(k) = &key {
             attrs.push(("KeySequence", k));
         }
         x.empty("ItemRef", &attrs)?;
@@ -264,7 +276,7 @@ fn item_group(x: &mut Xml<'_>, code: &str, vars: &[Var]) -> io::Result<()> {
 }
 
 fn item_def(x: &mut Xml<'_>, code: &str, v: &Var, def: &Definition) -> io::Result<()> {
-    let oid = format!("IT.{code}.{}", v.name);
+    let oid = item_oid(code, &v.name);
     let data_type = data_type(v);
     // Define-XML gives a length to text and numbers only
     let length = match v.kind {

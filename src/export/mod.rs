@@ -1,5 +1,5 @@
-//! Exports for sponsors: streamed CSV, CDISC ODM 1.3.2 XML, SDTM-style datasets and their
-//! Define-XML 2.1.
+//! Exports for sponsors: streamed CSV, CDISC ODM 1.3.2 XML, SDTM-style datasets (CSV, SAS
+//! XPORT, Dataset-JSON) and their Define-XML 2.1.
 //!
 //! How an export runs:
 //! - the handler checks policy and filters, takes a pooled connection (so that a busy pool
@@ -8,7 +8,8 @@
 //!   the whole file), loads rows with `load_iter::<_, PgRowByRowLoadingMode>` (the default
 //!   loading mode buffers the whole result: measured.md), in keyset batches, and writes
 //!   encoded 64 KiB chunks into a bounded channel ([`sink`]): memory stays constant (SDTM
-//!   holds one batch of subjects' form-record rows, to sort them among today's);
+//!   holds one batch of subjects' form-record rows, to sort them among today's; Dataset-JSON
+//!   keeps its rows in a temporary file beyond 1 MiB, since its row count comes first);
 //! - a client that goes away (or stops reading for a minute) stops the work at the end of
 //!   the current batch;
 //! - the export is audited on the same connection before the last chunk leaves, with the
@@ -21,6 +22,7 @@
 //! Rust; no text from a request is ever put into SQL (site codes are resolved to ids first,
 //! subject codes are bound).
 
+pub mod dataset_json;
 pub mod define;
 pub mod forms;
 pub mod odm;
@@ -120,6 +122,8 @@ impl Domain {
 pub enum Table {
     Csv,
     Xpt,
+    /// CDISC Dataset-JSON v1.1
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +144,7 @@ impl Kind {
             Self::Odm => "odm",
             Self::Sdtm(_, Table::Csv) => "sdtm-csv",
             Self::Sdtm(_, Table::Xpt) => "sdtm-xpt",
+            Self::Sdtm(_, Table::Json) => "sdtm-json",
             Self::Define => "define-xml",
         }
     }
@@ -163,6 +168,7 @@ impl Kind {
             }
             Self::Odm | Self::Define => "application/xml; charset=utf-8",
             Self::Sdtm(_, Table::Xpt) => "application/octet-stream",
+            Self::Sdtm(_, Table::Json) => "application/json",
         }
     }
 
@@ -184,6 +190,7 @@ impl Kind {
             Self::Odm => format!("{safe}_odm_{stamp}.xml"),
             Self::Sdtm(d, Table::Csv) => format!("{}.csv", d.code().to_ascii_lowercase()),
             Self::Sdtm(d, Table::Xpt) => format!("{}.xpt", d.code().to_ascii_lowercase()),
+            Self::Sdtm(d, Table::Json) => format!("{}.json", d.code().to_ascii_lowercase()),
             // the name the XPT files' `def:leaf` references are relative to
             Self::Define => "define.xml".into(),
         }

@@ -1,5 +1,5 @@
 //! SDTM-style datasets: DM, DS, EX, VS and AE from today's tables, and every domain the study
-//! definition maps a form to, as CSV or SAS XPORT v5.
+//! definition maps a form to, as CSV, SAS XPORT v5 or Dataset-JSON v1.1 (`dataset_json`).
 //!
 //! Conventions:
 //! - USUBJID is the study id (protocol file), `-`, and the subject code;
@@ -26,6 +26,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Date, Double, Nullable, SmallInt, Text, Timestamptz};
 
+use super::dataset_json::JsonRows;
 use super::subjects::{self, SubjectInfo};
 use super::text::{csv_header, full_date, local_dtc, study_day, Csv};
 use super::xpt::XptWriter;
@@ -282,10 +283,11 @@ fn label_with_protocol(code: &str, job: &Job) -> String {
     }
 }
 
-/// CSV or XPT, one row at a time.
+/// CSV, XPT or Dataset-JSON, one row at a time.
 enum Writer {
     Csv,
     Xpt(XptWriter),
+    Json(JsonRows),
 }
 
 impl Writer {
@@ -302,6 +304,7 @@ impl Writer {
                 c.end()?;
             }
             Self::Xpt(w) => w.row(&mut out.sink, cells)?,
+            Self::Json(rows) => rows.row(cells)?,
         }
         out.rows += 1;
         Ok(())
@@ -347,6 +350,7 @@ pub fn write(
             vars.clone(),
             job.started,
         )?),
+        Table::Json => Writer::Json(JsonRows::default()),
     };
     let mut rows = Rows {
         w,
@@ -380,8 +384,10 @@ pub fn write(
         }
         rows.flush(out, None)
     })?;
-    if let Writer::Xpt(x) = rows.w {
-        x.end(&mut out.sink)?;
+    match rows.w {
+        Writer::Xpt(x) => x.end(&mut out.sink)?,
+        Writer::Json(j) => j.finish(&mut out.sink, job, domain.code(), &vars)?,
+        Writer::Csv => {}
     }
     Ok(())
 }

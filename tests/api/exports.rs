@@ -17,7 +17,7 @@ use crate::helpers::TestApp;
 const STUDY: &str = "KD-ANAKINRA";
 /// A lot number and an AE term that need CSV quoting (a lot number is one line).
 const ODD_LOT: &str = "LOT \"B\", 2; second part";
-const ODD_TERM: &str = "Rash, \"maculopapular\"\nlocal";
+pub const ODD_TERM: &str = "Rash, \"maculopapular\"\nlocal";
 const ODD_QUERY: &str = "Please check, \"dose\"\nagain";
 
 /// A response read as bytes.
@@ -112,16 +112,16 @@ fn form_columns(form: casebook::export::Form) -> Vec<&'static str> {
     forms::header(form)
 }
 
-struct Seeded {
-    app: TestApp,
-    sponsor: String,
-    admin: String,
+pub struct Seeded {
+    pub app: TestApp,
+    pub sponsor: String,
+    pub admin: String,
 }
 
 /// FRA-001 and FRB-001 (consent, day-1 injection at 06:00Z, temperature 38.5 at 12:00Z),
 /// plus for FRA-001: a day-2 injection with an odd lot number, a temperature marked deleted,
 /// and a serious adverse event with an odd term and a partial end date.
-async fn seeded() -> Seeded {
+pub async fn seeded() -> Seeded {
     let app = TestApp::spawn().await;
     app.site("FRA", "Europe/Paris");
     app.site("FRB", "Europe/Paris");
@@ -491,7 +491,7 @@ pub fn python_with(module: &str) -> String {
     }
     panic!(
         "this test needs Python with `{module}`: run scripts/test.sh (it sets up .venv), or \
-         `python3 -m venv .venv && .venv/bin/pip install lxml pyreadstat`, or point \
+         `python3 -m venv .venv && .venv/bin/pip install lxml pyreadstat jsonschema`, or point \
          CASEBOOK_PYTHON at such a python (tried: {candidates:?})"
     );
 }
@@ -949,7 +949,7 @@ async fn clients_that_leave_stop_the_export_which_is_audited_as_incomplete() {
 
 /// Runs `casebook export` (the built binary) on the test database; returns the files it
 /// wrote, by name.
-fn cli_export(s: &Seeded, dir: &std::path::Path, args: &[&str]) -> Vec<(String, Vec<u8>)> {
+pub fn cli_export(s: &Seeded, dir: &std::path::Path, args: &[&str]) -> Vec<(String, Vec<u8>)> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(env!("CARGO_BIN_EXE_casebook"))
         .arg("export")

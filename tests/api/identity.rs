@@ -556,6 +556,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/v1/exports/sdtm/{domain}.json",
+        own: "/api/v1/exports/sdtm/ae.json",
+        other: "/api/v1/exports/sdtm/ae.json",
+        body: none,
+        expect_own: [200, 403, 403, 200],
+        expect_other: [200, 403, 403, 200],
+    },
+    Route {
+        method: "GET",
         path: "/api/v1/exports/sdtm/define.xml",
         own: "/api/v1/exports/sdtm/define.xml",
         other: "/api/v1/exports/sdtm/define.xml",

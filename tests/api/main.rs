@@ -6,6 +6,7 @@ mod helpers;
 mod adverse_events;
 mod audit_trail;
 mod clinical;
+mod dataset_json;
 mod exports;
 mod form_exports;
 mod form_parity;

@@ -18,17 +18,17 @@ use crate::helpers::TestApp;
 /// protocol file of today's forms (which stays on Kawasaki here).
 const STUDY: &str = "SDTMTEST";
 
-struct Study {
-    app: TestApp,
-    sponsor: String,
-    fra: String,
+pub struct Study {
+    pub app: TestApp,
+    pub sponsor: String,
+    pub fra: String,
 }
 
 /// FRA-001: a day-1 injection (today's table) at 08:00 Paris, a rescue dose before it and
 /// one two days later, vital signs at D1 and a temperature (today's table), labs at D1 and
 /// W4, a crisis and one entered in error. FRB-001: a rescue dose (its only exposure) and labs
 /// at D1 the same day.
-async fn study() -> Study {
+pub async fn study() -> Study {
     let path = format!("{}/tests/studies/sdtm.toml", env!("CARGO_MANIFEST_DIR"));
     study_of(&path).await
 }

@@ -27,7 +27,7 @@ const WRITTEN: [(&str, &str); 7] = [
     ("users", "create"),
 ];
 
-fn seed_demo(app: &TestApp, study: &str, env: &str) -> Output {
+pub fn seed_demo(app: &TestApp, study: &str, env: &str) -> Output {
     seed_demo_with(app, study, env, &[])
 }
 
