@@ -64,7 +64,8 @@ impl SubjectInfo {
             .unwrap_or_else(|_| stored.to_owned())
     }
 
-    /// RFSTDTC: the first exposure, from today's injections or the definition's EX forms.
+    /// RFSTDTC: the first exposure, from the injections given or the definition's other EX
+    /// forms.
     pub fn rfstdtc(&self) -> Option<String> {
         let dose = self.first_dose.map(|t| local_dtc(t, self.tz()));
         let form = self.exposure_first.as_deref().map(|v| self.local(v));
