@@ -52,8 +52,9 @@ pub async fn enrolled(app: &TestApp, token: &str, site: &str) -> String {
     code
 }
 
-/// FRA-001 and FRB-001 with a consent (ids 1, 2), a day-1 injection (ids 1, 2) and a
-/// temperature (ids 1, 2) and a mild adverse event (ids 1, 2) each.
+/// FRA-001 and FRB-001 with a consent (ids 1, 2), a day-1 injection and a temperature (form
+/// records 1 and 2 for FRA-001, 3 and 4 for FRB-001) and a mild adverse event (ids 1, 2)
+/// each.
 pub async fn matrix_fixture(app: &TestApp) {
     matrix_records(app).await;
     // queries 1 and 2, on the consents of FRA-001 and FRB-001
