@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::clinical::enrolled;
 use crate::helpers::{Resp, TestApp};
 
-const LEGACY: [&str; 3] = ["injection", "temperature", "adverse_event"];
+const LEGACY: [&str; 2] = ["temperature", "adverse_event"];
 const DAY: &str = "2026-10-05";
 
 fn num(v: &Value) -> Option<f64> {
@@ -114,6 +114,15 @@ async fn valid_record(
         .map(|i| (i["id"].as_str().unwrap().to_owned(), valid(i)))
         .collect();
     as_prescribed(def, form, &mut values);
+    // a study day is filled from the record's date when not sent
+    for r in def["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "study_day" && r["form"] == form["id"])
+    {
+        values.remove(r["items"]["day"].as_str().unwrap());
+    }
     if let Some(v) = visit {
         // on the visit's target day, when the subject's day 1 is known
         let code = path.split('/').nth(4).unwrap();
