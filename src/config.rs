@@ -52,11 +52,9 @@ pub struct DatabaseSettings {
     pub pool_timeout_ms: u64,
     pub statement_timeout_ms: u64,
     pub app_role: String,
-    /// most requests one batched statement serves (src/db/batch.rs)
+    /// most requests one batched entry statement serves (src/db/async_batch.rs)
     pub batch_max_size: usize,
-    /// batched entry-context lookups running at a time
-    pub batch_lookup_leaders: usize,
-    /// batched one-statement temperature entries running at a time, each
+    /// batched one-statement entries of engine forms running at a time, each
     pub batch_write_leaders: usize,
     /// microseconds a one-statement entry leader waits for its batch to fill (0: never)
     pub batch_gather_us: u64,
@@ -220,10 +218,9 @@ impl Settings {
             ));
         }
         let db = &self.database;
-        if db.batch_max_size == 0 || db.batch_lookup_leaders == 0 || db.batch_write_leaders == 0 {
+        if db.batch_max_size == 0 || db.batch_write_leaders == 0 {
             return Err(ConfigError(
-                "database.batch_max_size, batch_lookup_leaders, batch_write_leaders: must be at least 1"
-                    .into(),
+                "database.batch_max_size, batch_write_leaders: must be at least 1".into(),
             ));
         }
         if db.batch_gather_us > 100_000 {

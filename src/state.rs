@@ -9,6 +9,7 @@ use crate::auth::hashing::{HashingPool, Lowered};
 use crate::auth::password::Hasher;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
+use crate::db::form_entry::{form_entries, FormEntries};
 use crate::db::{self, Pool, PoolGone};
 use crate::domain::protocol::Protocol;
 use crate::domain::study::Definition;
@@ -31,6 +32,9 @@ pub struct AppState {
     /// The running study definition (GET /study/definition).
     pub study: Arc<Definition>,
     pub metrics: Arc<Metrics>,
+    /// Most new records of engine forms are checked and written in one statement, batched
+    /// (services::form_entry).
+    pub form_entries: FormEntries,
 }
 
 impl AppState {
@@ -51,6 +55,12 @@ impl AppState {
         let instance = db::instance_name();
         let (pool, pool_gone) = db::build_pool(&settings.database, &instance);
         crate::services::study::publish(&pool, &study, &instance)?;
+        let db = &settings.database;
+        let form_entries = form_entries(
+            db.batch_max_size,
+            db.batch_write_leaders,
+            Duration::from_micros(db.batch_gather_us),
+        );
         let threads = settings.password.hashing_threads();
         let (hashing, lowered) = HashingPool::start(hasher.clone(), threads)
             .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
@@ -70,6 +80,7 @@ impl AppState {
             protocol: Arc::new(protocol),
             study: Arc::new(study),
             metrics: Arc::new(Metrics::default()),
+            form_entries,
             settings: Arc::new(settings),
         })
     }

@@ -2,6 +2,7 @@
 
 pub mod async_batch;
 pub mod caller;
+pub mod form_entry;
 pub mod form_records;
 pub mod guard;
 pub mod queries;

@@ -54,6 +54,26 @@ impl PartialDate {
         }
     }
 
+    /// The first and last day it can mean: it is before a date (`cmp_date`) when its last
+    /// day is, after one when its first day is.
+    pub fn days(&self) -> Option<(NaiveDate, NaiveDate)> {
+        let first =
+            NaiveDate::from_ymd_opt(self.year, self.month.unwrap_or(1), self.day.unwrap_or(1))?;
+        let last = match (self.month, self.day) {
+            (Some(_), Some(_)) => first,
+            (Some(m), None) => {
+                let (y, m) = if m == 12 {
+                    (self.year + 1, 1)
+                } else {
+                    (self.year, m + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1)?.pred_opt()?
+            }
+            (None, _) => NaiveDate::from_ymd_opt(self.year, 12, 31)?,
+        };
+        Some((first, last))
+    }
+
     /// Compares with a full date, at this date's precision.
     pub fn cmp_date(&self, d: NaiveDate) -> Ordering {
         let other = Self {
@@ -113,6 +133,31 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
+    }
+
+    #[test]
+    fn a_partial_date_means_its_first_to_its_last_day_as_cmp_date_reads_it() {
+        let p = |s: &str| PartialDate::parse(s).and_then(|p| p.days());
+        assert_eq!(p("2026"), Some((d("2026-01-01"), d("2026-12-31"))));
+        assert_eq!(p("2024-02"), Some((d("2024-02-01"), d("2024-02-29"))));
+        assert_eq!(p("2026-12"), Some((d("2026-12-01"), d("2026-12-31"))));
+        assert_eq!(p("2026-11-04"), Some((d("2026-11-04"), d("2026-11-04"))));
+        for s in ["2026", "2026-02", "2026-02-10"] {
+            let part = PartialDate::parse(s).unwrap_or_else(|| PartialDate::of(d("1900-01-01")));
+            let (first, last) = part.days().unwrap_or_default();
+            for probe in [
+                "2025-12-31",
+                "2026-01-01",
+                "2026-02-10",
+                "2026-02-28",
+                "2026-03-01",
+                "2027-01-01",
+            ] {
+                let x = d(probe);
+                assert_eq!(part.cmp_date(x).is_lt(), last < x, "{s} < {probe}");
+                assert_eq!(part.cmp_date(x).is_gt(), first > x, "{s} > {probe}");
+            }
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod deletion;
 pub mod demo;
+pub mod form_entry;
 pub mod form_records;
 mod form_rules;
 pub mod guard;

@@ -8,6 +8,7 @@ mod audit_trail;
 mod clinical;
 mod dataset_json;
 mod exports;
+mod form_entry;
 mod form_exports;
 mod form_parity;
 mod form_rules;
