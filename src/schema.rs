@@ -154,34 +154,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    injections (id) {
-        id -> Int8,
-        site_id -> Int8,
-        subject_id -> Int8,
-        study_day -> Int4,
-        administered_at -> Timestamptz,
-        dose_mg -> Numeric,
-        weight_kg -> Numeric,
-        route -> Text,
-        injection_site -> Text,
-        lot_number -> Text,
-        given -> Bool,
-        not_given_reason -> Nullable<Text>,
-        expected_dose_mg -> Numeric,
-        protocol_deviation -> Bool,
-        deviation_reason -> Nullable<Text>,
-        version -> Int4,
-        created_at -> Timestamptz,
-        created_by -> Int8,
-        updated_at -> Timestamptz,
-        updated_by -> Int8,
-        deleted_at -> Nullable<Timestamptz>,
-        deleted_by -> Nullable<Int8>,
-        deleted_reason -> Nullable<Text>,
-    }
-}
-
-diesel::table! {
     sae_alerts (id) {
         id -> Int8,
         site_id -> Int8,
@@ -323,7 +295,6 @@ diesel::joinable!(audit_chain -> audit_log (audit_id));
 diesel::joinable!(audit_unsealed -> audit_log (audit_id));
 diesel::joinable!(subjects -> sites (site_id));
 diesel::joinable!(consents -> subjects (subject_id));
-diesel::joinable!(injections -> subjects (subject_id));
 diesel::joinable!(sae_alerts -> form_records (form_record_id));
 diesel::joinable!(sae_alert_attempts -> sae_alerts (alert_id));
 diesel::joinable!(queries -> subjects (subject_id));
@@ -344,7 +315,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_unsealed,
     subjects,
     consents,
-    injections,
     sae_alerts,
     sae_alert_attempts,
     queries,

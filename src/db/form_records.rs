@@ -310,32 +310,3 @@ pub fn hold_subject(conn: &mut PgConnection, subject_id: i64, exclusive: bool) -
     }
     Ok(())
 }
-
-/// Whether the subject has a live temperature above `threshold` measured in
-/// `[from, before)` (the escalation rule of the legacy injection form).
-pub fn fever_between(
-    conn: &mut PgConnection,
-    subject_id: i64,
-    (from, before): (DateTime<Utc>, DateTime<Utc>),
-    threshold: &bigdecimal::BigDecimal,
-) -> QueryResult<bool> {
-    use diesel::sql_types::{Bool, Int8, Numeric, Timestamptz};
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = Bool)]
-        found: bool,
-    }
-    diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM form_records
-             WHERE subject_id = $1 AND form_id = 'temperature' AND deleted_at IS NULL
-               AND (\"values\" ->> 'measured_at')::timestamptz >= $2
-               AND (\"values\" ->> 'measured_at')::timestamptz < $3
-               AND (\"values\" ->> 'celsius')::numeric > $4) AS found",
-    )
-    .bind::<Int8, _>(subject_id)
-    .bind::<Timestamptz, _>(from)
-    .bind::<Timestamptz, _>(before)
-    .bind::<Numeric, _>(threshold)
-    .get_result::<Found>(conn)
-    .map(|f| f.found)
-}

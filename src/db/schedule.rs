@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::domain::study::schedule::{anchor_form, AnchorFacts};
 use crate::domain::study::Definition;
-use crate::schema::{form_records as r, injections as i, subjects as s};
+use crate::schema::{form_records as r, subjects as s};
 
 /// (visit, form) of the subject's live records entered for a visit.
 pub fn visit_records(
@@ -61,18 +61,6 @@ pub fn item_values(
         .collect())
 }
 
-/// Study day and time of the subject's live injections.
-pub fn injections(
-    conn: &mut PgConnection,
-    subject_id: i64,
-) -> QueryResult<Vec<(i32, DateTime<Utc>)>> {
-    i::table
-        .filter(i::subject_id.eq(subject_id))
-        .filter(i::deleted_at.is_null())
-        .select((i::study_day, i::administered_at))
-        .load(conn)
-}
-
 /// When the subject was enrolled (its record created).
 pub fn enrolled_at(conn: &mut PgConnection, subject_id: i64) -> QueryResult<DateTime<Utc>> {
     s::table
@@ -90,10 +78,6 @@ pub fn anchor_facts(
 ) -> QueryResult<AnchorFacts> {
     Ok(AnchorFacts {
         enrolled_at: Some(enrolled_at(conn, subject_id)?),
-        injections: injections(conn, subject_id)?
-            .into_iter()
-            .map(|(_, at)| at)
-            .collect(),
         item_values: match anchor_form(def) {
             Some((form, item)) => item_values(conn, subject_id, form, item, except)?,
             None => Vec::new(),

@@ -2,7 +2,7 @@
 //! version may not take away).
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Text};
+use diesel::sql_types::{Array, Text};
 use serde_json::Value;
 
 use crate::domain::study::compat::{Shape, Usage};
@@ -80,16 +80,8 @@ struct FormItemCode {
     code: String,
 }
 
-#[derive(QueryableByName)]
-struct Held {
-    #[diesel(sql_type = Bool)]
-    injections: bool,
-}
-
 /// Which forms, items and codes of `old` hold data in the records of `study_id` (entered in
-/// error included: their values stay stored and must stay readable). Today's forms still in
-/// tables of their own (injection) belong to no study version: any row there
-/// makes the whole form count as used.
+/// error included: their values stay stored and must stay readable).
 pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResult<Usage> {
     let mut u = Usage::default();
     let items: Vec<FormItem> = diesel::sql_query(
@@ -133,13 +125,6 @@ pub fn usage(conn: &mut PgConnection, study_id: &str, old: &Shape) -> QueryResul
     .load(conn)?;
     u.codes
         .extend(codes.into_iter().map(|r| (r.form_id, r.item, r.code)));
-    let held: Held = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM injections) AS injections")
-        .get_result(conn)?;
-    for (form, has) in [("injection", held.injections)] {
-        if has {
-            u.whole_forms.insert(form.to_owned());
-        }
-    }
     Ok(u)
 }
 

@@ -1,12 +1,11 @@
 //! The dose rule: what dose the protocol expects on a study day, and whether a given dose
-//! deviates from it. A deviating dose is still recorded: it is what happened. One rule for
-//! today's injection form (its protocol file) and for the dose rules of a study definition
-//! (`Regimen::of_treatment`), so the two cannot drift apart.
+//! deviates from it. A deviating dose is still recorded: it is what happened. The dose rules
+//! of a study definition run it (`Regimen::of_treatment`).
 
 use bigdecimal::ToPrimitive;
 use chrono::NaiveDate;
 
-use super::protocol::{DoseRule, Escalation, Protocol};
+use super::protocol::{DoseRule, Escalation};
 use super::study::{Dose, Treatment};
 
 /// A treatment's dose rule, whichever file it comes from.
@@ -24,14 +23,6 @@ fn f64_of(d: &bigdecimal::BigDecimal) -> f64 {
 }
 
 impl Regimen {
-    pub fn of_protocol(p: &Protocol) -> Self {
-        Self {
-            dose: p.file.dose.clone(),
-            max_days: Some(p.file.limits.max_treatment_days),
-            tolerance_percent: p.file.limits.dose_tolerance_percent,
-        }
-    }
-
     pub fn of_treatment(t: &Treatment) -> Self {
         let dose = match &t.dose {
             Dose::Fixed { mg } => DoseRule::Fixed { mg: f64_of(mg) },
@@ -185,11 +176,14 @@ pub fn switch_deviation(
 mod tests {
     use super::*;
 
+    /// The rule of the first treatment of a shipped study definition.
     fn protocol(name: &str) -> Option<Regimen> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("config/protocols")
+            .join("config/studies")
             .join(name);
-        Protocol::load(&p).ok().map(|p| Regimen::of_protocol(&p))
+        let text = std::fs::read_to_string(p).ok()?;
+        let def = crate::domain::study::parse(name, &text).ok()?;
+        def.treatments.first().map(Regimen::of_treatment)
     }
 
     #[test]
@@ -233,21 +227,6 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
-    }
-
-    #[test]
-    fn a_definitions_treatment_is_the_same_rule_as_the_protocol_file() {
-        let text = include_str!("../../config/studies/kawasaki.toml");
-        let def = crate::domain::study::parse("kawasaki", text).unwrap_or_else(|e| panic!("{e:?}"));
-        let t = def
-            .treatments
-            .first()
-            .unwrap_or_else(|| panic!("a treatment"));
-        let from_def = Regimen::of_treatment(t);
-        let Some(from_file) = protocol("kawasaki.toml") else {
-            panic!("kawasaki.toml loads")
-        };
-        assert_eq!(from_def, from_file);
     }
 
     #[test]

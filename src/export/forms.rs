@@ -228,13 +228,13 @@ struct InjectionRow {
     study_day: i32,
     administered_at: DateTime<Utc>,
     dose_mg: String,
-    weight_kg: String,
-    route: String,
+    weight_kg: Option<String>,
+    route: Option<String>,
     injection_site: String,
     lot_number: String,
     given: bool,
     not_given_reason: Option<String>,
-    expected_dose_mg: String,
+    expected_dose_mg: Option<String>,
     protocol_deviation: bool,
     deviation_reason: Option<String>,
     book: Book,
@@ -330,6 +330,7 @@ fn statement(job: &Job, form: Form, fields: &str, joins: &str, after: i64) -> St
     // the moved legacy forms are form records (legacy columns from values): the form, and
     // the type of the date filtered on
     let records_of = match form {
+        Form::Injections => Some(("injection", "timestamptz")),
         Form::Temperatures => Some(("temperature", "timestamptz")),
         Form::AdverseEvents => Some(("adverse_event", "date")),
         _ => None,
@@ -462,13 +463,13 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 Integer,
                 Timestamptz,
                 Text,
-                Text,
-                Text,
+                Nullable<Text>,
+                Nullable<Text>,
                 Text,
                 Text,
                 Bool,
                 Nullable<Text>,
-                Text,
+                Nullable<Text>,
                 Bool,
                 Nullable<Text>,
                 BookSt,
@@ -481,10 +482,14 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                 statement(
                     job,
                     form,
-                    "x.id, s.subject_code, st.code, x.study_day, x.administered_at, \
-                     x.dose_mg::text, x.weight_kg::text, x.route, x.injection_site, \
-                     x.lot_number, x.given, x.not_given_reason, x.expected_dose_mg::text, \
-                     x.protocol_deviation, x.deviation_reason",
+                    "x.id, s.subject_code, st.code, (x.\"values\" ->> 'study_day')::integer, \
+                     (x.\"values\" ->> 'administered_at')::timestamptz, \
+                     x.\"values\" ->> 'dose_mg', x.\"values\" ->> 'weight_kg', \
+                     x.\"values\" ->> 'route', x.\"values\" ->> 'injection_site', \
+                     x.\"values\" ->> 'lot_number', (x.\"values\" ->> 'given')::boolean, \
+                     x.\"values\" ->> 'not_given_reason', x.\"values\" ->> 'expected_dose_mg', \
+                     coalesce((x.\"values\" ->> 'protocol_deviation')::boolean, false), \
+                     x.\"values\" ->> 'deviation_reason'",
                     JOIN_SUBJECT,
                     after,
                 )
@@ -497,13 +502,13 @@ pub fn write(conn: &mut PgConnection, job: &Job, form: Form, out: &mut Out) -> R
                     .int(i64::from(r.study_day))?
                     .ts(r.administered_at)?
                     .text(&r.dose_mg)?
-                    .text(&r.weight_kg)?
-                    .text(&r.route)?
+                    .opt(r.weight_kg.as_deref())?
+                    .opt(r.route.as_deref())?
                     .text(&r.injection_site)?
                     .text(&r.lot_number)?
                     .bool(r.given)?
                     .opt(r.not_given_reason.as_deref())?
-                    .text(&r.expected_dose_mg)?
+                    .opt(r.expected_dose_mg.as_deref())?
                     .bool(r.protocol_deviation)?
                     .opt(r.deviation_reason.as_deref())?;
                 r.book.csv(c)

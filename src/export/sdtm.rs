@@ -33,7 +33,7 @@ use super::xpt::XptWriter;
 use super::xpt::{Cell, Var, VarType};
 use super::{stream_rows, Domain, Job, Out, Stop, Table};
 use crate::domain::study::sdtm as plan;
-use crate::domain::study::Definition;
+use crate::domain::study::{Definition, ItemType};
 use crate::domain::time::local_date;
 
 mod records;
@@ -673,10 +673,23 @@ struct ExRow {
     code: String,
     administered_at: DateTime<Utc>,
     dose_mg: f64,
+    route: Option<String>,
     injection_site: String,
     lot_number: String,
     protocol_deviation: bool,
     deviation_reason: Option<String>,
+}
+
+/// A coded value of the injection form as SDTM carries it: its code list's submission value.
+fn submitted<'a>(def: &'a Definition, item: &str, code: &'a str) -> &'a str {
+    let list = def
+        .form("injection")
+        .and_then(|f| f.item(item))
+        .and_then(|i| match &i.kind {
+            ItemType::Choice { codelist } => def.codelist(codelist),
+            _ => None,
+        });
+    list.map_or(code, |l| l.submission(code))
 }
 
 fn ex(
@@ -687,54 +700,71 @@ fn ex(
     out: &mut Out,
 ) -> Result<(), Stop> {
     let sql = format!(
-        "s.subject_code, x.administered_at, x.dose_mg::float8, x.injection_site, x.lot_number, \
-         x.protocol_deviation, x.deviation_reason \
-         FROM injections x JOIN subjects s ON s.id = x.subject_id \
-         WHERE x.deleted_at IS NULL AND x.given AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
-         ORDER BY s.subject_code, x.administered_at, x.id",
+        "s.subject_code, (x.\"values\" ->> 'administered_at')::timestamptz AS administered_at, \
+         (x.\"values\" ->> 'dose_mg')::float8, x.\"values\" ->> 'route', \
+         x.\"values\" ->> 'injection_site', x.\"values\" ->> 'lot_number', \
+         coalesce((x.\"values\" ->> 'protocol_deviation')::boolean, false), \
+         x.\"values\" ->> 'deviation_reason' \
+         FROM form_records x JOIN subjects s ON s.id = x.subject_id \
+         WHERE x.form_id = 'injection' AND x.deleted_at IS NULL \
+           AND (x.\"values\" ->> 'given')::boolean \
+           AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
+         ORDER BY s.subject_code, administered_at, x.id",
         subjects::ids(batch)
     );
-    stream_rows::<(Text, Timestamptz, Double, Text, Text, Bool, Nullable<Text>), ExRow>(
-        conn,
-        &sql,
-        |r| {
-            let s = ctx.subject(&r.code)?;
-            let dtc = local_dtc(r.administered_at, s.tz());
-            let dy = ts_day(s, r.administered_at);
-            let loc = r.injection_site.replace('_', " ").to_ascii_uppercase();
-            let adj = if r.protocol_deviation {
-                r.deviation_reason
-                    .as_deref()
-                    .unwrap_or("PROTOCOL DEVIATION")
-            } else {
-                ""
-            };
-            rows.legacy(
-                out,
-                &r.code,
-                &dtc,
-                &mut [
-                    Cell::Text(ctx.study),
-                    Cell::Text("EX"),
-                    Cell::Text(&ctx.usubjid(&r.code)),
-                    Cell::Num(None),
-                    Cell::Text("ANAKINRA"),
-                    Cell::Num(Some(r.dose_mg)),
-                    Cell::Text("mg"),
-                    Cell::Text("INJECTION"),
-                    Cell::Text("QD"),
-                    Cell::Text("SUBCUTANEOUS"),
-                    Cell::Text(&loc),
-                    Cell::Text(&r.lot_number),
-                    Cell::Text(adj),
-                    Cell::Text(&dtc),
-                    Cell::Text(&dtc),
-                    Cell::Num(dy),
-                    Cell::Num(dy),
-                ],
-            )
-        },
-    )?;
+    stream_rows::<
+        (
+            Text,
+            Timestamptz,
+            Double,
+            Nullable<Text>,
+            Text,
+            Text,
+            Bool,
+            Nullable<Text>,
+        ),
+        ExRow,
+    >(conn, &sql, |r| {
+        let s = ctx.subject(&r.code)?;
+        let dtc = local_dtc(r.administered_at, s.tz());
+        let dy = ts_day(s, r.administered_at);
+        let loc = r.injection_site.replace('_', " ").to_ascii_uppercase();
+        let route = r
+            .route
+            .as_deref()
+            .map_or("", |c| submitted(ctx.def, "route", c));
+        let adj = if r.protocol_deviation {
+            r.deviation_reason
+                .as_deref()
+                .unwrap_or("PROTOCOL DEVIATION")
+        } else {
+            ""
+        };
+        rows.legacy(
+            out,
+            &r.code,
+            &dtc,
+            &mut [
+                Cell::Text(ctx.study),
+                Cell::Text("EX"),
+                Cell::Text(&ctx.usubjid(&r.code)),
+                Cell::Num(None),
+                Cell::Text("ANAKINRA"),
+                Cell::Num(Some(r.dose_mg)),
+                Cell::Text("mg"),
+                Cell::Text("INJECTION"),
+                Cell::Text("QD"),
+                Cell::Text(route),
+                Cell::Text(&loc),
+                Cell::Text(&r.lot_number),
+                Cell::Text(adj),
+                Cell::Text(&dtc),
+                Cell::Text(&dtc),
+                Cell::Num(dy),
+                Cell::Num(dy),
+            ],
+        )
+    })?;
     Ok(())
 }
 

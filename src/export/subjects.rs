@@ -64,7 +64,8 @@ impl SubjectInfo {
             .unwrap_or_else(|_| stored.to_owned())
     }
 
-    /// RFSTDTC: the first exposure, from today's injections or the definition's EX forms.
+    /// RFSTDTC: the first exposure, from the injections given or the definition's other EX
+    /// forms.
     pub fn rfstdtc(&self) -> Option<String> {
         let dose = self.first_dose.map(|t| local_dtc(t, self.tz()));
         let form = self.exposure_first.as_deref().map(|v| self.local(v));
@@ -157,12 +158,16 @@ fn load_batch(conn: &mut PgConnection, job: &Job, after: &str) -> QueryResult<Ve
                       WHERE c.subject_id = subjects.id AND c.deleted_at IS NULL)",
                 ),
                 sql::<Nullable<Timestamptz>>(
-                    "(SELECT min(i.administered_at) FROM injections i \
-                      WHERE i.subject_id = subjects.id AND i.deleted_at IS NULL AND i.given)",
+                    "(SELECT min((i.\"values\" ->> 'administered_at')::timestamptz) \
+                      FROM form_records i \
+                      WHERE i.subject_id = subjects.id AND i.form_id = 'injection' \
+                        AND i.deleted_at IS NULL AND (i.\"values\" ->> 'given')::boolean)",
                 ),
                 sql::<Nullable<Timestamptz>>(
-                    "(SELECT max(i.administered_at) FROM injections i \
-                      WHERE i.subject_id = subjects.id AND i.deleted_at IS NULL AND i.given)",
+                    "(SELECT max((i.\"values\" ->> 'administered_at')::timestamptz) \
+                      FROM form_records i \
+                      WHERE i.subject_id = subjects.id AND i.form_id = 'injection' \
+                        AND i.deleted_at IS NULL AND (i.\"values\" ->> 'given')::boolean)",
                 ),
                 sql::<Nullable<Timestamptz>>(
                     "(SELECT max(a.occurred_at) FROM audit_log a \

@@ -21,7 +21,7 @@ use crate::domain::dosing::{check_dose, Regimen};
 use crate::domain::protocol::{CriterionKind, Protocol};
 use crate::domain::study::model::{Item, ItemType, Repeat, Signer};
 use crate::domain::study::values::check;
-use crate::domain::study::{Definition, Form, LEGACY_FORMS};
+use crate::domain::study::{Definition, Form, RuleKind, LEGACY_FORMS};
 use crate::domain::time::local_date;
 use crate::error::{AppError, AppResult};
 use crate::schema::{subjects as s, users as u};
@@ -345,45 +345,62 @@ impl Demo<'_> {
     }
 
     /// Three daily injections at 08:00; the first subject's day-2 dose is 30 % above the
-    /// protocol's, a deviation the dose check flags and queries.
+    /// treatment's, a deviation the dose rule flags and queries. Entered like any form's
+    /// records; the injection site is the form's code list's, in turn.
     fn injections(
         &self,
         conn: &mut PgConnection,
         subject: &SubjectRef,
         day1: NaiveDate,
     ) -> AppResult<usize> {
-        let sites = &self.protocol.file.injection_sites;
+        let sites: Vec<String> = self
+            .def
+            .form("injection")
+            .and_then(|f| f.item("injection_site"))
+            .and_then(|i| i.kind.codelist())
+            .and_then(|c| self.def.codelist(c))
+            .map(|c| c.codes.iter().map(|c| c.code.clone()).collect())
+            .unwrap_or_default();
+        let regimen = self
+            .def
+            .rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::Dose && r.form.as_deref() == Some("injection"))
+            .find_map(|r| {
+                self.def
+                    .treatments
+                    .iter()
+                    .find(|t| Some(&t.id) == r.treatment.as_ref())
+            })
+            .map(Regimen::of_treatment);
         for day in 1..=3i32 {
             let date = days_after(day1, i64::from(day - 1));
-            let expected = check_dose(
-                &Regimen::of_protocol(self.protocol),
-                day,
-                subject.weight_kg,
-                0.0,
-                true,
-                false,
-            )
-            .expected_mg;
+            let expected = regimen.as_ref().map_or(0.0, |r| {
+                check_dose(r, day, subject.weight_kg, 0.0, true, false).expected_mg
+            });
             let dose = if self.index == 0 && day == 2 {
                 expected * 1.3
             } else {
                 expected
             };
-            let new: crate::api::clinical::injections::NewInjection = parsed(json!({
+            let values: Map<String, Value> = parsed(json!({
                 "study_day": day,
                 "administered_at": at(subject.tz, date, 8, 0),
-                "dose_mg": (dose * 100.0).round() / 100.0,
-                "weight_kg": subject.weight_kg,
+                "dose_mg": format!("{:.2}", (dose * 100.0).round() / 100.0),
+                "weight_kg": format!("{:.2}", subject.weight_kg),
+                "route": "subcutaneous",
                 "injection_site": sites.get(day as usize % sites.len().max(1)).cloned().unwrap_or_default(),
                 "lot_number": format!("AK{}{:02}", 26 - self.index % 2, 11 + self.index),
                 "given": true,
             }))?;
-            crate::api::clinical::injections::enter(
+            form_records::enter(
                 conn,
-                self.protocol,
+                self.def,
                 self.caller,
                 subject,
-                &new,
+                "injection",
+                None,
+                &values,
             )?;
         }
         Ok(3)

@@ -69,7 +69,7 @@ pub fn prepare(
     new: &Create<'_>,
     now: DateTime<Utc>,
 ) -> Option<(NewEntry, FormRecord)> {
-    let form = def.stored_form(new.form_id)?;
+    let form = def.form(new.form_id)?;
     // rules that read or change other records, alert the safety desk, or compute from
     // another record (a dose, a fever, a study day): the step-by-step path
     // (a fever rule computes from the record alone; the doses that read fevers are checked

@@ -74,15 +74,14 @@ impl FormRecord {
     }
 }
 
-/// The checks that need the database: the record's dates against the subject's date floor
-/// and consent window, and the version records are entered under.
-pub fn check_in_context(
+/// The record's dates against the subject's date floor and consent window (before the named
+/// rules, which read the dates: a date refused is named rather than a study day).
+pub fn check_dates(
     conn: &mut PgConnection,
-    def: &Definition,
     form: &Form,
     subject: &SubjectRef,
     checked: &Checked,
-) -> AppResult<(i64, i32)> {
+) -> AppResult<()> {
     let window = consent_window(conn, subject.id)?;
     records::check_dates(
         form,
@@ -95,8 +94,7 @@ pub fn check_in_context(
             now: Utc::now(),
         },
     )
-    .map_err(AppError::Validation)?;
-    Ok(study_versions::running(conn, &def.study.id, &def.sha256)?)
+    .map_err(AppError::Validation)
 }
 
 /// What a record of `form_id` is called in messages, and what a signature's invalidation
@@ -154,7 +152,7 @@ pub fn enter(
         },
         input.clone(),
     )?;
-    let (version_id, version_number) = check_in_context(conn, def, form, subject, &checked)?;
+    let (version_id, version_number) = study_versions::running(conn, &def.study.id, &def.sha256)?;
     let values = Value::Object(records::stored(&checked.values));
     let flags = records::flags_json(&checked.flags);
     let key = records::repeat_key(def, form, visit.as_deref(), &checked.values, subject.tz);
@@ -263,7 +261,7 @@ pub fn correct(
     if after == before && flags == old.flags {
         return Ok(FormRecord::of(old, &subject.code));
     }
-    let (version_id, _) = check_in_context(conn, def, form, subject, &checked)?;
+    let (version_id, _) = study_versions::running(conn, &def.study.id, &def.sha256)?;
     let key = records::repeat_key(
         def,
         form,
@@ -374,7 +372,7 @@ pub fn mark_entered_in_error(
             &subject.code,
         ))
     })?;
-    if let Some(form) = def.stored_form(form_id) {
+    if let Some(form) = def.form(form_id) {
         recheck_later_doses(conn, def, caller, subject, form, id, Some(&values), None)?;
     }
     Ok(record)

@@ -49,7 +49,7 @@ fn rule_context(
     }
     let forms: Vec<&str> = rules::fact_forms(def)
         .into_iter()
-        .filter(|f| def.stored_form(f).is_some())
+        .filter(|f| def.form(f).is_some())
         .collect();
     for (_, f, v) in sq::live_records(conn, subject.id, &forms, except)? {
         rules::facts_of(def, &f, &v, &mut ctx);
@@ -65,8 +65,9 @@ pub(super) struct Write<'a> {
 }
 
 /// The values of a record as the definition and its named rules make them: the study day
-/// filled, the items checked (422 naming `values.<item>`), what the rules compute written,
-/// and day 1 kept under the records that count from it.
+/// filled, the items checked (422 naming `values.<item>`), its dates in the subject's
+/// window, what the rules compute written, and day 1 kept under the records that count
+/// from it.
 pub(super) fn check_with_rules(
     conn: &mut PgConnection,
     def: &Definition,
@@ -79,6 +80,7 @@ pub(super) fn check_with_rules(
     let ctx = rule_context(conn, def, form, subject, w.visit, w.this)?;
     rules::fill(def, form, &mut input, w.change, &ctx).map_err(AppError::Validation)?;
     let mut checked = checks::check(def, form, &input).map_err(AppError::Validation)?;
+    super::form_records::check_dates(conn, form, subject, &checked)?;
     rules::run(def, form, w.visit, &mut checked, &ctx).map_err(AppError::Validation)?;
     keeps_days(conn, def, caller, form, subject, w.this, Some(&checked))?;
     Ok(checked)
@@ -113,7 +115,7 @@ pub(super) fn keeps_days(
         .iter()
         .filter(|r| r.kind == RuleKind::StudyDay)
         .filter_map(|r| r.form.as_deref())
-        .filter(|f| def.stored_form(f).is_some())
+        .filter(|f| def.form(f).is_some())
         .collect();
     let records = sq::live_records(conn, subject.id, &forms, this)?;
     let stranded = rules::stranded(def, &records, day1, subject.tz);
@@ -154,7 +156,7 @@ fn rewindow(
         if Some(row.id) == this || row.visit_id.is_none() {
             continue;
         }
-        let Some(form) = def.stored_form(&row.form_id) else {
+        let Some(form) = def.form(&row.form_id) else {
             continue;
         };
         let Some((flags, new)) = rules::rewindowed(
@@ -233,7 +235,7 @@ pub(super) fn recheck_later_doses(
         if !rules::dose_since(def, &fid, &values, since, subject.tz) {
             continue;
         }
-        let Some(f) = def.stored_form(&fid) else {
+        let Some(f) = def.form(&fid) else {
             continue;
         };
         let row = fr::find(conn, subject.id, &fid, rid, true)?;

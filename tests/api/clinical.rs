@@ -52,8 +52,9 @@ pub async fn enrolled(app: &TestApp, token: &str, site: &str) -> String {
     code
 }
 
-/// FRA-001 and FRB-001 with a consent (ids 1, 2), a day-1 injection (ids 1, 2) and a
-/// temperature (ids 1, 2) and a mild adverse event (ids 1, 2) each.
+/// FRA-001 and FRB-001 with a consent (ids 1, 2), a day-1 injection and a temperature (form
+/// records 1 and 2 for FRA-001, 3 and 4 for FRB-001) and a mild adverse event (ids 1, 2)
+/// each.
 pub async fn matrix_fixture(app: &TestApp) {
     matrix_records(app).await;
     // queries 1 and 2, on the consents of FRA-001 and FRB-001
@@ -136,7 +137,8 @@ impl Site {
     }
     fn counts(&self) -> (i64, i64, i64) {
         (
-            self.app.count("SELECT count(*) AS n FROM injections"),
+            self.app
+                .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'injection'"),
             self.app
                 .count("SELECT count(*) AS n FROM form_records WHERE form_id = 'temperature'"),
             self.app.count("SELECT count(*) AS n FROM audit_log"),
@@ -214,7 +216,10 @@ async fn fever_free_at_48h_is_unknown_without_a_measurement_and_true_when_afebri
 #[actix_web::test]
 async fn thera_runs_from_its_own_file_with_a_fixed_dose_for_five_days() {
     let protocol = concat!(env!("CARGO_MANIFEST_DIR"), "/config/protocols/thera.toml");
-    let app = TestApp::spawn_with(&[("CASEBOOK_PROTOCOL", protocol)]).await;
+    // the dose rule is the definition's (the injection form's `dose` rule)
+    let study = concat!(env!("CARGO_MANIFEST_DIR"), "/config/studies/thera.toml");
+    let app =
+        TestApp::spawn_with(&[("CASEBOOK_PROTOCOL", protocol), ("CASEBOOK_STUDY", study)]).await;
     app.site("FR01", "Europe/Paris");
     let inv = app.token(Role::Investigator, &["FR01"]).await;
     let study = app.get("/api/v1/study", &inv).await;

@@ -173,7 +173,7 @@ pub async fn seeded() -> Seeded {
     diesel::sql_query(
         "WITH q AS (INSERT INTO queries (site_id, subject_id, record_type, record_id, field, \
            status, origin, created_by) \
-           SELECT s.site_id, s.id, 'injections', 1, 'dose_mg', 'answered', 'manual', \
+           SELECT s.site_id, s.id, 'form_records', 1, 'dose_mg', 'answered', 'manual', \
              (SELECT min(id) FROM users) FROM subjects s WHERE s.subject_code = 'FRA-001' \
            RETURNING id) \
          INSERT INTO query_messages (query_id, kind, text, author_id) \
@@ -628,7 +628,7 @@ async fn odm_has_an_audit_record_for_every_change_of_a_record() {
     let r = s
         .app
         .patch(
-            "/api/v1/subjects/FRA-001/temperatures/1",
+            "/api/v1/subjects/FRA-001/temperatures/2",
             &inv,
             1,
             &json!({"celsius": 38.1, "reason": "misread"}),

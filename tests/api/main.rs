@@ -19,6 +19,7 @@ mod hardening_auth;
 mod hardening_clinical;
 mod hardening_data;
 mod identity;
+mod injection_records;
 mod monitoring;
 mod monitoring_forms;
 mod schedule;

@@ -503,7 +503,7 @@ async fn every_write_path_answers_423_under_each_kind_of_lock() {
         let lock_id = lock.body["id"].as_i64().unwrap();
         let before = (
             t.app.count("SELECT count(*) AS n FROM audit_log WHERE action NOT IN ('login', 'lock', 'unlock')"),
-            t.app.count("SELECT sum(version)::bigint + count(*) AS n FROM (SELECT version FROM subjects UNION ALL SELECT version FROM injections UNION ALL SELECT version FROM form_records UNION ALL SELECT version FROM consents) v"),
+            t.app.count("SELECT sum(version)::bigint + count(*) AS n FROM (SELECT version FROM subjects UNION ALL SELECT version FROM form_records UNION ALL SELECT version FROM consents) v"),
         );
         for (method, path, body) in &writes {
             // subject-level locks leave enrolment of new subjects at the site open
@@ -531,7 +531,7 @@ async fn every_write_path_answers_423_under_each_kind_of_lock() {
         }
         let after = (
             t.app.count("SELECT count(*) AS n FROM audit_log WHERE action NOT IN ('login', 'lock', 'unlock')"),
-            t.app.count("SELECT sum(version)::bigint + count(*) AS n FROM (SELECT version FROM subjects UNION ALL SELECT version FROM injections UNION ALL SELECT version FROM form_records UNION ALL SELECT version FROM consents) v"),
+            t.app.count("SELECT sum(version)::bigint + count(*) AS n FROM (SELECT version FROM subjects UNION ALL SELECT version FROM form_records UNION ALL SELECT version FROM consents) v"),
         );
         assert_eq!(before, after, "nothing written under a {scope} lock");
         let unlock = format!("/api/v1/locks/{lock_id}");

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::api::{resource, Json};
 use crate::auth::{Bearer, Caller};
+use crate::db::subjects::SubjectRef;
 use crate::error::AppResult;
 use crate::services::form_records::FormRecord;
 use crate::state::AppState;
@@ -174,7 +175,7 @@ impl LegacyForm for AdverseEvents {
     type Change = AdverseEventChange;
     type Answer = AdverseEvent;
 
-    fn to_values(n: &NewAdverseEvent) -> Map<String, Value> {
+    fn to_values(n: &NewAdverseEvent, _: Option<&SubjectRef>) -> Option<Map<String, Value>> {
         let mut v = Map::new();
         v.insert("term".into(), Value::from(n.term.clone()));
         if let Some(c) = &n.meddra_code {
@@ -199,7 +200,7 @@ impl LegacyForm for AdverseEvents {
         v.insert("action_taken".into(), name(&n.action_taken));
         v.insert("outcome".into(), name(&n.outcome));
         v.insert("awareness_date".into(), date(n.awareness_date));
-        v
+        Some(v)
     }
 
     fn change(c: &AdverseEventChange) -> (Map<String, Value>, Option<String>) {

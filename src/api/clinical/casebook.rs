@@ -11,16 +11,14 @@ use crate::db;
 use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact};
 use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::error::AppResult;
-use crate::schema::{
-    consents as c, injections as i, queries as q, signatures as sg, verifications as v,
-};
+use crate::schema::{consents as c, queries as q, signatures as sg, verifications as v};
 use crate::services::form_records::ENTITY;
 use crate::state::AppState;
 use diesel::pg::PgConnection;
 
 use super::adverse_events::{AdverseEvent, AdverseEvents};
 use super::consents::Consent;
-use super::injections::{Injection, InjectionRow};
+use super::injections::{Injection, Injections};
 use super::legacy::LegacyForm;
 use super::subjects::{load, Subject};
 use super::temperatures::{Temperature, Temperatures};
@@ -113,25 +111,26 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
             .order(c::id)
             .select(Consent::as_select())
             .load(conn)?;
-        let injections: Vec<Injection> = i::table
-            .filter(i::subject_id.eq(s.id))
-            .filter(i::deleted_at.is_null())
-            .order(i::study_day)
-            .select(InjectionRow::as_select())
-            .load(conn)?
-            .into_iter()
-            .map(|r| Injection::from_row(r, &s.code))
-            .collect();
         // one read of the live form records: the moved legacy forms in their legacy arrays
         // and order, the other forms as form records
         let (moved, form_records): (Vec<FormRecord>, Vec<FormRecord>) =
             crate::db::form_records::live(conn, s.id)?
                 .into_iter()
                 .map(|r| FormRecord::of(r, &s.code))
-                .partition(|r| r.form == Temperatures::FORM || r.form == AdverseEvents::FORM);
-        let (ae_records, mut temperature_records): (Vec<FormRecord>, Vec<FormRecord>) = moved
-            .into_iter()
-            .partition(|r| r.form == AdverseEvents::FORM);
+                .partition(|r| crate::domain::study::moved_form(&r.form).is_some());
+        let of = |form: &str| -> Vec<FormRecord> {
+            moved.iter().filter(|r| r.form == form).cloned().collect()
+        };
+        let (mut injection_records, mut temperature_records, ae_records) = (
+            of(Injections::FORM),
+            of(Temperatures::FORM),
+            of(AdverseEvents::FORM),
+        );
+        injection_records.sort_by(Injections::order);
+        let injections: Vec<Injection> = injection_records
+            .iter()
+            .map(Injections::from_record)
+            .collect::<AppResult<_>>()?;
         temperature_records.sort_by(Temperatures::order);
         let temperatures: Vec<Temperature> = temperature_records
             .iter()
@@ -168,7 +167,7 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
             s.id,
             def,
             &form_records,
-            [&temperature_records, &ae_records],
+            [&injection_records, &temperature_records, &ae_records],
         )?;
         Ok(Casebook {
             subject,
@@ -231,7 +230,7 @@ fn monitoring(
     subject_id: i64,
     def: &Definition,
     form_records: &[FormRecord],
-    [temperatures, adverse_events]: [&[FormRecord]; 2],
+    [injections, temperatures, adverse_events]: [&[FormRecord]; 3],
 ) -> AppResult<Monitoring> {
     let open_queries: i64 = q::table
         .filter(q::subject_id.eq(subject_id))
@@ -254,11 +253,6 @@ fn monitoring(
         .filter(c::deleted_at.is_null())
         .count()
         .get_result(conn)?;
-    let injections_n: i64 = i::table
-        .filter(i::subject_id.eq(subject_id))
-        .filter(i::deleted_at.is_null())
-        .count()
-        .get_result(conn)?;
     let signatures: Vec<Signature> = sg::table
         .filter(sg::subject_id.eq(subject_id))
         .order(sg::id)
@@ -275,7 +269,7 @@ fn monitoring(
     };
     let mut verified = vec![
         live(consents_n, "consents", "consents"),
-        live(injections_n, "injections", "injections"),
+        moved("injections", injections),
         moved("temperatures", temperatures),
         moved("adverse-events", adverse_events),
     ];

@@ -14,11 +14,11 @@ use crate::auth::{authorize, Caller, Permission};
 use crate::db;
 use crate::domain::consent::{self, ConsentForm};
 use crate::domain::study::{records, Definition};
-use crate::domain::time::{end_of_local_day, local_date};
+use crate::domain::time::local_date;
 use crate::domain::values::Reason;
 use crate::domain::FieldError;
 use crate::error::{AppError, AppResult};
-use crate::schema::{consents as c, injections as i, subjects as s};
+use crate::schema::{consents as c, subjects as s};
 use crate::state::AppState;
 
 use super::{audit_view, find_subject, idempotent_post, SubjectRef};
@@ -278,8 +278,8 @@ fn withdrawal_errors(
     Ok(errors)
 }
 
-/// The live injections and records of the study's forms (temperatures included) dated (site local)
-/// after `date`, as named in an answer: "injection 3 on 2026-10-06", at most ten, then how
+/// The live records of the study's forms (injections and temperatures included) dated
+/// (site local) after `date`, as named in an answer: "injection 3 on 2026-10-06", at most ten, then how
 /// many more. Forms that take records after a withdrawal (adverse events) do not count.
 fn data_after(
     conn: &mut PgConnection,
@@ -288,26 +288,9 @@ fn data_after(
     date: NaiveDate,
 ) -> AppResult<Vec<String>> {
     const SHOWN: usize = 10;
-    let Some(from) = end_of_local_day(date, subject.tz) else {
-        return Ok(Vec::new());
-    };
-    let injections: Vec<(i64, DateTime<Utc>)> = i::table
-        .filter(i::subject_id.eq(subject.id))
-        .filter(i::deleted_at.is_null())
-        .filter(i::administered_at.ge(from))
-        .order(i::administered_at)
-        .select((i::id, i::administered_at))
-        .load(conn)?;
-    let named = |noun: &str, (id, at): (i64, DateTime<Utc>)| {
-        format!("{noun} {id} on {}", local_date(at, subject.tz))
-    };
-    let forms: Vec<&str> = def.stored_forms().map(|f| f.id.as_str()).collect();
+    let forms: Vec<&str> = def.forms.iter().map(|f| f.id.as_str()).collect();
     let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
-    let mut all: Vec<String> = injections
-        .into_iter()
-        .map(|r| named("injection", r))
-        .chain(records::dated_after(def, &records, date, subject.tz))
-        .collect();
+    let mut all: Vec<String> = records::dated_after(def, &records, date, subject.tz);
     if all.len() > SHOWN {
         let more = all.len() - SHOWN;
         all.truncate(SHOWN);
@@ -373,18 +356,10 @@ pub(super) fn earliest_data(
     def: &Definition,
     subject: &super::SubjectRef,
 ) -> AppResult<Option<NaiveDate>> {
-    let inj: Option<DateTime<Utc>> = i::table
-        .filter(i::subject_id.eq(subject.id))
-        .filter(i::deleted_at.is_null())
-        .select(diesel::dsl::min(i::administered_at))
-        .first(conn)?;
-    let mut dates: Vec<NaiveDate> = [inj]
-        .into_iter()
-        .flatten()
-        .map(|at| local_date(at, subject.tz))
-        .collect();
-    // adverse events' onsets among them: a partial one counts from the first day it can mean
-    let forms: Vec<&str> = def.stored_forms().map(|f| f.id.as_str()).collect();
+    // every stored form's records by their dates (adverse events' partial onsets from the
+    // first day they can mean)
+    let mut dates: Vec<NaiveDate> = Vec::new();
+    let forms: Vec<&str> = def.forms.iter().map(|f| f.id.as_str()).collect();
     let records = crate::db::schedule::live_records(conn, subject.id, &forms, None)?;
     dates.extend(records::earliest(def, &records, subject.tz));
     Ok(dates.into_iter().min())

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::api::{if_match, resource, with_etag, Json};
 use crate::auth::{authorize, Bearer, Caller, Permission};
 use crate::db::{self, form_records as fr};
-use crate::domain::study::{Definition, LEGACY_FORMS, OWN_TABLES};
+use crate::domain::study::Definition;
 use crate::domain::values::Reason;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -60,17 +60,8 @@ pub struct FormRecordChange {
 }
 
 /// The form of the running definition that these routes serve: 404 when the study has no
-/// such form, 409 for today's forms still in tables of their own, which keep their own
-/// paths for now.
+/// such form.
 fn engine_form(def: &Arc<Definition>, id: &str) -> AppResult<()> {
-    if let Some((_, path)) = LEGACY_FORMS
-        .iter()
-        .find(|(f, _)| *f == id && OWN_TABLES.contains(f))
-    {
-        return Err(AppError::Conflict(format!(
-            "The form `{id}` is entered at /api/v1/subjects/{{subject_code}}/{path} until the form engine serves it."
-        )));
-    }
     def.form(id).map(|_| ()).ok_or(AppError::NotFound)
 }
 

@@ -1,5 +1,6 @@
 //! The legacy paths of today's forms whose records are form records now
-//! (`/subjects/{code}/temperatures[/{id}]`, docs/engine-migration.md step 3): the same bodies,
+//! (`/subjects/{code}/temperatures[/{id}]`, `/subjects/{code}/injections[/{id}]`,
+//! docs/engine-migration.md steps 3 and 5): the same bodies,
 //! status codes and answers as before, served by the form engine (`services::form_records`).
 //! A form plugs in with its body types (`deny_unknown_fields`, so unknown fields stay 422)
 //! and two mappings: `to_values` (legacy body -> item values) and `from_record` (form record
@@ -8,11 +9,13 @@
 use std::cmp::Ordering;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{if_match, with_etag, Json};
 use crate::auth::{authorize, Bearer, Caller, Permission};
+use crate::db::subjects::SubjectRef;
 use crate::db::{self, form_records as fr};
 use crate::domain::values::Reason;
 use crate::domain::FieldError;
@@ -31,14 +34,23 @@ pub trait LegacyForm: 'static {
     type Change: DeserializeOwned + Send + 'static;
     type Answer: Serialize + Send + 'static;
 
-    /// The item values of a new record (the engine checks and derives the rest).
-    fn to_values(new: &Self::New) -> Map<String, Value>;
+    /// The item values of a new record for `subject` (the engine checks and derives the
+    /// rest); none when they need the subject and it is not known yet (the one-statement
+    /// entry is tried before the subject is read).
+    fn to_values(new: &Self::New, subject: Option<&SubjectRef>) -> Option<Map<String, Value>>;
     /// The items a correction changes (absent fields are left as they are), and its reason.
     fn change(change: &Self::Change) -> (Map<String, Value>, Option<String>);
     /// The legacy answer of a record.
     fn from_record(record: &FormRecord) -> AppResult<Self::Answer>;
     /// The legacy list order.
     fn order(a: &FormRecord, b: &FormRecord) -> Ordering;
+}
+
+/// A legacy datetime field as the engine's item value. The legacy tables kept microseconds
+/// (PostgreSQL rounds finer digits), and so do their paths: the engine refuses more digits.
+pub fn datetime(t: DateTime<Utc>) -> Value {
+    let t = t.duration_round(TimeDelta::microseconds(1)).unwrap_or(t);
+    Value::from(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
 /// A form record's stored value of `item` as text (absent or null: none).
@@ -110,10 +122,12 @@ pub async fn create<F: LegacyForm>(
     body: Json<F::New>,
 ) -> AppResult<HttpResponse> {
     let code = code.into_inner();
-    let values = F::to_values(&body.value);
     // the one entry path of every form (services::form_entry), then the step-by-step one,
     // which checks and answers in its own order
-    if !req.headers().contains_key("idempotency-key") {
+    if let (false, Some(values)) = (
+        req.headers().contains_key("idempotency-key"),
+        F::to_values(&body.value, None),
+    ) {
         let new = form_entry::Create {
             code: &code,
             form_id: F::FORM,
@@ -136,6 +150,7 @@ pub async fn create<F: LegacyForm>(
     }
     let caller = db::run(&state.pool, move |conn| Caller::load(conn, bearer)).await?;
     let scope = authorize(&caller, Permission::EnterClinical)?;
+    let new = body.value;
     let def = state.study.clone();
     let c = caller.clone();
     idempotent_post(
@@ -145,6 +160,8 @@ pub async fn create<F: LegacyForm>(
         &body.raw,
         move |conn| find_subject(conn, &scope, &code),
         move |conn, subject| {
+            let values = F::to_values(&new, Some(&subject))
+                .ok_or_else(|| AppError::internal("the values of a record need its subject"))?;
             let entered = form_records::enter(conn, &def, &c, &subject, F::FORM, None, &values)
                 .map_err(legacy_fields)?;
             let id = entered

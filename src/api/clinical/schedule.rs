@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 use crate::api::resource;
 use crate::auth::{authorize, Caller, Permission};
 use crate::db::{self, schedule as q};
-use crate::domain::study::schedule::{self as rules, day_one, record_dates, Evidence, VisitStatus};
+use crate::domain::study::schedule::{
+    self as rules, day_one, record_dates, record_days, Evidence, VisitStatus,
+};
 use crate::domain::time::local_date;
 use crate::error::AppResult;
 use crate::state::AppState;
@@ -69,18 +71,13 @@ pub async fn get(
     let def = state.study.clone();
     let body = db::run(&state.pool, move |conn| {
         let subject = find_subject(conn, &scope, &code)?;
-        let injections = q::injections(conn, subject.id)?;
         let facts = q::anchor_facts(conn, &def, subject.id, None)?;
+        let unplaced = q::unplaced_records(conn, subject.id)?;
+        let unplaced = || unplaced.iter().map(|(f, v)| (f.as_str(), v));
         let evidence = Evidence {
             records: q::visit_records(conn, subject.id)?,
-            injection_days: injections.iter().map(|(d, _)| *d).collect(),
-            dated: record_dates(
-                &def,
-                q::unplaced_records(conn, subject.id)?
-                    .iter()
-                    .map(|(f, v)| (f.as_str(), v)),
-                subject.tz,
-            ),
+            days: record_days(&def, unplaced()),
+            dated: record_dates(&def, unplaced(), subject.tz),
         };
         let day1 = day_one(&def, &facts, subject.tz);
         let today = local_date(Utc::now(), subject.tz);

@@ -5,18 +5,19 @@
 use std::cmp::Ordering;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::api::{resource, Json};
 use crate::auth::{Bearer, Caller};
+use crate::db::subjects::SubjectRef;
 use crate::error::AppResult;
 use crate::services::form_records::FormRecord;
 use crate::state::AppState;
 
-use super::legacy::{self, text, unreadable, LegacyForm};
+use super::legacy::{self, datetime as at, text, unreadable, LegacyForm};
 use super::DeleteRequest;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -71,10 +72,6 @@ pub struct TemperatureChange {
     pub reason: Option<String>,
 }
 
-fn at(t: DateTime<Utc>) -> Value {
-    Value::from(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
 fn measured_at(r: &FormRecord) -> Option<DateTime<Utc>> {
     text(r, "measured_at")
         .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
@@ -89,12 +86,12 @@ impl LegacyForm for Temperatures {
     type Change = TemperatureChange;
     type Answer = Temperature;
 
-    fn to_values(n: &NewTemperature) -> Map<String, Value> {
+    fn to_values(n: &NewTemperature, _: Option<&SubjectRef>) -> Option<Map<String, Value>> {
         let mut v = Map::new();
         v.insert("measured_at".into(), at(n.measured_at));
         v.insert("celsius".into(), Value::from(n.celsius));
         v.insert("method".into(), Value::from(n.method.clone()));
-        v
+        Some(v)
     }
 
     fn change(c: &TemperatureChange) -> (Map<String, Value>, Option<String>) {

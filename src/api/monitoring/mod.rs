@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::db;
 use crate::domain::study::moved_entity;
 use crate::error::{AppError, AppResult};
-use crate::schema::{consents, injections, subjects};
+use crate::schema::{consents, subjects};
 use crate::services::form_records;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -23,7 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The record kinds queries and verifications point at: the table, and the name of its
 /// records in today's verify route `/subjects/{code}/{form}/{id}/verify`. A legacy form
-/// whose records are form records now keeps its old name as an alias (`temperatures`, `adverse_events`):
+/// whose records are form records now keeps its old name as an alias (`injections`,
+/// `temperatures`, `adverse_events`):
 /// accepted for the records of that form only, stored as `form_records`, answered as the
 /// alias. Subjects are not
 /// verified; the records of the study definition's forms are verified at
@@ -55,17 +56,6 @@ pub fn known_field(record_type: &str, field: &str) -> bool {
             "representative_relationship",
             "assent",
             "withdrawn_on",
-        ],
-        "injections" => &[
-            "study_day",
-            "administered_at",
-            "dose_mg",
-            "weight_kg",
-            "route",
-            "injection_site",
-            "lot_number",
-            "given",
-            "not_given_reason",
         ],
         _ => &[],
     };
@@ -126,16 +116,6 @@ pub fn record_owner(conn: &mut PgConnection, record_type: &str, id: i64) -> AppR
             .filter(consents::id.eq(id))
             .filter(consents::deleted_at.is_null())
             .select((consents::site_id, consents::subject_id, consents::version))
-            .first(conn)
-            .optional()?,
-        "injections" => injections::table
-            .filter(injections::id.eq(id))
-            .filter(injections::deleted_at.is_null())
-            .select((
-                injections::site_id,
-                injections::subject_id,
-                injections::version,
-            ))
             .first(conn)
             .optional()?,
         _ => None,

@@ -189,7 +189,7 @@ pub async fn list(
         return Err(AppError::invalid("limit", "must be between 1 and 500"));
     }
     if let Some(form) = &f.form {
-        if state.study.stored_form(form).is_none() {
+        if state.study.form(form).is_none() {
             return Err(AppError::invalid(
                 "form",
                 "is not a form of the study entered through /subjects/{code}/forms/{form}",

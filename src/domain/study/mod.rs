@@ -27,10 +27,6 @@ pub const LEGACY_FORMS: [(&str, &str); 3] = [
     ("adverse_event", "adverse-events"),
 ];
 
-/// Of them, those whose records still live in tables of their own: the generic routes
-/// refuse them (409 naming their path).
-pub const OWN_TABLES: [&str; 1] = ["injection"];
-
 /// A legacy form whose records are form records now (docs/engine-migration.md).
 #[derive(Debug, Clone, Copy)]
 pub struct MovedForm {
@@ -42,7 +38,12 @@ pub struct MovedForm {
     pub noun: &'static str,
 }
 
-pub const MOVED_FORMS: [MovedForm; 2] = [
+pub const MOVED_FORMS: [MovedForm; 3] = [
+    MovedForm {
+        form: "injection",
+        entity: "injections",
+        noun: "injection",
+    },
     MovedForm {
         form: "temperature",
         entity: "temperatures",

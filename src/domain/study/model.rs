@@ -56,16 +56,6 @@ impl Definition {
             .find(|r| r.kind == RuleKind::Fever && r.form.as_deref() == Some(form))
             .and_then(|r| r.threshold.as_ref()?.to_f64())
     }
-    /// A form whose records are form records (all but those of today's forms still in
-    /// tables of their own): what the generic routes, the rules and the consent checks read.
-    pub fn stored_form(&self, id: &str) -> Option<&Form> {
-        self.stored_forms().find(|f| f.id == id)
-    }
-    pub fn stored_forms(&self) -> impl Iterator<Item = &Form> {
-        self.forms
-            .iter()
-            .filter(|f| !super::OWN_TABLES.contains(&f.id.as_str()))
-    }
 }
 
 #[derive(Debug, Clone)]

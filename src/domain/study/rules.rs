@@ -1,8 +1,7 @@
 //! The named rules a definition binds to a form, run on every write of one of its records
 //! (entered or corrected): `study_day` fills or checks the study day of the record's date,
 //! `dose` computes the dose the treatment's rule expects and flags a deviation (the rule
-//! itself is `domain::dosing`'s, shared with today's injection form), `fever` flags a
-//! temperature above its threshold. What a rule computes is stored like a derivation: never
+//! itself is `domain::dosing`'s), `fever` flags a temperature above its threshold. What a rule computes is stored like a derivation: never
 //! accepted from a client (`values::check` refuses it). What a rule needs from the subject's
 //! other records (day 1, earlier doses, fevers) the caller reads and passes in `Context`.
 //!
@@ -591,7 +590,7 @@ pub fn dose_dates(def: &Definition) -> Vec<(String, String)> {
         .iter()
         .filter(|r| r.kind == RuleKind::Dose)
         .filter_map(|r| Some((r.form.as_deref()?, r.item("at")?)))
-        .filter(|(f, _)| def.stored_form(f).is_some())
+        .filter(|(f, _)| def.form(f).is_some())
         .map(|(f, at)| (f.to_owned(), at.to_owned()))
         .collect();
     out.sort_unstable();

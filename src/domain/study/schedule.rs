@@ -19,7 +19,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::model::{Anchor, Definition, Visit};
+use super::model::{Anchor, Definition, RuleKind, Visit};
 use crate::domain::time::local_date;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -71,9 +71,9 @@ pub fn window(day1: NaiveDate, visit: &Visit) -> Option<Window> {
 pub struct Evidence {
     /// (visit, form) of each live record of a form entered per visit
     pub records: Vec<(String, String)>,
-    /// study days of the live injections (today's injection form, counted for the visit
-    /// whose day is the injection's study day)
-    pub injection_days: Vec<i32>,
+    /// (form, study day) of each live record of a form whose study day a `study_day` rule
+    /// checks (a daily form such as the injection): counted for the visit on that day
+    pub days: Vec<(String, i64)>,
     /// (form, site-local date) of each live record of a form that is not entered per visit
     /// (a log, a daily form) but that a visit lists: counted for the visits whose window
     /// holds its date
@@ -82,17 +82,15 @@ pub struct Evidence {
 
 impl Evidence {
     fn has(&self, visit: &Visit, window: Option<&Window>, form: &str) -> bool {
-        match form {
-            "injection" => visit.day.is_some_and(|d| self.injection_days.contains(&d)),
-            _ => {
-                self.records
+        self.records
+            .iter()
+            .any(|(v, f)| *v == visit.id && f == form)
+            || visit.day.is_some_and(|day| {
+                self.days
                     .iter()
-                    .any(|(v, f)| *v == visit.id && f == form)
-                    || window.is_some_and(|w| {
-                        self.dated.iter().any(|(f, d)| f == form && w.contains(*d))
-                    })
-            }
-        }
+                    .any(|(f, d)| f == form && *d == i64::from(day))
+            })
+            || window.is_some_and(|w| self.dated.iter().any(|(f, d)| f == form && w.contains(*d)))
     }
 }
 
@@ -108,7 +106,30 @@ pub fn site_date(value: &str, tz: Tz) -> Option<NaiveDate> {
         })
 }
 
-/// (form, site-local date by its `dated_by` item) of records stored without a visit.
+/// The item holding the study day of `form`'s records, when a `study_day` rule checks it.
+pub fn study_day_item<'a>(def: &'a Definition, form: &str) -> Option<&'a str> {
+    def.rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::StudyDay && r.form.as_deref() == Some(form))
+        .find_map(|r| r.item("day"))
+}
+
+/// (form, study day) of records stored without a visit whose form has a study day.
+pub fn record_days<'a>(
+    def: &Definition,
+    records: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+) -> Vec<(String, i64)> {
+    records
+        .into_iter()
+        .filter_map(|(form, values)| {
+            let day = values.get(study_day_item(def, form)?)?.as_i64()?;
+            Some((form.to_owned(), day))
+        })
+        .collect()
+}
+
+/// (form, site-local date by its `dated_by` item) of records stored without a visit (those
+/// with a study day count by their day: `record_days`).
 pub fn record_dates<'a>(
     def: &Definition,
     records: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
@@ -116,6 +137,7 @@ pub fn record_dates<'a>(
 ) -> Vec<(String, NaiveDate)> {
     records
         .into_iter()
+        .filter(|(form, _)| study_day_item(def, form).is_none())
         .filter_map(|(form, values)| {
             let dated_by = &def.form(form)?.dated_by;
             let date = site_date(values.get(dated_by)?.as_str()?, tz)?;
@@ -137,32 +159,24 @@ pub fn anchor_from_values<'a>(
 #[derive(Debug, Clone, Default)]
 pub struct AnchorFacts {
     pub enrolled_at: Option<DateTime<Utc>>,
-    /// times of the live injections (today's injection form)
-    pub injections: Vec<DateTime<Utc>>,
-    /// values of the anchor item in the live records of its form (a form of the engine)
+    /// values of the anchor item in the live records of its form
     pub item_values: Vec<String>,
 }
 
-/// The form whose records hold day 1, when the anchor is a form of the engine rather than
-/// today's injection form (whose first live injection is day 1).
+/// The form and item whose records hold day 1 (the first dose's date).
 pub fn anchor_form(def: &Definition) -> Option<(&str, &str)> {
     match (def.schedule.anchor, &def.schedule.anchor_item) {
-        (Anchor::FirstDose, Some(r)) if r.form != "injection" => {
-            Some((r.form.as_str(), r.item.as_str()))
-        }
+        (Anchor::FirstDose, Some(r)) => Some((r.form.as_str(), r.item.as_str())),
         _ => None,
     }
 }
 
 /// Day 1 of a subject: the site-local date of enrolment, or of the first dose (the earliest
-/// live injection, or the earliest value of the anchor item); none before the first dose.
+/// value of the anchor item); none before the first dose.
 pub fn day_one(def: &Definition, facts: &AnchorFacts, tz: Tz) -> Option<NaiveDate> {
     match def.schedule.anchor {
         Anchor::Enrolment => facts.enrolled_at.map(|at| local_date(at, tz)),
-        Anchor::FirstDose if anchor_form(def).is_some() => {
-            anchor_from_values(facts.item_values.iter().map(String::as_str), tz)
-        }
-        Anchor::FirstDose => facts.injections.iter().map(|at| local_date(*at, tz)).min(),
+        Anchor::FirstDose => anchor_from_values(facts.item_values.iter().map(String::as_str), tz),
     }
 }
 
@@ -369,7 +383,7 @@ mod tests {
         ]);
         let evidence = Evidence {
             records: vec![("D3".into(), "disease_activity".into())],
-            injection_days: vec![1],
+            days: vec![("injection".into(), 1)],
             dated: vec![("temperature".into(), date("2026-10-04"))],
         };
         let s = schedule(
@@ -459,11 +473,16 @@ mod tests {
                 .unwrap_or_default()
         };
         let mut def = definition(vec![]);
+        def.schedule.anchor = Anchor::FirstDose;
+        def.schedule.anchor_item = Some(crate::domain::study::ItemRef {
+            form: "injection".into(),
+            item: "administered_at".into(),
+        });
         let facts = AnchorFacts {
             enrolled_at: Some(utc("2026-10-01T22:30:00Z")),
-            injections: vec![utc("2026-10-24T22:30:00Z"), utc("2026-10-24T21:30:00Z")],
-            item_values: vec!["2026-10-10".into()],
+            item_values: vec!["2026-10-24T22:30:00Z".into(), "2026-10-24T21:30:00Z".into()],
         };
+        assert_eq!(anchor_form(&def), Some(("injection", "administered_at")));
         // the earliest injection, 23:30 CEST on the 24th; the other is 00:30 CEST on the 25th
         assert_eq!(day_one(&def, &facts, paris), Some(date("2026-10-24")));
         assert_eq!(day_one(&def, &AnchorFacts::default(), paris), None);
@@ -474,6 +493,10 @@ mod tests {
             form: "treatment".into(),
             item: "started_on".into(),
         });
+        let facts = AnchorFacts {
+            item_values: vec!["2026-10-10".into()],
+            ..facts
+        };
         assert_eq!(anchor_form(&def), Some(("treatment", "started_on")));
         assert_eq!(day_one(&def, &facts, paris), Some(date("2026-10-10")));
     }
