@@ -96,12 +96,13 @@ BEGIN
           -- site_date: a date as it is, a datetime at the site)
           AND (r.fever_at IS NULL
                OR NOT EXISTS (
-                   SELECT 1 FROM unnest(p_dose_form, p_dose_at) AS df(form, at)
-                   JOIN form_records d ON d.subject_id = w.subject_id
-                        AND d.form_id = df.form AND d.deleted_at IS NULL
-                   WHERE (CASE WHEN length(d."values" ->> df.at) = 10
-                               THEN (d."values" ->> df.at)::date
-                               ELSE ((d."values" ->> df.at)::timestamptz
+                   -- (one index scan of the subject's dose forms: form_records_subject)
+                   SELECT 1 FROM form_records d
+                   WHERE d.subject_id = w.subject_id AND d.form_id = ANY (p_dose_form)
+                     AND d.deleted_at IS NULL
+                     AND (CASE WHEN length(d."values" ->> p_dose_at[array_position(p_dose_form, d.form_id)]) = 10
+                               THEN (d."values" ->> p_dose_at[array_position(p_dose_form, d.form_id)])::date
+                               ELSE ((d."values" ->> p_dose_at[array_position(p_dose_form, d.form_id)])::timestamptz
                                      AT TIME ZONE w.time_zone)::date END)
                          >= (CASE WHEN length(r.fever_at) = 10 THEN r.fever_at::date
                                   ELSE (r.fever_at::timestamptz AT TIME ZONE w.time_zone)::date
