@@ -20,7 +20,7 @@ use crate::domain::values::Reason;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-use super::{created, find_subject, idempotent_post, optional_if_match, DeleteRequest};
+use super::{at_once, created, find_subject, idempotent_post, optional_if_match, DeleteRequest};
 
 pub use crate::services::form_records::FormRecord;
 use crate::services::{form_entry, form_records};
@@ -107,25 +107,14 @@ pub async fn create(
     body: Json<NewFormRecord>,
 ) -> AppResult<HttpResponse> {
     let (code, form_id) = path.into_inner();
-    // most creates in one round trip (services::form_entry); the rest, and every refusal,
-    // on the path below, which checks and answers in its own order
-    if !req.headers().contains_key("idempotency-key") && engine_form(&state.study, &form_id).is_ok()
-    {
+    if engine_form(&state.study, &form_id).is_ok() {
         let new = form_entry::Create {
             code: &code,
             form_id: &form_id,
             visit: body.value.visit.as_deref(),
             values: &body.value.values,
         };
-        if let Some(record) = form_entry::enter_at_once(
-            &state.pool,
-            &state.form_entries,
-            &state.study,
-            &bearer,
-            &new,
-        )
-        .await?
-        {
+        if let Some(record) = at_once(&state, &req, &bearer, &new).await? {
             let body = serde_json::to_value(&record).map_err(AppError::internal)?;
             return Ok(created(201, body));
         }

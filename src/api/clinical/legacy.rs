@@ -24,7 +24,7 @@ use crate::services::form_entry;
 use crate::services::form_records::{self, FormRecord};
 use crate::state::AppState;
 
-use super::{created, find_subject, idempotent_post, optional_if_match, DeleteRequest};
+use super::{at_once, created, find_subject, idempotent_post, optional_if_match, DeleteRequest};
 
 /// A legacy form served by the engine.
 pub trait LegacyForm: 'static {
@@ -122,27 +122,15 @@ pub async fn create<F: LegacyForm>(
     body: Json<F::New>,
 ) -> AppResult<HttpResponse> {
     let code = code.into_inner();
-    // the one entry path of every form (services::form_entry), then the step-by-step one,
-    // which checks and answers in its own order
-    if let (false, Some(values)) = (
-        req.headers().contains_key("idempotency-key"),
-        F::to_values(&body.value, None),
-    ) {
+    // (values that need the subject wait for the step-by-step path, which reads it)
+    if let Some(values) = F::to_values(&body.value, None) {
         let new = form_entry::Create {
             code: &code,
             form_id: F::FORM,
             visit: None,
             values: &values,
         };
-        if let Some(record) = form_entry::enter_at_once(
-            &state.pool,
-            &state.form_entries,
-            &state.study,
-            &bearer,
-            &new,
-        )
-        .await?
-        {
+        if let Some(record) = at_once(&state, &req, &bearer, &new).await? {
             let body =
                 serde_json::to_value(F::from_record(&record)?).map_err(AppError::internal)?;
             return Ok(created(201, body));

@@ -119,6 +119,28 @@ where
 }
 
 /// The answer to a create (or its replay): the status, the record, its version as ETag.
+/// Most creates in one round trip (services::form_entry): the record when the one
+/// statement wrote it; none for the step-by-step path, which checks and answers in its own
+/// order (and which a request with an Idempotency-Key always takes).
+pub async fn at_once(
+    state: &AppState,
+    req: &HttpRequest,
+    bearer: &crate::auth::Bearer,
+    new: &crate::services::form_entry::Create<'_>,
+) -> AppResult<Option<crate::services::form_records::FormRecord>> {
+    if req.headers().contains_key("idempotency-key") {
+        return Ok(None);
+    }
+    crate::services::form_entry::enter_at_once(
+        &state.pool,
+        &state.form_entries,
+        &state.study,
+        bearer,
+        new,
+    )
+    .await
+}
+
 pub fn created(status: u16, body: Value) -> HttpResponse {
     let mut resp = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED));
     if let Some(v) = body.get("version").and_then(Value::as_i64) {
