@@ -8,6 +8,7 @@ mod adverse_events;
 mod audit_trail;
 mod clinical;
 mod dataset_json;
+mod endpoints;
 mod exports;
 mod form_entry;
 mod form_exports;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::policy::shown_name;
 use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
-use crate::domain::endpoints::{derive, Endpoints, InjectionFact, TemperatureFact};
+use crate::domain::endpoints::{self, Endpoints};
 use crate::domain::study::{Definition, LEGACY_FORMS};
 use crate::error::AppResult;
 use crate::schema::{consents as c, queries as q, signatures as sg, verifications as v};
@@ -41,7 +41,8 @@ pub struct Casebook {
     /// the records of the study definition's other forms, oldest first (those entered in
     /// error left out)
     pub form_records: Vec<FormRecord>,
-    /// computed from the records above
+    /// computed from the records above by the study definition's rules (`dose`,
+    /// `fever_endpoints`); an endpoint the study does not define is absent
     pub endpoints: Endpoints,
     pub monitoring: Monitoring,
 }
@@ -100,8 +101,8 @@ impl Casebook {
 }
 
 /// Builds the casebook of a subject already found within the caller's scope; `def` is the
-/// running study definition, whose forms the verification status lists and whose fever
-/// rule the endpoints use.
+/// running study definition, whose forms the verification status lists and whose rules
+/// derive the endpoints.
 pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppResult<Casebook> {
     {
         let subject = load(conn, s.id)?;
@@ -141,27 +142,12 @@ pub fn build(conn: &mut PgConnection, s: &SubjectRef, def: &Definition) -> AppRe
             .iter()
             .map(AdverseEvents::from_record)
             .collect::<AppResult<_>>()?;
-        let endpoints = derive(
-            &injections
-                .iter()
-                .map(|x| InjectionFact {
-                    study_day: x.study_day,
-                    administered_at: x.administered_at,
-                    dose_mg: x.dose_mg,
-                    given: x.given,
-                })
-                .collect::<Vec<_>>(),
-            &temperatures
-                .iter()
-                .map(|x| TemperatureFact {
-                    measured_at: x.measured_at,
-                    celsius: x.celsius,
-                })
-                .collect::<Vec<_>>(),
-            def.fever_threshold_of(Temperatures::FORM)
-                .unwrap_or(f64::INFINITY),
-            s.tz,
-        );
+        let records: Vec<(&str, &serde_json::Value)> = moved
+            .iter()
+            .chain(&form_records)
+            .map(|r| (r.form.as_str(), &r.values))
+            .collect();
+        let endpoints = endpoints::derive(def, &records, s.tz);
         let monitoring = monitoring(
             conn,
             s.id,

@@ -1464,7 +1464,7 @@ impl Builder<'_> {
             let takes = |p: &str| match kind {
                 RuleKind::Dose => p == "treatment",
                 RuleKind::Fever => p == "threshold",
-                RuleKind::FeverEndpoints => p == "fever_rule" || p == "hours",
+                RuleKind::FeverEndpoints => matches!(p, "fever_rule" | "hours" | "until_day"),
                 _ => false,
             };
             for (p, span) in [
@@ -1472,6 +1472,7 @@ impl Builder<'_> {
                 ("fever_rule", r.fever_rule.as_ref().map(|s| s.span())),
                 ("threshold", r.threshold.as_ref().map(|s| s.span())),
                 ("hours", r.hours.as_ref().map(|s| s.span())),
+                ("until_day", r.until_day.as_ref().map(|s| s.span())),
             ] {
                 match (span, takes(p)) {
                     (Some(span), false) => {
@@ -1518,6 +1519,41 @@ impl Builder<'_> {
                         None
                     }
                 });
+            let until_day = r.until_day.as_ref().and_then(|d| {
+                let day = u32::try_from(*d.get_ref()).ok().filter(|x| (1..=366).contains(x));
+                match (day, hours) {
+                    (None, _) => {
+                        self.err(d.span(), "until_day: a study day, 1 to 366");
+                        None
+                    }
+                    // the window opens `hours` after the first dose and closes with day
+                    // `until_day` at the latest: it would never hold a measurement
+                    (Some(day), Some(h)) if h >= day * 24 => {
+                        self.err(
+                            d.span(),
+                            format!("until_day: the window from {h} h after the first dose would be closed by the end of study day {day}"),
+                        );
+                        None
+                    }
+                    (day, _) => day,
+                }
+            });
+            if kind == RuleKind::FeverEndpoints {
+                if raw.iter().any(|o| {
+                    o.kind.get_ref() == "fever_endpoints" && o.id.span().start < here.start
+                }) {
+                    self.err(
+                        here.clone(),
+                        format!("rule `{id}`: a study has one fever_endpoints rule"),
+                    );
+                }
+                if !raw.iter().any(|o| o.kind.get_ref() == "dose") {
+                    self.err(
+                        here.clone(),
+                        format!("rule `{id}`: a fever_endpoints rule counts from the first dose: the study needs a dose rule"),
+                    );
+                }
+            }
             let specs = roles(kind);
             let form_index = match (&r.form, specs.is_empty()) {
                 (Some(f), true) => {
@@ -1620,6 +1656,7 @@ impl Builder<'_> {
                 fever_rule: r.fever_rule.as_ref().map(|t| t.get_ref().clone()),
                 threshold,
                 hours,
+                until_day,
                 items,
             });
         }

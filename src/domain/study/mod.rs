@@ -253,6 +253,7 @@ id = "endpoints"
 kind = "fever_endpoints"
 fever_rule = "fever"
 hours = 48
+until_day = 3
 "#;
 
     fn errors(text: &str) -> Vec<String> {
@@ -512,6 +513,61 @@ hours = 48
         assert!(
             e.iter()
                 .any(|m| m.contains("form `vas` is entered per visit, but no visit lists it")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_fever_endpoints_window_is_checked_with_its_line() {
+        let d = parse("demo.toml", BASE).unwrap_or_else(|e| panic!("{e:?}"));
+        let r = d
+            .rules
+            .iter()
+            .find(|r| r.kind == RuleKind::FeverEndpoints)
+            .unwrap_or_else(|| panic!("the rule"));
+        assert_eq!((r.hours, r.until_day), (Some(48), Some(3)));
+
+        for bad in ["until_day = 0", "until_day = 367", "until_day = -1"] {
+            let (text, e) = broken("until_day = 3", bad);
+            let line = line_of(&text, bad);
+            assert_eq!(
+                e,
+                vec![format!(
+                    "demo.toml:{line}: until_day: a study day, 1 to 366"
+                )],
+                "{bad}"
+            );
+        }
+        let (text, e) = broken("until_day = 3", "until_day = 2");
+        let line = line_of(&text, "until_day = 2");
+        assert_eq!(
+            e,
+            vec![format!("demo.toml:{line}: until_day: the window from 48 h after the first dose would be closed by the end of study day 2")]
+        );
+        let (text, e) = broken("until_day = 3\n", "");
+        let line = line_of(&text, "id = \"endpoints\"");
+        assert_eq!(
+            e,
+            vec![format!(
+                "demo.toml:{line}: rule `endpoints`: a fever_endpoints rule needs until_day"
+            )]
+        );
+        let twice = "[[rules]]\nid = \"again\"\nkind = \"fever_endpoints\"\nfever_rule = \"fever\"\nhours = 24\nuntil_day = 2\n";
+        let (text, e) = broken(
+            "[[rules]]\nid = \"endpoints\"",
+            &format!("{twice}\n[[rules]]\nid = \"endpoints\""),
+        );
+        let line = line_of(&text, "id = \"endpoints\"");
+        assert_eq!(
+            e,
+            vec![format!(
+                "demo.toml:{line}: rule `endpoints`: a study has one fever_endpoints rule"
+            )]
+        );
+        let (text, e) = broken("kind = \"dose\"", "kind = \"study_day\"");
+        let line = line_of(&text, "id = \"endpoints\"");
+        assert!(
+            e.contains(&format!("demo.toml:{line}: rule `endpoints`: a fever_endpoints rule counts from the first dose: the study needs a dose rule")),
             "{e:?}"
         );
     }

@@ -47,15 +47,6 @@ impl Definition {
             .iter()
             .filter(|f| !super::LEGACY_FORMS.iter().any(|(id, _)| *id == f.id))
     }
-    /// The threshold of the fever rule of `form` (the temperature form's: what the fever
-    /// endpoints and a temperature's `fever` are computed with).
-    pub fn fever_threshold_of(&self, form: &str) -> Option<f64> {
-        use bigdecimal::ToPrimitive;
-        self.rules
-            .iter()
-            .find(|r| r.kind == RuleKind::Fever && r.form.as_deref() == Some(form))
-            .and_then(|r| r.threshold.as_ref()?.to_f64())
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -394,7 +385,8 @@ pub enum RuleKind {
     StudyDay,
     /// fever from a temperature and a threshold
     Fever,
-    /// fever-free N hours after the start of treatment, and fever days
+    /// fever-free from N hours after the first dose to a study day's dose, and fever days
+    /// (`domain::endpoints`)
     FeverEndpoints,
     /// a serious adverse event alerts the sponsor's safety desk
     SaeAlert,
@@ -411,6 +403,8 @@ pub struct Rule {
     pub fever_rule: Option<String>,
     pub threshold: Option<BigDecimal>,
     pub hours: Option<u32>,
+    /// `fever_endpoints`: the study day whose dose (else its end) closes the window
+    pub until_day: Option<u32>,
     /// role -> item id of `form`
     pub items: Vec<(String, String)>,
 }

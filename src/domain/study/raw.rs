@@ -205,6 +205,7 @@ pub struct Rule {
     pub fever_rule: Option<S<String>>,
     pub threshold: Option<S<toml::Value>>,
     pub hours: Option<S<i64>>,
+    pub until_day: Option<S<i64>>,
     #[serde(default)]
     pub items: BTreeMap<String, S<String>>,
 }

@@ -244,6 +244,8 @@ pub struct RuleView {
     pub threshold: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hours: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_day: Option<u32>,
     /// role -> item id
     #[schema(value_type = Object)]
     pub items: serde_json::Map<String, Value>,
@@ -443,6 +445,7 @@ fn rule(r: &Rule) -> RuleView {
         fever_rule: r.fever_rule.clone(),
         threshold: r.threshold.as_ref().map(number),
         hours: r.hours,
+        until_day: r.until_day,
         items: r
             .items
             .iter()
