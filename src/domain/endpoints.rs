@@ -190,8 +190,8 @@ fn fever_free(
         .filter_map(|d| d.at)
         .min()
         .or_else(|| {
-            let day =
-                local_date(first, tz).checked_add_days(Days::new(u64::from(until_day) - 1))?;
+            let day = local_date(first, tz)
+                .checked_add_days(Days::new(u64::from(until_day.saturating_sub(1))))?;
             end_of_local_day(day, tz)
         })?;
     let mut window = temperatures
