@@ -10,6 +10,7 @@ pub mod queries;
 pub mod sae_alerts;
 pub mod safety;
 pub mod schedule;
+pub mod signatures;
 pub mod study_versions;
 pub mod subjects;
 
