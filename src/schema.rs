@@ -287,6 +287,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    legacy_record_ids (entity, old_id) {
+        entity -> Text,
+        old_id -> Int8,
+        new_id -> Int8,
+    }
+}
+
 diesel::joinable!(user_sites -> users (user_id));
 diesel::joinable!(user_sites -> sites (site_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -302,6 +310,7 @@ diesel::joinable!(query_messages -> queries (query_id));
 diesel::joinable!(signatures -> subjects (subject_id));
 diesel::joinable!(form_records -> subjects (subject_id));
 diesel::joinable!(form_records -> study_versions (study_version_id));
+diesel::joinable!(legacy_record_ids -> form_records (new_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     sites,
@@ -324,4 +333,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     locks,
     study_versions,
     form_records,
+    legacy_record_ids,
 );

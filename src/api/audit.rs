@@ -2,15 +2,15 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::audit::{self, ChainReport};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
+use crate::db::audit::AuditEntry;
+use crate::db::audit::AuditQuery;
 use crate::error::{AppError, AppResult};
-use crate::schema::{audit_log, sites, subjects};
 use crate::state::AppState;
 
 use super::{resource, Page};
@@ -28,8 +28,16 @@ pub struct AuditFilter {
     pub subject: Option<String>,
     /// site code
     pub site: Option<String>,
+    /// the table a row was written under, as stored: rows written before a legacy form's
+    /// records moved into `form_records` keep their old table (`injections`,
+    /// `temperatures`, `adverse_events`) and ids; use `form` for a record's whole history
     pub table: Option<String>,
+    /// the stored record id; with `form`, the id of a record of that form, whose rows
+    /// written under its old table and id before the move are included
     pub record_id: Option<i64>,
+    /// a form of the study definition: the rows of its records, including those written
+    /// under a legacy table before the records moved (mapped through `legacy_record_ids`)
+    pub form: Option<String>,
     pub user_id: Option<i64>,
     pub action: Option<String>,
     pub from: Option<DateTime<Utc>>,
@@ -38,28 +46,10 @@ pub struct AuditFilter {
     pub after: Option<i64>,
 }
 
-#[derive(Debug, Serialize, Queryable, Selectable, ToSchema)]
-#[diesel(table_name = audit_log)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub occurred_at: DateTime<Utc>,
-    pub actor_id: Option<i64>,
-    pub actor_role: Option<String>,
-    pub action: String,
-    pub entity_table: String,
-    pub record_id: Option<i64>,
-    pub site_id: Option<i64>,
-    pub subject_id: Option<i64>,
-    pub old_values: Option<serde_json::Value>,
-    pub new_values: Option<serde_json::Value>,
-    pub reason: Option<String>,
-    pub request_id: Option<String>,
-    pub client_addr: Option<String>,
-}
-
 /// The audit trail, oldest first. Admins see everything; monitors the rows of their sites.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditFilter),
-    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::error::Problem),
+        (status = 422, description = "`limit` out of range, or `form` not a form of the study", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -72,51 +62,29 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(AppError::invalid("limit", "must be between 1 and 1000"));
     }
+    if let Some(form) = &f.form {
+        if state.study.form(form).is_none() {
+            return Err(AppError::invalid(
+                "form",
+                format!("{form} is not a form of the study"),
+            ));
+        }
+    }
+    let q = AuditQuery {
+        subject: f.subject,
+        site: f.site,
+        table: f.table,
+        record_id: f.record_id,
+        form: f.form,
+        user_id: f.user_id,
+        action: f.action,
+        from: f.from,
+        to: f.to,
+        after: f.after.unwrap_or(0),
+        limit,
+    };
     let items = db::run(&state.pool, move |conn| {
-        let mut q = audit_log::table
-            .filter(audit_log::id.gt(f.after.unwrap_or(0)))
-            .into_boxed();
-        if let Some(ids) = scope.site_ids() {
-            q = q.filter(audit_log::site_id.eq_any(ids.to_vec()));
-        }
-        if let Some(code) = &f.subject {
-            let id: Option<i64> = subjects::table
-                .filter(subjects::subject_code.eq(code))
-                .select(subjects::id)
-                .first(conn)
-                .optional()?;
-            q = q.filter(audit_log::subject_id.eq(id.unwrap_or(-1)));
-        }
-        if let Some(code) = &f.site {
-            let id: Option<i64> = sites::table
-                .filter(sites::code.eq(code))
-                .select(sites::id)
-                .first(conn)
-                .optional()?;
-            q = q.filter(audit_log::site_id.eq(id.unwrap_or(-1)));
-        }
-        if let Some(t) = f.table {
-            q = q.filter(audit_log::entity_table.eq(t));
-        }
-        if let Some(r) = f.record_id {
-            q = q.filter(audit_log::record_id.eq(r));
-        }
-        if let Some(u) = f.user_id {
-            q = q.filter(audit_log::actor_id.eq(u));
-        }
-        if let Some(a) = f.action {
-            q = q.filter(audit_log::action.eq(a));
-        }
-        if let Some(from) = f.from {
-            q = q.filter(audit_log::occurred_at.ge(from));
-        }
-        if let Some(to) = f.to {
-            q = q.filter(audit_log::occurred_at.lt(to));
-        }
-        Ok(q.order(audit_log::id)
-            .limit(limit)
-            .select(AuditEntry::as_select())
-            .load(conn)?)
+        Ok(db::audit::list(conn, &q, scope.site_ids())?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::new(items, limit, |e| e.id)))

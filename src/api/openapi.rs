@@ -186,7 +186,7 @@ impl Modify for ProblemResponses {
         monitoring::queries::get, monitoring::queries::answer, monitoring::queries::close,
         monitoring::queries::reopen, monitoring::verify::verify, monitoring::verify::verify_form,
         monitoring::signatures::list,
-        monitoring::signatures::sign, monitoring::locks::list, monitoring::locks::create,
+        monitoring::signatures::sign, monitoring::signatures::check, monitoring::locks::list, monitoring::locks::create,
         monitoring::locks::unlock,
         exports::form_csv, exports::odm, exports::sdtm_csv, exports::sdtm_xpt, exports::sdtm_json, exports::define,
     ),

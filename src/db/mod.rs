@@ -1,6 +1,7 @@
 //! PostgreSQL access: the pool, running work off the actix workers, migrations.
 
 pub mod async_batch;
+pub mod audit;
 pub mod caller;
 pub mod form_entry;
 pub mod form_records;
@@ -9,6 +10,7 @@ pub mod queries;
 pub mod sae_alerts;
 pub mod safety;
 pub mod schedule;
+pub mod signatures;
 pub mod study_versions;
 pub mod subjects;
 

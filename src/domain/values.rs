@@ -15,25 +15,6 @@ fn has_decimals(v: f64, places: i32) -> bool {
     (scaled - scaled.round()).abs() < 1e-6
 }
 
-/// A body temperature in °C, one decimal, 30.0-45.0 (outside is not a living patient's).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct Celsius(f64);
-
-impl Celsius {
-    pub fn parse(field: &str, v: f64) -> Parsed<Self> {
-        if !v.is_finite() || !(30.0..=45.0).contains(&v) {
-            return Err(FieldError::new(field, "must be between 30.0 and 45.0 °C"));
-        }
-        if !has_decimals(v, 1) {
-            return Err(FieldError::new(field, "must have at most one decimal"));
-        }
-        Ok(Self((v * 10.0).round() / 10.0))
-    }
-    pub fn value(self) -> f64 {
-        self.0
-    }
-}
-
 /// Body weight in kg used for dosing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WeightKg(f64);
@@ -42,25 +23,6 @@ impl WeightKg {
     pub fn parse(field: &str, v: f64) -> Parsed<Self> {
         if !v.is_finite() || !(0.5..=300.0).contains(&v) {
             return Err(FieldError::new(field, "must be between 0.5 and 300 kg"));
-        }
-        if !has_decimals(v, 2) {
-            return Err(FieldError::new(field, "must have at most two decimals"));
-        }
-        Ok(Self(v))
-    }
-    pub fn value(self) -> f64 {
-        self.0
-    }
-}
-
-/// A dose in mg.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DoseMg(f64);
-
-impl DoseMg {
-    pub fn parse(field: &str, v: f64) -> Parsed<Self> {
-        if !v.is_finite() || !(0.0..=10_000.0).contains(&v) {
-            return Err(FieldError::new(field, "must be between 0 and 10000 mg"));
         }
         if !has_decimals(v, 2) {
             return Err(FieldError::new(field, "must have at most two decimals"));
@@ -164,17 +126,6 @@ pub fn subject_code(site_code: &str, seq: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temperatures() {
-        assert!(Celsius::parse("c", 38.6).is_ok());
-        assert!(Celsius::parse("c", 30.0).is_ok());
-        assert!(Celsius::parse("c", 45.0).is_ok());
-        assert!(Celsius::parse("c", 29.9).is_err());
-        assert!(Celsius::parse("c", 45.1).is_err());
-        assert!(Celsius::parse("c", 38.65).is_err());
-        assert!(Celsius::parse("c", f64::NAN).is_err());
-    }
 
     #[test]
     fn birth_year_month() {

@@ -21,7 +21,7 @@ use crate::domain::dosing::{check_dose, Regimen};
 use crate::domain::protocol::{CriterionKind, Protocol};
 use crate::domain::study::model::{Item, ItemType, Repeat, Signer};
 use crate::domain::study::values::check;
-use crate::domain::study::{Definition, Form, RuleKind, LEGACY_FORMS};
+use crate::domain::study::{moved_form, Definition, Form, RuleKind};
 use crate::domain::time::local_date;
 use crate::error::{AppError, AppResult};
 use crate::schema::{subjects as s, users as u};
@@ -336,7 +336,7 @@ impl Demo<'_> {
             records += 1;
         }
         for form in &self.def.forms {
-            if LEGACY_FORMS.iter().any(|(f, _)| *f == form.id) {
+            if moved_form(&form.id).is_some() {
                 continue;
             }
             records += self.form(conn, &subject, form, day1, soft_flag_done)?;

@@ -365,3 +365,171 @@ async fn the_report_does_not_depend_on_ranges_or_connections() {
         assert_eq!(r.rows_checked, checked, "{sql}");
     }
 }
+
+/// The ids of the audit rows a `GET /audit` answered.
+fn audit_ids(r: &crate::helpers::Resp) -> Vec<i64> {
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_moved_record_s_history_is_one_answer_with_its_rows_from_before_the_move() {
+    let app = TestApp::spawn().await;
+    app.site("FR01", "Europe/Paris");
+    app.site("FR02", "Europe/Paris");
+    let inv = app.token(Role::Investigator, &["FR01"]).await;
+    let code = crate::clinical::enrolled(&app, &inv, "FR01").await;
+    let path = format!("/api/v1/subjects/{code}/temperatures");
+    let mut ids = Vec::new();
+    for at in ["2026-10-02T08:00:00Z", "2026-10-03T08:00:00Z"] {
+        let r = app
+            .post(
+                &path,
+                &inv,
+                &json!({"measured_at": at, "celsius": 38.4, "method": "rectal"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["id"].as_i64().unwrap());
+    }
+    let (moved, other) = (ids[0], ids[1]);
+    // the rows the two records had in `temperatures` before migration 000020 moved them
+    // (old ids 9001 and 9002), its mapping and `migrate` rows, and an injection's row under
+    // the same old id 9001
+    let before = app.count("SELECT max(id) AS n FROM audit_log");
+    app.conn()
+        .batch_execute(&format!(
+            "INSERT INTO audit_log (action, entity_table, record_id, site_id, subject_id, new_values, reason)
+             SELECT x.action, x.entity, x.old_id, s.site_id, s.id, x.body::jsonb, x.reason
+             FROM subjects s, (VALUES
+               (1, 'create', 'temperatures', 9001, '{{\"celsius\": 38.4}}', NULL),
+               (2, 'update', 'temperatures', 9001, '{{\"celsius\": 38.5}}', 'misread'),
+               (3, 'create', 'temperatures', 9002, '{{\"celsius\": 37.0}}', NULL),
+               (4, 'create', 'injections', 9001, '{{\"dose_mg\": 40}}', NULL))
+               AS x(n, action, entity, old_id, body, reason)
+             WHERE s.subject_code = '{code}' ORDER BY x.n"
+        ))
+        .unwrap();
+    app.conn()
+        .batch_execute(&format!(
+            "INSERT INTO legacy_record_ids VALUES ('temperatures', 9001, {moved}), ('temperatures', 9002, {other});
+             INSERT INTO audit_log (actor_role, action, entity_table, record_id, site_id, subject_id, old_values)
+             SELECT 'system:migration', 'migrate', 'form_records', new_id, r.site_id, r.subject_id,
+                    jsonb_build_object('entity', 'temperatures', 'id', old_id)
+             FROM legacy_record_ids JOIN form_records r ON r.id = new_id ORDER BY old_id;"
+        ))
+        .unwrap();
+    let r = app
+        .patch(
+            &format!("{path}/{moved}"),
+            &inv,
+            1,
+            &json!({"celsius": 38.6, "reason": "second reading"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let admin = app.token(Role::Admin, &[]).await;
+    let row = |sql: &str| app.count(&format!("SELECT id AS n FROM audit_log WHERE {sql}"));
+    let pre_create =
+        row("entity_table = 'temperatures' AND record_id = 9001 AND action = 'create'");
+    let pre_update =
+        row("entity_table = 'temperatures' AND record_id = 9001 AND action = 'update'");
+    let other_pre = row("entity_table = 'temperatures' AND record_id = 9002");
+    let injection_pre = row("entity_table = 'injections'");
+    assert!(injection_pre > before);
+    let own = |id: i64| -> Vec<i64> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+        }
+        let sql = format!(
+            "SELECT id FROM audit_log WHERE entity_table = 'form_records' AND record_id = {id} ORDER BY id"
+        );
+        let rows: Vec<Row> =
+            diesel::RunQueryDsl::load(diesel::sql_query(sql), &mut app.conn()).unwrap();
+        rows.into_iter().map(|r| r.id).collect()
+    };
+    let (moved_own, other_own) = (own(moved), own(other));
+    assert_eq!(moved_own.len(), 3, "create, migrate, update");
+
+    // one record: its rows under its old table and id and its own, oldest first (its
+    // `create` row here is the test's, written before the pre-move rows were)
+    let history = app
+        .get(
+            &format!("/api/v1/audit?form=temperature&record_id={moved}"),
+            &admin,
+        )
+        .await;
+    let mut expected = vec![pre_create, pre_update];
+    expected.extend(&moved_own);
+    expected.sort_unstable();
+    assert_eq!(audit_ids(&history), expected, "{}", history.text);
+    let first_old = &history.body["items"][1];
+    assert_eq!(first_old["entity_table"], json!("temperatures"));
+    assert_eq!(first_old["record_id"], json!(9001));
+    // a page at a time, as any listing
+    let page = app
+        .get(
+            &format!("/api/v1/audit?form=temperature&record_id={moved}&limit=3"),
+            &admin,
+        )
+        .await;
+    assert_eq!(audit_ids(&page), expected[..3]);
+    let next = page.body["next_after"].as_i64().unwrap();
+    let page = app
+        .get(
+            &format!("/api/v1/audit?form=temperature&record_id={moved}&after={next}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(audit_ids(&page), expected[3..]);
+
+    // the form: both records, no injection's row that has the same old id
+    let all = audit_ids(&app.get("/api/v1/audit?form=temperature", &admin).await);
+    let mut expected = vec![pre_create, pre_update, other_pre];
+    expected.extend(&moved_own);
+    expected.extend(&other_own);
+    expected.sort_unstable();
+    assert_eq!(all, expected);
+    assert!(audit_ids(&app.get("/api/v1/audit?form=injection", &admin).await).is_empty());
+    // a record of another form is not one of this form
+    assert!(audit_ids(
+        &app.get(
+            &format!("/api/v1/audit?form=injection&record_id={moved}"),
+            &admin
+        )
+        .await
+    )
+    .is_empty());
+
+    // `table` answers the rows as stored
+    assert_eq!(
+        audit_ids(&app.get("/api/v1/audit?table=temperatures", &admin).await),
+        [pre_create, pre_update, other_pre]
+    );
+    assert_eq!(
+        audit_ids(
+            &app.get("/api/v1/audit?table=temperatures&record_id=9001", &admin)
+                .await
+        ),
+        [pre_create, pre_update]
+    );
+
+    // a monitor of another site sees none of it; of the site, all of it
+    let away = app.token(Role::Monitor, &["FR02"]).await;
+    let url = format!("/api/v1/audit?form=temperature&record_id={moved}");
+    assert!(audit_ids(&app.get(&url, &away).await).is_empty());
+    let monitor = app.token(Role::Monitor, &["FR01"]).await;
+    assert_eq!(audit_ids(&app.get(&url, &monitor).await).len(), 5);
+
+    app.get("/api/v1/audit?form=temperatures", &admin)
+        .await
+        .assert_problem(422, Some("form"));
+}

@@ -136,6 +136,17 @@ impl TestDb {
         let url = url_for(&name);
         Self { name, url }
     }
+
+    /// A database without any migration, for tests of a migration on data of an older schema.
+    pub fn empty() -> Self {
+        let name = format!("casebook_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(&maintenance_url()).expect("maintenance db");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create db");
+        let url = url_for(&name);
+        Self { name, url }
+    }
 }
 
 impl Drop for TestDb {

@@ -654,6 +654,16 @@ pub const ROUTES: &[Route] = &[
         expect_own: [200; 4],
         expect_other: [200, 404, 404, 200],
     },
+    // the fixture has no signature: every reader gets as far as looking for it
+    Route {
+        method: "GET",
+        path: "/api/v1/subjects/{subject_code}/signatures/{signature_id}/check",
+        own: "/api/v1/subjects/FRA-001/signatures/1/check",
+        other: "/api/v1/subjects/FRB-001/signatures/1/check",
+        body: none,
+        expect_own: [404; 4],
+        expect_other: [404; 4],
+    },
     // open queries on FRA-001: the investigator gets as far as the rule (422)
     Route {
         method: "POST",

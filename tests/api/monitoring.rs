@@ -569,3 +569,130 @@ async fn every_write_path_answers_423_under_each_kind_of_lock() {
     );
     assert_eq!(t.app.count("SELECT count(*) AS n FROM audit_log WHERE action = 'unlock' AND reason = 'analysis done'"), 3);
 }
+
+/// The hash the code before migration 000020 (947b1db's parent: `sign`'s `build` and
+/// `signed_content`, run once by hand on its own migrations and
+/// tests/fixtures/casebook_before_the_move.sql) computed for that casebook; the content it
+/// hashed is tests/fixtures/casebook_before_the_move.json.
+const SIGNED_BEFORE_THE_MOVE: &str =
+    "edef2391a8b67983c284af2aeaebeda436193e0f55a330cb42a6f4e099f80ec3";
+
+#[actix_web::test]
+async fn a_signature_made_before_the_move_still_matches_its_casebook() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    use diesel_migrations::MigrationHarness;
+
+    use sha2::{Digest, Sha256};
+    let signed = include_bytes!("../fixtures/casebook_before_the_move.json");
+    assert_eq!(hex::encode(Sha256::digest(signed)), SIGNED_BEFORE_THE_MOVE);
+
+    // the schema before today's three forms moved into form_records, with their data and a
+    // signature of it
+    let db = actix_web::web::block(crate::helpers::TestDb::empty)
+        .await
+        .unwrap();
+    let mut conn = diesel::PgConnection::establish(&db.url).unwrap();
+    let pending = conn.pending_migrations(casebook::db::MIGRATIONS).unwrap();
+    for m in pending
+        .iter()
+        .take_while(|m| *m.name().to_string() < *"2026-12-05-000020")
+    {
+        conn.run_migration(m).unwrap();
+    }
+    // the move needs a published version: the one the release before it published at start
+    let settings = crate::helpers::test_settings(&db.url, &[]);
+    let def = casebook::services::study::load(&settings.study).unwrap();
+    let pool = r2d2::Pool::builder()
+        .max_size(1)
+        .build(diesel::r2d2::ConnectionManager::<diesel::PgConnection>::new(&db.url))
+        .unwrap();
+    casebook::services::study::publish(&pool, &def, "test").unwrap();
+    drop(pool);
+    conn.batch_execute(include_str!("../fixtures/casebook_before_the_move.sql"))
+        .unwrap();
+    conn.batch_execute(&format!(
+        "INSERT INTO signatures (site_id, subject_id, signer_id, printed_name, meaning, signed_at,
+                                 casebook_sha256)
+         VALUES (1, 1, 1, 'Dr Inv', 'I approve the data of this casebook.',
+                 '2026-10-04T12:00:00Z', '{SIGNED_BEFORE_THE_MOVE}')"
+    ))
+    .unwrap();
+    drop(conn);
+    // the move, then this release
+    casebook::db::migrate(&db.url).unwrap();
+    let app = TestApp::spawn_on(db, &[]).await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM legacy_record_ids m JOIN form_records r ON r.id = m.new_id \
+             WHERE m.new_id <> m.old_id"
+        ),
+        5,
+        "every record has another id now"
+    );
+    let inv_email = app.user(Role::Investigator, &["FR01"]);
+    let inv = app.login(&inv_email).await;
+    let check = "/api/v1/subjects/FR01-001/signatures/1/check";
+    let r = app.get(check, &inv).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["casebook_sha256"], json!(SIGNED_BEFORE_THE_MOVE));
+    assert_eq!(
+        r.body["recomputed_sha256"],
+        json!(SIGNED_BEFORE_THE_MOVE),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["matches"], json!(true));
+    assert_eq!(r.body["ids_mapped_back"], json!(5));
+
+    // signed after the move: its ids are the new ones
+    let r = app
+        .post(
+            "/api/v1/subjects/FR01-001/signatures",
+            &inv,
+            &json!({"password": PASSWORD, "meaning": "review"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let after = r.body["id"].as_i64().unwrap();
+    assert_ne!(r.body["casebook_sha256"], json!(SIGNED_BEFORE_THE_MOVE));
+    let r = app
+        .get(
+            &format!("/api/v1/subjects/FR01-001/signatures/{after}/check"),
+            &inv,
+        )
+        .await;
+    assert_eq!(
+        (r.body["matches"].clone(), r.body["ids_mapped_back"].clone()),
+        (json!(true), json!(0)),
+        "{}",
+        r.text
+    );
+
+    // a change after both: neither matches
+    let temperature = app.count(
+        "SELECT new_id AS n FROM legacy_record_ids WHERE entity = 'temperatures' AND old_id = 12",
+    );
+    let r = app
+        .patch(
+            &format!("/api/v1/subjects/FR01-001/temperatures/{temperature}"),
+            &inv,
+            2,
+            &json!({"celsius": 37.3, "reason": "misread"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for id in [1, after] {
+        let r = app
+            .get(
+                &format!("/api/v1/subjects/FR01-001/signatures/{id}/check"),
+                &inv,
+            )
+            .await;
+        assert_eq!(r.body["matches"], json!(false), "{}", r.text);
+    }
+    // another site's investigator: not found
+    app.site("FR02", "Europe/Paris");
+    let away = app.token(Role::Investigator, &["FR02"]).await;
+    app.get(check, &away).await.assert_problem(404, None);
+}

@@ -9,7 +9,7 @@ use crate::auth::policy::shown_name;
 use crate::auth::{authorize, Caller, Permission, Role};
 use crate::db;
 use crate::domain::endpoints::{self, Endpoints};
-use crate::domain::study::{Definition, LEGACY_FORMS};
+use crate::domain::study::Definition;
 use crate::error::AppResult;
 use crate::schema::{consents as c, queries as q, signatures as sg, verifications as v};
 use crate::services::form_records::ENTITY;
@@ -262,7 +262,7 @@ fn monitoring(
     let engine_forms = def
         .forms
         .iter()
-        .filter(|f| !LEGACY_FORMS.iter().any(|(id, _)| *id == f.id));
+        .filter(|f| crate::domain::study::moved_form(&f.id).is_none());
     for form in engine_forms {
         let records: Vec<i64> = form_records
             .iter()

@@ -9,13 +9,18 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::api::clinical::casebook::{build, Signature};
+use crate::api::clinical::adverse_events::AdverseEvents;
+use crate::api::clinical::casebook::{build, Casebook, Signature};
 use crate::api::clinical::find_subject;
+use crate::api::clinical::injections::Injections;
+use crate::api::clinical::legacy::LegacyForm;
+use crate::api::clinical::temperatures::Temperatures;
 use crate::api::{resource, Json};
 use crate::audit::{self, AuditEvent};
 use crate::auth::attempts::{confirm_password, MAX_PASSWORD_BYTES};
 use crate::auth::{authorize, Caller, Permission};
 use crate::db;
+use crate::domain::study::moved_form;
 use crate::error::{AppError, AppResult};
 use crate::schema::{queries as q, signatures as sg};
 use crate::state::AppState;
@@ -25,6 +30,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         resource("/subjects/{subject_code}/signatures")
             .route(web::get().to(list))
             .route(web::post().to(sign)),
+    )
+    .service(
+        resource("/subjects/{subject_code}/signatures/{signature_id}/check")
+            .route(web::get().to(check)),
     );
 }
 
@@ -134,9 +143,7 @@ pub async fn sign(
                 format!("{open} queries are still open on this casebook; close them before signing"),
             ));
         }
-        let book = build(conn, &s, &def)?;
-        let content = serde_json::to_vec(&book.signed_content()).map_err(AppError::internal)?;
-        let hash = hex::encode(Sha256::digest(&content));
+        let hash = sha256(&build(conn, &s, &def)?)?;
         let row: Signature = diesel::insert_into(sg::table)
             .values((
                 sg::site_id.eq(s.site_id),
@@ -160,4 +167,83 @@ pub async fn sign(
     })
     .await?;
     Ok(HttpResponse::build(StatusCode::CREATED).json(signature))
+}
+
+/// The hash a signature keeps: SHA-256 of the casebook's signed content.
+fn sha256(book: &Casebook) -> AppResult<String> {
+    let content = serde_json::to_vec(&book.signed_content()).map_err(AppError::internal)?;
+    Ok(hex::encode(Sha256::digest(&content)))
+}
+
+/// A signature's hash recomputed from the casebook as it is now.
+#[derive(Serialize, ToSchema)]
+pub struct SignatureCheck {
+    pub signature_id: i64,
+    /// as stored when signing
+    pub casebook_sha256: String,
+    /// of the casebook now, each record under the id it had when the casebook was signed
+    pub recomputed_sha256: String,
+    /// the content signed is the content now
+    pub matches: bool,
+    /// records moved from a legacy table into form records after the signature, hashed under
+    /// their old ids (docs/engine-migration.md, flag 3)
+    pub ids_mapped_back: usize,
+}
+
+/// Recompute a signature's hash. A casebook signed before its injections, temperatures or
+/// adverse events moved into form records serialised them under their old ids: those are
+/// mapped back through `legacy_record_ids`, so that a signature over data that did not
+/// change still matches (the move changed ids, not data).
+#[utoipa::path(get, path = "/api/v1/subjects/{subject_code}/signatures/{signature_id}/check", tag = "monitoring",
+    params(("subject_code" = String, Path), ("signature_id" = i64, Path)),
+    responses((status = 200, body = SignatureCheck), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn check(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, i64)>,
+) -> AppResult<HttpResponse> {
+    let scope = authorize(&caller, Permission::ReadClinical)?;
+    let (code, signature_id) = path.into_inner();
+    let def = state.study.clone();
+    let checked = db::run(&state.pool, move |conn| {
+        let s = find_subject(conn, &scope, &code)?;
+        let signature: Signature = sg::table
+            .filter(sg::subject_id.eq(s.id))
+            .filter(sg::id.eq(signature_id))
+            .select(Signature::as_select())
+            .first(conn)
+            .optional()?
+            .ok_or(AppError::NotFound)?;
+        let moved = db::signatures::moved_after(conn, s.id, signature.signed_at)?;
+        let mut book = build(conn, &s, &def)?;
+        let old_id = |form: &str, id: &mut i64| {
+            let entity = moved_form(form).map(|m| m.entity);
+            if let Some((_, _, old)) = moved
+                .iter()
+                .find(|(e, new, _)| Some(e.as_str()) == entity && new == id)
+            {
+                *id = *old;
+            }
+        };
+        book.injections
+            .iter_mut()
+            .for_each(|x| old_id(Injections::FORM, &mut x.id));
+        book.temperatures
+            .iter_mut()
+            .for_each(|x| old_id(Temperatures::FORM, &mut x.id));
+        book.adverse_events
+            .iter_mut()
+            .for_each(|x| old_id(AdverseEvents::FORM, &mut x.id));
+        let recomputed_sha256 = sha256(&book)?;
+        Ok(SignatureCheck {
+            signature_id,
+            matches: recomputed_sha256 == signature.casebook_sha256,
+            casebook_sha256: signature.casebook_sha256,
+            recomputed_sha256,
+            ids_mapped_back: moved.len(),
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(checked))
 }

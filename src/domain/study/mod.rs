@@ -18,16 +18,10 @@ pub mod view;
 pub use build::{parse, DefinitionError};
 pub use model::*;
 
-/// Today's three forms, which keep their own paths (form id, path under `/subjects/{code}/`),
-/// answer their legacy bodies there, and keep their legacy exports (CSV, ODM OIDs, SDTM):
-/// the generic exports leave them out (`Definition::record_forms`).
-pub const LEGACY_FORMS: [(&str, &str); 3] = [
-    ("injection", "injections"),
-    ("temperature", "temperatures"),
-    ("adverse_event", "adverse-events"),
-];
-
-/// A legacy form whose records are form records now (docs/engine-migration.md).
+/// One of today's three forms, whose records are form records now
+/// (docs/engine-migration.md): they keep their own paths under `/subjects/{code}/`, answer
+/// their legacy bodies there, and keep their legacy exports (CSV, ODM OIDs, SDTM); the
+/// generic exports leave them out (`Definition::record_forms`).
 #[derive(Debug, Clone, Copy)]
 pub struct MovedForm {
     pub form: &'static str,

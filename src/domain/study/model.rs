@@ -45,7 +45,7 @@ impl Definition {
     pub fn record_forms(&self) -> impl Iterator<Item = &Form> {
         self.forms
             .iter()
-            .filter(|f| !super::LEGACY_FORMS.iter().any(|(id, _)| *id == f.id))
+            .filter(|f| super::moved_form(&f.id).is_none())
     }
 }
 
