@@ -14,7 +14,7 @@
 //!   annotated with it or else the `dated_by` item. Items without an annotation are
 //!   supplemental qualifiers (`SUPP--`: QNAM from the item id, as test codes are).
 
-use super::model::{Definition, Form, Item};
+use super::model::{Definition, Form, Item, ItemType, Repeat};
 
 /// The SDTM general observation class of a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,15 @@ impl<'a> Test<'a> {
     }
 }
 
+/// A Y/N variable that says whether a `choices` item holds one code (`AESDTH`: the
+/// seriousness criteria hold `death`).
+#[derive(Debug, Clone)]
+pub struct Flag<'a> {
+    pub var: String,
+    pub item: &'a Item,
+    pub code: String,
+}
+
 /// One form's share of a dataset.
 #[derive(Debug, Clone)]
 pub struct Source<'a> {
@@ -85,6 +94,11 @@ pub struct Source<'a> {
     /// events and interventions: the items without an annotation, as supplemental
     /// qualifiers (`testcd` is their QNAM)
     pub supp: Vec<Test<'a>>,
+    /// the Y/N variables of `choices` items whose codes name one
+    pub flags: Vec<Flag<'a>>,
+    /// the variables the form fills: its `sdtm.values`, then those of its items in item
+    /// order
+    pub vars: Vec<String>,
 }
 
 impl Source<'_> {
@@ -93,14 +107,40 @@ impl Source<'_> {
         self.mapped.iter().find(|(v, _)| v == var).map(|(_, i)| *i)
     }
 
+    /// The text the form gives `var` on every row (`sdtm.values`).
+    pub fn constant(&self, var: &str) -> Option<&str> {
+        self.form
+            .sdtm
+            .as_ref()
+            .and_then(|s| s.values.iter().find(|(v, _)| v == var))
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// The variables the form gives the same text on every row, in name order.
+    pub fn constants(&self) -> &[(String, String)] {
+        self.form.sdtm.as_ref().map_or(&[], |s| s.values.as_slice())
+    }
+
+    /// The boolean item without which a record is not in SDTM (`sdtm.when`).
+    pub fn when(&self) -> Option<&str> {
+        self.form.sdtm.as_ref().and_then(|s| s.when.as_deref())
+    }
+
     /// `--CAT`: the form's SDTM category, if it has one.
     pub fn category(&self) -> Option<&str> {
         self.form.sdtm.as_ref().and_then(|s| s.category.as_deref())
     }
 
-    /// The topic when no item carries it: the category, else the form's name in upper case.
+    /// The topic when no item carries it: the text the form gives the topic variable, else
+    /// the category, else the form's name in upper case.
     pub fn default_topic(&self) -> String {
-        self.category()
+        let given = self
+            .form
+            .sdtm
+            .as_ref()
+            .and_then(|s| self.constant(&format!("{}{}", s.domain, topic(class(&s.domain)))));
+        given
+            .or_else(|| self.category())
             .map(str::to_owned)
             .unwrap_or_else(|| self.form.name.to_uppercase())
     }
@@ -120,18 +160,31 @@ impl Plan<'_> {
         self.sources.iter().any(|s| !s.supp.is_empty())
     }
 
-    /// Variables the items are annotated with, in first-seen order (without the topic,
-    /// which has its own place).
+    /// Variables the forms give (`sdtm.values`), the items are annotated with, then the
+    /// flags, in first-seen order (the topic among them: it has its own place).
     pub fn mapped_vars(&self) -> Vec<&str> {
         let mut vars: Vec<&str> = Vec::new();
         for s in &self.sources {
-            for (v, _) in &s.mapped {
-                if !vars.contains(&v.as_str()) {
+            for v in s.vars.iter().map(String::as_str) {
+                if !vars.contains(&v) {
                     vars.push(v);
                 }
             }
         }
         vars
+    }
+
+    /// Whether `--CAT` may hold a value: a form of the domain has a category.
+    pub fn has_category(&self) -> bool {
+        self.sources.iter().any(|s| s.category().is_some())
+    }
+
+    /// Whether VISITNUM, VISIT and VISITDY may hold a value: a form of the domain is entered
+    /// per visit (only those records have one).
+    pub fn has_visits(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s.form.repeat == Repeat::PerVisit)
     }
 }
 
@@ -175,7 +228,7 @@ fn unique_testcd(id: &str, taken: &[String]) -> String {
 /// first name them.
 pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
     let mut plans: Vec<Plan<'_>> = Vec::new();
-    for form in def.record_forms() {
+    for form in &def.forms {
         // DM is built from the subjects themselves
         let Some(sdtm) = form.sdtm.as_ref().filter(|s| s.domain != "DM") else {
             continue;
@@ -213,24 +266,41 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
             tests: Vec::new(),
             mapped: Vec::new(),
             supp: Vec::new(),
+            flags: Vec::new(),
+            vars: sdtm.values.iter().map(|(v, _)| v.clone()).collect(),
         };
-        for item in form.items.iter().filter(|i| i.id != form.dated_by) {
-            let var = item.sdtm.as_deref();
-            match (plan.class, var) {
-                (Class::Findings, None) => {}
-                (Class::Findings, Some(v)) if v == orres => {}
-                (_, Some(v)) => {
-                    source.mapped.push((v.to_owned(), item));
-                    continue;
+        for item in &form.items {
+            // the dating item is --DTC (or --STDTC) and the `when` item chooses the records,
+            // unless annotated otherwise
+            let dates = item.id == form.dated_by || Some(&item.id) == sdtm.when.as_ref();
+            let vars = item.sdtm.as_deref();
+            match vars {
+                Some(vars) => {
+                    for v in vars.iter().filter(|v| **v != orres || dates) {
+                        source.mapped.push((v.clone(), item));
+                        source.vars.push(v.clone());
+                    }
+                    if dates || plan.class != Class::Findings || !vars.contains(&orres) {
+                        continue;
+                    }
                 }
-                (_, None) => {
-                    let qnam = item
-                        .sdtm_code
-                        .clone()
-                        .unwrap_or_else(|| unique_testcd(&item.id, &qnams));
-                    qnams.push(qnam.clone());
-                    source.supp.push(Test::new(item, qnam));
-                    continue;
+                None if dates => continue,
+                None => {
+                    let flags = flags(def, item);
+                    if !flags.is_empty() {
+                        source.vars.extend(flags.iter().map(|f| f.var.clone()));
+                        source.flags.extend(flags);
+                        continue;
+                    }
+                    if plan.class != Class::Findings {
+                        let qnam = item
+                            .sdtm_code
+                            .clone()
+                            .unwrap_or_else(|| unique_testcd(&item.id, &qnams));
+                        qnams.push(qnam.clone());
+                        source.supp.push(Test::new(item, qnam));
+                        continue;
+                    }
                 }
             }
             let testcd = item
@@ -245,9 +315,28 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
     plans
 }
 
+/// The Y/N variables a `choices` item fills: those its code list's codes name.
+fn flags<'a>(def: &'a Definition, item: &'a Item) -> Vec<Flag<'a>> {
+    let ItemType::Choices { codelist } = &item.kind else {
+        return Vec::new();
+    };
+    def.codelist(codelist)
+        .iter()
+        .flat_map(|l| l.codes.iter())
+        .filter_map(|c| {
+            Some(Flag {
+                var: c.sdtm_flag.clone()?,
+                item,
+                code: c.code.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The test codes and QNAMs the definition chooses (`sdtm_code`) for a domain's items.
 fn chosen_codes(def: &Definition, domain: &str) -> Vec<String> {
-    def.record_forms()
+    def.forms
+        .iter()
         .filter(|f| f.sdtm.as_ref().is_some_and(|s| s.domain == domain))
         .flat_map(|f| f.items.iter().filter_map(|i| i.sdtm_code.clone()))
         .collect()
