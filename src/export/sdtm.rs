@@ -1,5 +1,6 @@
-//! SDTM-style datasets: DM, DS, EX, VS and AE from today's tables, and every domain the study
-//! definition maps a form to, as CSV, SAS XPORT v5 or Dataset-JSON v1.1 (`dataset_json`).
+//! SDTM-style datasets: DM and DS from the subjects and their consents, and every domain the
+//! study definition maps a form to (EX, VS and AE included: one way to build a dataset), as
+//! CSV, SAS XPORT v5 or Dataset-JSON v1.1 (`dataset_json`).
 //!
 //! Conventions:
 //! - USUBJID is the study id (protocol file), `-`, and the subject code;
@@ -7,18 +8,21 @@
 //!   them within each subject;
 //! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial dates stay
 //!   partial;
-//! - --DY counts from the site-local date of the first exposure (RFSTDTC: today's injections
-//!   given and the records of the definition's forms mapped to EX), with no day 0; empty
-//!   when the date is partial or the subject has no exposure;
+//! - --DY counts from the site-local date of the first exposure (RFSTDTC: the records of the
+//!   forms mapped to EX that SDTM carries), with no day 0; empty when the date is partial or
+//!   the subject has no exposure;
 //! - records marked deleted and subjects marked deleted are never in SDTM.
 //!
-//! Form records (`crate::domain::study::sdtm` says which items become which rows): a
-//! findings form gives one row per item value (--TESTCD, --TEST, --CAT, --ORRES as stored,
-//! so decimals keep their digits, --ORRESU, --STRESC, --STRESN for numbers, --STRESU; no
-//! conversion: standard units are the units collected), an events or interventions form one
-//! row per record; VISITNUM (the visit's place in the definition), VISIT and VISITDY (its
-//! planned day) when the record has a visit. Their rows join today's in DS and EX, whose
-//! variables then gain --CAT, VISITNUM, VISIT, VISITDY and the annotated ones.
+//! Form records (`crate::domain::study::sdtm` says which items become which rows and which
+//! records are left out): a findings form gives one row per item value (--TESTCD, --TEST,
+//! --CAT, --ORRES as stored, so decimals keep their digits, --ORRESU, --STRESC, --STRESN for
+//! numbers, --STRESU; no conversion: standard units are the units collected), an events or
+//! interventions form one row per record (the form's `sdtm.values`, coded values as their
+//! code lists' submission values, Y/N flags from the codes a `choices` item holds); VISITNUM
+//! (the visit's place in the definition), VISIT and VISITDY (its planned day) when the
+//! record has a visit. Variables no row can fill (--CAT without a category, the visit ones
+//! without a form entered per visit) are left out. Form rows join the consents' in DS,
+//! whose variables then gain the forms' ones.
 
 use std::collections::HashMap;
 

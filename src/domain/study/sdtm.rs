@@ -1,18 +1,25 @@
 //! How the forms of a study definition become SDTM rows: the domain's class (SDTM IG 3.x:
 //! findings, events, interventions), which items are tests, which fill a variable of the
 //! record, and the test codes. No I/O: the SDTM export (`crate::export::sdtm`) reads the
-//! records and writes the rows this plan describes.
+//! records and writes the rows this plan describes, for every form alike (today's injection,
+//! temperature and adverse event forms too).
 //!
 //! - Findings (VS, LB, QS, CV, FA and any domain not listed below): one row per item value,
 //!   `--TESTCD` from the item id, `--TEST` its label, `--ORRES` the value as stored. The
 //!   items that are tests are those without an `sdtm` annotation and those annotated
-//!   `--ORRES`; an item annotated with another variable (`LBSPEC`, `VSLOC`, `QSDTC`) fills
-//!   that variable on every row of its record. The `dated_by` item dates the rows (`--DTC`).
+//!   `--ORRES`; an item annotated with another variable (`LBSPEC`, `VSLOC`) fills that
+//!   variable on every row of its record. The `dated_by` item dates the rows (`--DTC`).
 //! - Events (AE, CE, DS, MH, DV, HO) and interventions (EX, EC, CM, PR, SU, AG, ML): one row
 //!   per record; annotated items fill their variables, the topic (`--TERM`, `--TRT`) is the
-//!   item annotated with it or else the form's SDTM category or name; `--STDTC` is the item
-//!   annotated with it or else the `dated_by` item. Items without an annotation are
-//!   supplemental qualifiers (`SUPP--`: QNAM from the item id, as test codes are).
+//!   item annotated with it or else the form's `sdtm.values` for it, its SDTM category or
+//!   name; `--STDTC` is the item annotated with it or else the `dated_by` item. A `choices`
+//!   item whose codes name an `sdtm_flag` fills those Y/N variables (`AESDTH`). Other items
+//!   without an annotation are supplemental qualifiers (`SUPP--`: QNAM from the item id, as
+//!   test codes are).
+//! - Any class: an item may fill several variables (`["EXSTDTC", "EXENDTC"]`) or none
+//!   (`[]`: in no dataset); the form's `sdtm.values` fill variables with the same text on
+//!   every row (`EXDOSFRQ = "QD"`), and its `sdtm.when` item leaves out the records where it
+//!   is not true (an injection not given).
 
 use super::model::{Definition, Form, Item, ItemType, Repeat};
 
@@ -526,6 +533,171 @@ dated_by = "on"
         assert!(!plans(&d)[0].has_supp(), "findings have none");
         assert_eq!(ce.sources[0].default_topic(), "CRISIS");
         assert!(plan(&d, "LB").is_none());
+    }
+
+    /// An exposure form and an adverse event form annotated as Kawasaki's are.
+    const MORE: &str = r#"
+[[forms]]
+id = "shot"
+name = "Shot"
+repeat = "any"
+dated_by = "at"
+sdtm = { domain = "EX", values = { EXTRT = "DRUG", EXDOSFRQ = "QD" }, when = "given" }
+
+  [[forms.items]]
+  id = "at"
+  label = "At"
+  type = "datetime"
+  required = true
+  sdtm = ["EXSTDTC", "EXENDTC"]
+
+  [[forms.items]]
+  id = "given"
+  label = "Given"
+  type = "boolean"
+  required = true
+
+  [[forms.items]]
+  id = "expected"
+  label = "Expected dose"
+  type = "decimal"
+  decimals = 1
+  sdtm = []
+
+  [[forms.items]]
+  id = "lot"
+  label = "Lot"
+  type = "text"
+  max_length = 10
+
+[[forms]]
+id = "event"
+name = "Event"
+repeat = "any"
+dated_by = "onset"
+sdtm = { domain = "AE" }
+
+  [[forms.items]]
+  id = "onset"
+  label = "Onset"
+  type = "partial_date"
+  required = true
+
+  [[forms.items]]
+  id = "serious"
+  label = "Serious"
+  type = "boolean"
+  sdtm = "AESER"
+
+  [[forms.items]]
+  id = "criteria"
+  label = "Criteria"
+  type = "choices"
+  codelist = "criteria"
+
+  [[forms.items]]
+  id = "outcome"
+  label = "Outcome"
+  type = "choice"
+  codelist = "criteria"
+  sdtm = "AEOUT"
+
+[[codelists]]
+id = "criteria"
+codes = [
+  { code = "death", label = "Death", sdtm = "FATAL", sdtm_flag = "AESDTH" },
+  { code = "other", label = "Other" },
+  { code = "hospital", label = "Hospital", sdtm_flag = "AESHOSP" },
+]
+"#;
+
+    #[test]
+    fn forms_give_variables_their_text_choose_their_records_and_flag_their_codes() {
+        let text = STUDY.to_owned() + MORE;
+        let d = super::super::parse("s.toml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+        let ex = plan(&d, "EX").unwrap_or_else(|| panic!("EX"));
+        let shot = &ex.sources[0];
+        assert_eq!(shot.default_topic(), "DRUG", "the form's EXTRT");
+        assert_eq!(shot.constant("EXDOSFRQ"), Some("QD"));
+        assert_eq!(shot.when(), Some("given"));
+        assert_eq!(
+            ex.mapped_vars(),
+            ["EXDOSFRQ", "EXTRT", "EXSTDTC", "EXENDTC"],
+            "the form's values in name order, then its items'"
+        );
+        assert_eq!(shot.item_for("EXENDTC").map(|i| i.id.as_str()), Some("at"));
+        let supp: Vec<&str> = shot.supp.iter().map(|t| t.testcd.as_str()).collect();
+        assert_eq!(
+            supp,
+            ["LOT"],
+            "`given` chooses the records, `expected` is not in SDTM"
+        );
+        assert!(!ex.has_category() && !ex.has_visits());
+
+        let ae = plan(&d, "AE").unwrap_or_else(|| panic!("AE"));
+        let flags: Vec<(&str, &str)> = ae.sources[0]
+            .flags
+            .iter()
+            .map(|f| (f.var.as_str(), f.code.as_str()))
+            .collect();
+        assert_eq!(flags, [("AESDTH", "death"), ("AESHOSP", "hospital")]);
+        assert_eq!(
+            ae.mapped_vars(),
+            ["AESER", "AESDTH", "AESHOSP", "AEOUT"],
+            "flags where their item is"
+        );
+        assert!(!ae.has_supp(), "the flagged item is no qualifier");
+        // the echo form is entered per visit
+        assert!(plan(&d, "CV").is_some_and(|p| p.has_visits() && p.has_category()));
+    }
+
+    #[test]
+    fn the_forms_sdtm_values_when_and_variable_lists_are_checked_at_load() {
+        let base = STUDY.to_owned() + MORE;
+        let cases = [
+            (
+                "when = \"given\"",
+                "when = \"lot\"",
+                "sdtm.when `lot`: a boolean item of form `shot`",
+            ),
+            (
+                "EXDOSFRQ = \"QD\"",
+                "exdosfrq = \"QD\"",
+                "sdtm.values `exdosfrq`: an SDTM variable name",
+            ),
+            (
+                "EXDOSFRQ = \"QD\"",
+                "EXDOSFRQ = \" QD\"",
+                "sdtm.values `EXDOSFRQ`: text of 1 to 200",
+            ),
+            (
+                "sdtm = [\"EXSTDTC\", \"EXENDTC\"]",
+                "sdtm = [\"EXSTDTC\", \"exendtc\"]",
+                "sdtm `exendtc`: an SDTM variable name",
+            ),
+            (
+                "sdtm = [\"EXSTDTC\", \"EXENDTC\"]",
+                "sdtm = [\"EXSTDTC\", \"EXSTDTC\"]",
+                "sdtm `EXSTDTC`: named twice",
+            ),
+            (
+                "sdtm_flag = \"AESHOSP\"",
+                "sdtm_flag = \"aeshosp\"",
+                "sdtm_flag `aeshosp` of code `hospital`: an SDTM variable name",
+            ),
+            (
+                "  sdtm = []\n",
+                "  sdtm = []\n  sdtm_code = \"EXPECTED\"\n",
+                "sdtm_code: `expected` is not in SDTM",
+            ),
+        ];
+        for (from, to, error) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from}");
+            let errors = load_errors(&text);
+            assert!(errors.iter().any(|e| e.contains(error)), "{to}: {errors:?}");
+        }
+        assert!(load_errors(&base).is_empty());
     }
 
     fn load_errors(text: &str) -> Vec<String> {
