@@ -50,8 +50,11 @@ fn structure(code: &str) -> String {
 /// Where a variable's values come from.
 fn origin(code: &str, var: &Var, def: &Definition) -> (&'static str, &'static str) {
     let name = var.name.as_ref();
+    // the forms' `sdtm.values` are assigned: only items collect
     let collected = plan::plan(def, code).is_some_and(|p| {
-        p.mapped_vars().contains(&name)
+        p.sources
+            .iter()
+            .any(|s| s.item_for(name).is_some() || s.flags.iter().any(|f| f.var == name))
             || name == format!("{code}ORRES")
             || name == format!("{code}{}", plan::dtc(p.class))
     });

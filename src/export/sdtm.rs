@@ -1,5 +1,6 @@
-//! SDTM-style datasets: DM, DS, EX, VS and AE from today's tables, and every domain the study
-//! definition maps a form to, as CSV, SAS XPORT v5 or Dataset-JSON v1.1 (`dataset_json`).
+//! SDTM-style datasets: DM and DS from the subjects and their consents, and every domain the
+//! study definition maps a form to (EX, VS and AE included: one way to build a dataset), as
+//! CSV, SAS XPORT v5 or Dataset-JSON v1.1 (`dataset_json`).
 //!
 //! Conventions:
 //! - USUBJID is the study id (protocol file), `-`, and the subject code;
@@ -7,34 +8,36 @@
 //!   them within each subject;
 //! - --DTC are site-local date/times as collected (ISO 8601, no offset); partial dates stay
 //!   partial;
-//! - --DY counts from the site-local date of the first exposure (RFSTDTC: today's injections
-//!   given and the records of the definition's forms mapped to EX), with no day 0; empty
-//!   when the date is partial or the subject has no exposure;
+//! - --DY counts from the site-local date of the first exposure (RFSTDTC: the records of the
+//!   forms mapped to EX that SDTM carries), with no day 0; empty when the date is partial or
+//!   the subject has no exposure;
 //! - records marked deleted and subjects marked deleted are never in SDTM.
 //!
-//! Form records (`crate::domain::study::sdtm` says which items become which rows): a
-//! findings form gives one row per item value (--TESTCD, --TEST, --CAT, --ORRES as stored,
-//! so decimals keep their digits, --ORRESU, --STRESC, --STRESN for numbers, --STRESU; no
-//! conversion: standard units are the units collected), an events or interventions form one
-//! row per record; VISITNUM (the visit's place in the definition), VISIT and VISITDY (its
-//! planned day) when the record has a visit. Their rows join today's in DS and EX, whose
-//! variables then gain --CAT, VISITNUM, VISIT, VISITDY and the annotated ones.
+//! Form records (`crate::domain::study::sdtm` says which items become which rows and which
+//! records are left out): a findings form gives one row per item value (--TESTCD, --TEST,
+//! --CAT, --ORRES as stored, so decimals keep their digits, --ORRESU, --STRESC, --STRESN for
+//! numbers, --STRESU; no conversion: standard units are the units collected), an events or
+//! interventions form one row per record (the form's `sdtm.values`, coded values as their
+//! code lists' submission values, Y/N flags from the codes a `choices` item holds); VISITNUM
+//! (the visit's place in the definition), VISIT and VISITDY (its planned day) when the
+//! record has a visit. Variables no row can fill (--CAT without a category, the visit ones
+//! without a form entered per visit) are left out. Form rows join the consents' in DS,
+//! whose variables then gain the forms' ones.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Date, Double, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{Date, Nullable, Text};
 
 use super::dataset_json::JsonRows;
 use super::subjects::{self, SubjectInfo};
-use super::text::{csv_header, full_date, local_dtc, study_day, Csv};
+use super::text::{csv_header, study_day, Csv};
 use super::xpt::XptWriter;
 use super::xpt::{Cell, Var, VarType};
 use super::{stream_rows, Domain, Job, Out, Stop, Table};
 use crate::domain::study::sdtm as plan;
-use crate::domain::study::{Definition, ItemType};
-use crate::domain::time::local_date;
+use crate::domain::study::Definition;
 
 mod records;
 
@@ -43,30 +46,21 @@ use records::{char_len, form_rows, plan_vars, value_len, FormRow, Val};
 /// Longest subject code kept in SUBJID/USUBJID: site code (10) + `-` + number.
 const SUBJECT_CODE_LEN: u16 = 20;
 
-/// The datasets of today's tables.
+/// The datasets of the subjects and their consents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Legacy {
     Dm,
     Ds,
-    Ex,
-    Vs,
-    Ae,
 }
 
-const LEGACY: [(&str, Legacy); 5] = [
-    ("DM", Legacy::Dm),
-    ("DS", Legacy::Ds),
-    ("EX", Legacy::Ex),
-    ("VS", Legacy::Vs),
-    ("AE", Legacy::Ae),
-];
+const LEGACY: [(&str, Legacy); 2] = [("DM", Legacy::Dm), ("DS", Legacy::Ds)];
 
 fn legacy(code: &str) -> Option<Legacy> {
     LEGACY.iter().find(|(c, _)| *c == code).map(|(_, l)| *l)
 }
 
-/// The datasets the study exports: today's five, then each other domain its definition
-/// maps a form to.
+/// The datasets the study exports: DM and DS, then each domain its definition maps a form
+/// to, then their `SUPP--` datasets.
 pub fn domains(def: &Definition) -> Vec<Domain> {
     let mut codes: Vec<String> = LEGACY.iter().map(|(c, _)| (*c).to_owned()).collect();
     let plans = plan::plans(def);
@@ -181,56 +175,6 @@ fn legacy_vars(l: Legacy) -> Vec<Var> {
             Var::char("DSSCAT", "Subcategory for Disposition Event", 40),
             Var::char("DSSTDTC", "Start Date/Time of Disposition Event", 19),
             Var::num("DSSTDY", "Study Day of Start of Disposition Event"),
-        ],
-        Legacy::Ex => &[
-            Var::num("EXSEQ", "Sequence Number"),
-            Var::char("EXTRT", "Name of Treatment", 40),
-            Var::num("EXDOSE", "Dose"),
-            Var::char("EXDOSU", "Dose Units", 8),
-            Var::char("EXDOSFRM", "Dose Form", 20),
-            Var::char("EXDOSFRQ", "Dosing Frequency per Interval", 8),
-            Var::char("EXROUTE", "Route of Administration", 20),
-            Var::char("EXLOC", "Location of Dose Administration", 40),
-            Var::char("EXLOT", "Lot Number", 50),
-            Var::char("EXADJ", "Reason for Dose Adjustment", 200),
-            Var::char("EXSTDTC", "Start Date/Time of Treatment", 19),
-            Var::char("EXENDTC", "End Date/Time of Treatment", 19),
-            Var::num("EXSTDY", "Study Day of Start of Treatment"),
-            Var::num("EXENDY", "Study Day of End of Treatment"),
-        ],
-        Legacy::Vs => &[
-            Var::num("VSSEQ", "Sequence Number"),
-            Var::char("VSTESTCD", "Vital Signs Test Short Name", 8),
-            Var::char("VSTEST", "Vital Signs Test Name", 40),
-            Var::char("VSORRES", "Result or Finding in Original Units", 20),
-            Var::char("VSORRESU", "Original Units", 8),
-            Var::char("VSSTRESC", "Character Result/Finding in Std Format", 20),
-            Var::num("VSSTRESN", "Numeric Result/Finding in Standard Units"),
-            Var::char("VSSTRESU", "Standard Units", 8),
-            Var::char("VSLOC", "Location of Vital Signs Measurement", 40),
-            Var::char("VSDTC", "Date/Time of Measurements", 19),
-            Var::num("VSDY", "Study Day of Vital Signs"),
-        ],
-        Legacy::Ae => &[
-            Var::num("AESEQ", "Sequence Number"),
-            Var::char("AETERM", "Reported Term for the Adverse Event", 200),
-            Var::char("AEDECOD", "Dictionary-Derived Term", 200),
-            Var::num("AEPTCD", "Preferred Term Code"),
-            Var::char("AESTDTC", "Start Date/Time of Adverse Event", 10),
-            Var::char("AEENDTC", "End Date/Time of Adverse Event", 10),
-            Var::num("AESTDY", "Study Day of Start of Adverse Event"),
-            Var::num("AEENDY", "Study Day of End of Adverse Event"),
-            Var::char("AETOXGR", "Standard Toxicity Grade", 1),
-            Var::char("AESER", "Serious Event", 1),
-            Var::char("AESDTH", "Results in Death", 1),
-            Var::char("AESLIFE", "Is Life Threatening", 1),
-            Var::char("AESHOSP", "Requires or Prolongs Hospitalization", 1),
-            Var::char("AESDISAB", "Persist or Signif Disability/Incapacity", 1),
-            Var::char("AESCONG", "Congenital Anomaly or Birth Defect", 1),
-            Var::char("AESMIE", "Other Medically Important Serious Event", 1),
-            Var::char("AEREL", "Causality", 20),
-            Var::char("AEACN", "Action Taken with Study Treatment", 30),
-            Var::char("AEOUT", "Outcome of Adverse Event", 40),
         ],
     };
     rest.to_vec()
@@ -377,9 +321,6 @@ pub fn write(
         match legacy {
             Some(Legacy::Dm) => dm(&ctx, batch, &mut rows, out)?,
             Some(Legacy::Ds) => ds(conn, &ctx, batch, &mut rows, out)?,
-            Some(Legacy::Ex) => ex(conn, &ctx, batch, &mut rows, out)?,
-            Some(Legacy::Vs) => vs(conn, &ctx, batch, &mut rows, out)?,
-            Some(Legacy::Ae) => ae(conn, &ctx, batch, &mut rows, out)?,
             None => {}
         }
         rows.flush(out, None)
@@ -540,10 +481,6 @@ fn day(s: &SubjectInfo, date: NaiveDate) -> Option<f64> {
     s.day1().map(|d1| study_day(d1, date) as f64)
 }
 
-fn ts_day(s: &SubjectInfo, t: DateTime<Utc>) -> Option<f64> {
-    day(s, local_date(t, s.tz()))
-}
-
 /// Whole years from a birth year-month to a date (the birth day taken as the 1st).
 fn age_years(birth_year_month: &str, at: NaiveDate) -> Option<f64> {
     let (y, m) = birth_year_month.split_once('-')?;
@@ -668,312 +605,6 @@ fn ds(
     Ok(())
 }
 
-#[derive(Queryable)]
-struct ExRow {
-    code: String,
-    administered_at: DateTime<Utc>,
-    dose_mg: f64,
-    route: Option<String>,
-    injection_site: String,
-    lot_number: String,
-    protocol_deviation: bool,
-    deviation_reason: Option<String>,
-}
-
-/// A coded value of the injection form as SDTM carries it: its code list's submission value.
-fn submitted<'a>(def: &'a Definition, item: &str, code: &'a str) -> &'a str {
-    let list = def
-        .form("injection")
-        .and_then(|f| f.item(item))
-        .and_then(|i| match &i.kind {
-            ItemType::Choice { codelist } => def.codelist(codelist),
-            _ => None,
-        });
-    list.map_or(code, |l| l.submission(code))
-}
-
-fn ex(
-    conn: &mut PgConnection,
-    ctx: &Ctx<'_>,
-    batch: &[SubjectInfo],
-    rows: &mut Rows<'_>,
-    out: &mut Out,
-) -> Result<(), Stop> {
-    let sql = format!(
-        "s.subject_code, (x.\"values\" ->> 'administered_at')::timestamptz AS administered_at, \
-         (x.\"values\" ->> 'dose_mg')::float8, x.\"values\" ->> 'route', \
-         x.\"values\" ->> 'injection_site', x.\"values\" ->> 'lot_number', \
-         coalesce((x.\"values\" ->> 'protocol_deviation')::boolean, false), \
-         x.\"values\" ->> 'deviation_reason' \
-         FROM form_records x JOIN subjects s ON s.id = x.subject_id \
-         WHERE x.form_id = 'injection' AND x.deleted_at IS NULL \
-           AND (x.\"values\" ->> 'given')::boolean \
-           AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
-         ORDER BY s.subject_code, administered_at, x.id",
-        subjects::ids(batch)
-    );
-    stream_rows::<
-        (
-            Text,
-            Timestamptz,
-            Double,
-            Nullable<Text>,
-            Text,
-            Text,
-            Bool,
-            Nullable<Text>,
-        ),
-        ExRow,
-    >(conn, &sql, |r| {
-        let s = ctx.subject(&r.code)?;
-        let dtc = local_dtc(r.administered_at, s.tz());
-        let dy = ts_day(s, r.administered_at);
-        let loc = r.injection_site.replace('_', " ").to_ascii_uppercase();
-        let route = r
-            .route
-            .as_deref()
-            .map_or("", |c| submitted(ctx.def, "route", c));
-        let adj = if r.protocol_deviation {
-            r.deviation_reason
-                .as_deref()
-                .unwrap_or("PROTOCOL DEVIATION")
-        } else {
-            ""
-        };
-        rows.legacy(
-            out,
-            &r.code,
-            &dtc,
-            &mut [
-                Cell::Text(ctx.study),
-                Cell::Text("EX"),
-                Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(None),
-                Cell::Text("ANAKINRA"),
-                Cell::Num(Some(r.dose_mg)),
-                Cell::Text("mg"),
-                Cell::Text("INJECTION"),
-                Cell::Text("QD"),
-                Cell::Text(route),
-                Cell::Text(&loc),
-                Cell::Text(&r.lot_number),
-                Cell::Text(adj),
-                Cell::Text(&dtc),
-                Cell::Text(&dtc),
-                Cell::Num(dy),
-                Cell::Num(dy),
-            ],
-        )
-    })?;
-    Ok(())
-}
-
-/// VSLOC from the protocol's temperature method.
-pub fn vs_location(method: &str) -> String {
-    match method {
-        "rectal" => "RECTUM".into(),
-        "axillary" => "AXILLA".into(),
-        "oral" => "ORAL CAVITY".into(),
-        "tympanic" => "TYMPANIC MEMBRANE".into(),
-        "temporal" => "TEMPORAL ARTERY".into(),
-        other => other.replace('_', " ").to_ascii_uppercase(),
-    }
-}
-
-#[derive(Queryable)]
-struct VsRow {
-    code: String,
-    measured_at: DateTime<Utc>,
-    celsius: String,
-    method: String,
-}
-
-fn vs(
-    conn: &mut PgConnection,
-    ctx: &Ctx<'_>,
-    batch: &[SubjectInfo],
-    rows: &mut Rows<'_>,
-    out: &mut Out,
-) -> Result<(), Stop> {
-    let sql = format!(
-        "s.subject_code, (x.\"values\" ->> 'measured_at')::timestamptz AS measured_at, \
-         x.\"values\" ->> 'celsius', x.\"values\" ->> 'method' \
-         FROM form_records x JOIN subjects s ON s.id = x.subject_id \
-         WHERE x.form_id = 'temperature' AND x.deleted_at IS NULL \
-           AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
-         ORDER BY s.subject_code, measured_at, x.id",
-        subjects::ids(batch)
-    );
-    stream_rows::<(Text, Timestamptz, Text, Text), VsRow>(conn, &sql, |r| {
-        let s = ctx.subject(&r.code)?;
-        let dtc = local_dtc(r.measured_at, s.tz());
-        let value = r.celsius.parse::<f64>().ok();
-        let loc = vs_location(&r.method);
-        rows.legacy(
-            out,
-            &r.code,
-            &dtc,
-            &mut [
-                Cell::Text(ctx.study),
-                Cell::Text("VS"),
-                Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(None),
-                Cell::Text("TEMP"),
-                Cell::Text("Temperature"),
-                Cell::Text(&r.celsius),
-                Cell::Text("C"),
-                Cell::Text(&r.celsius),
-                Cell::Num(value),
-                Cell::Text("C"),
-                Cell::Text(&loc),
-                Cell::Text(&dtc),
-                Cell::Num(ts_day(s, r.measured_at)),
-            ],
-        )
-    })?;
-    Ok(())
-}
-
-#[derive(Queryable)]
-struct AeRow {
-    code: String,
-    term: String,
-    meddra_code: Option<String>,
-    meddra_term: Option<String>,
-    onset_date: String,
-    end_date: Option<String>,
-    grade: i16,
-    serious: bool,
-    criteria: Vec<String>,
-    relationship: String,
-    action_taken: String,
-    outcome: String,
-}
-
-pub fn ae_rel(v: &str) -> &str {
-    match v {
-        "not_related" => "NOT RELATED",
-        "unlikely" => "UNLIKELY RELATED",
-        "possible" => "POSSIBLY RELATED",
-        "probable" => "PROBABLY RELATED",
-        "definite" => "RELATED",
-        other => other,
-    }
-}
-
-pub fn ae_acn(v: &str) -> &str {
-    match v {
-        "none" => "DOSE NOT CHANGED",
-        "dose_reduced" => "DOSE REDUCED",
-        "interrupted" => "DRUG INTERRUPTED",
-        "withdrawn" => "DRUG WITHDRAWN",
-        "not_applicable" => "NOT APPLICABLE",
-        other => other,
-    }
-}
-
-pub fn ae_out(v: &str) -> &str {
-    match v {
-        "recovered" => "RECOVERED/RESOLVED",
-        "recovering" => "RECOVERING/RESOLVING",
-        "not_recovered" => "NOT RECOVERED/NOT RESOLVED",
-        "recovered_with_sequelae" => "RECOVERED/RESOLVED WITH SEQUELAE",
-        "fatal" => "FATAL",
-        "unknown" => "UNKNOWN",
-        other => other,
-    }
-}
-
-/// Seriousness criteria, in the order of the AES* flags.
-const CRITERIA: [&str; 6] = [
-    "death",
-    "life_threatening",
-    "hospitalisation",
-    "disability",
-    "congenital_anomaly",
-    "other_medically_important",
-];
-
-fn ae(
-    conn: &mut PgConnection,
-    ctx: &Ctx<'_>,
-    batch: &[SubjectInfo],
-    rows: &mut Rows<'_>,
-    out: &mut Out,
-) -> Result<(), Stop> {
-    let sql = format!(
-        "s.subject_code, x.\"values\" ->> 'term', x.\"values\" ->> 'meddra_code', \
-         x.\"values\" ->> 'meddra_term', x.\"values\" ->> 'onset_date' AS onset_date, \
-         x.\"values\" ->> 'end_date', (x.\"values\" ->> 'grade')::int2, \
-         coalesce((x.\"values\" ->> 'serious')::boolean, false), \
-         ARRAY(SELECT jsonb_array_elements_text(\
-             coalesce(x.\"values\" -> 'seriousness_criteria', '[]'::jsonb))), \
-         x.\"values\" ->> 'relationship', x.\"values\" ->> 'action_taken', \
-         x.\"values\" ->> 'outcome' \
-         FROM form_records x JOIN subjects s ON s.id = x.subject_id \
-         WHERE x.form_id = 'adverse_event' AND x.deleted_at IS NULL \
-           AND x.subject_id = ANY(ARRAY[{}]::int8[]) \
-         ORDER BY s.subject_code, onset_date, x.id",
-        subjects::ids(batch)
-    );
-    stream_rows::<
-        (
-            Text,
-            Text,
-            Nullable<Text>,
-            Nullable<Text>,
-            Text,
-            Nullable<Text>,
-            SmallInt,
-            Bool,
-            Array<Text>,
-            Text,
-            Text,
-            Text,
-        ),
-        AeRow,
-    >(conn, &sql, |r| {
-        let s = ctx.subject(&r.code)?;
-        let grade = r.grade.to_string();
-        let yn = |b: bool| if b { "Y" } else { "N" };
-        let flags: Vec<&str> = CRITERIA
-            .iter()
-            .map(|c| yn(r.criteria.iter().any(|x| x == c)))
-            .collect();
-        let end = r.end_date.as_deref().unwrap_or_default();
-        rows.legacy(
-            out,
-            &r.code,
-            &r.onset_date,
-            &mut [
-                Cell::Text(ctx.study),
-                Cell::Text("AE"),
-                Cell::Text(&ctx.usubjid(&r.code)),
-                Cell::Num(None),
-                Cell::Text(&r.term),
-                Cell::Text(r.meddra_term.as_deref().unwrap_or_default()),
-                Cell::Num(r.meddra_code.as_deref().and_then(|c| c.parse::<f64>().ok())),
-                Cell::Text(&r.onset_date),
-                Cell::Text(end),
-                Cell::Num(full_date(&r.onset_date).and_then(|d| day(s, d))),
-                Cell::Num(full_date(end).and_then(|d| day(s, d))),
-                Cell::Text(&grade),
-                Cell::Text(yn(r.serious)),
-                Cell::Text(flags[0]),
-                Cell::Text(flags[1]),
-                Cell::Text(flags[2]),
-                Cell::Text(flags[3]),
-                Cell::Text(flags[4]),
-                Cell::Text(flags[5]),
-                Cell::Text(ae_rel(&r.relationship)),
-                Cell::Text(ae_acn(&r.action_taken)),
-                Cell::Text(ae_out(&r.outcome)),
-            ],
-        )
-    })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1038,31 +669,75 @@ mod tests {
         assert_eq!(codes(1), ["DM", "DS", "EX", "VS", "AE", "QS", "LB"]);
         assert_eq!(
             codes(2),
-            ["DM", "DS", "EX", "VS", "AE", "CE", "LB", "SUPPEX", "SUPPDS", "SUPPCE"]
+            ["DM", "DS", "EX", "CE", "LB", "AE", "SUPPEX", "SUPPDS", "SUPPCE"]
         );
     }
 
+    fn names(code: &str, i: usize) -> Vec<String> {
+        let d = Domain::parse(code).unwrap_or_else(|| panic!("{code}"));
+        vars(&d, "KD-ANAKINRA", &study(i))
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect()
+    }
+
     #[test]
-    fn forms_add_their_variables_to_todays_before_the_timing_ones() {
-        let def = study(2);
-        let ex = Domain::parse("ex").unwrap_or_else(|| panic!("EX"));
-        let names: Vec<String> = vars(&ex, "MKD-IL1", &def)
-            .iter()
-            .map(|v| v.name.to_string())
-            .collect();
-        let legacy: Vec<String> = legacy_vars(Legacy::Ex)
-            .iter()
-            .map(|v| v.name.to_string())
-            .collect();
-        let kept: Vec<&String> = names.iter().filter(|n| legacy.contains(n)).collect();
-        assert_eq!(kept, legacy.iter().collect::<Vec<_>>(), "today's, in order");
-        let at = |n: &str| names.iter().position(|x| x == n).unwrap_or(usize::MAX);
-        assert_eq!(at("EXCAT"), at("EXTRT") + 1);
-        assert!(at("VISITDY") + 1 == at("EXSTDTC"), "{names:?}");
-        assert!(at("VISITNUM") < at("VISIT"));
-        // Kawasaki's EX is today's alone
-        let kd = vars(&ex, "KD-ANAKINRA", &study(0));
-        assert_eq!(kd.len(), 3 + legacy.len());
+    fn kawasakis_ex_vs_and_ae_have_the_variables_of_their_annotations() {
+        let head = ["STUDYID", "DOMAIN", "USUBJID"];
+        let with = |rest: &[&str]| -> Vec<String> {
+            head.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+        };
+        assert_eq!(
+            names("EX", 0),
+            with(&[
+                "EXSEQ", "EXTRT", "EXDOSE", "EXDOSU", "EXDOSFRM", "EXDOSFRQ", "EXROUTE", "EXLOC",
+                "EXLOT", "EXADJ", "EXSTDTC", "EXENDTC", "EXSTDY", "EXENDY"
+            ])
+        );
+        assert_eq!(
+            names("VS", 0),
+            with(&[
+                "VSSEQ", "VSTESTCD", "VSTEST", "VSORRES", "VSORRESU", "VSSTRESC", "VSSTRESN",
+                "VSSTRESU", "VSLOC", "VSDTC", "VSDY"
+            ])
+        );
+        assert_eq!(
+            names("AE", 0),
+            with(&[
+                "AESEQ", "AETERM", "AELLTCD", "AEDECOD", "AETOXGR", "AESER", "AESDTH", "AESLIFE",
+                "AESHOSP", "AESDISAB", "AESCONG", "AESMIE", "AEREL", "AEACN", "AEOUT", "AESTDTC",
+                "AEENDTC", "AESTDY", "AEENDY"
+            ])
+        );
+        let ae = vars(
+            &Domain::parse("AE").unwrap_or_else(|| panic!("AE")),
+            "KD-ANAKINRA",
+            &study(0),
+        );
+        let var = |n: &str| {
+            ae.iter()
+                .find(|v| v.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        assert_eq!(
+            var("AELLTCD").kind,
+            VarType::Num,
+            "a MedDRA code is a number"
+        );
+        assert_eq!(var("AETOXGR").kind, VarType::Char(1), "a grade 1 to 5");
+        assert_eq!(var("AESDTH").label, "Results in Death");
+        assert_eq!(var("AEOUT").kind, VarType::Char(32));
+    }
+
+    #[test]
+    fn variables_no_row_can_fill_are_left_out() {
+        // MKD's EX: categories, no form entered per visit
+        let ex = names("EX", 2);
+        assert!(ex.contains(&"EXCAT".to_owned()), "{ex:?}");
+        assert!(!ex.contains(&"VISITNUM".to_owned()), "{ex:?}");
+        // its labs are entered per visit
+        assert!(names("LB", 2).contains(&"VISITNUM".to_owned()));
+        assert!(!names("VS", 0).contains(&"VSCAT".to_owned()));
     }
 
     #[test]

@@ -113,11 +113,15 @@ fn exposure_sql(job: &Job, last: bool) -> String {
                 ),
                 None => format!("x.values->>{}", literal(start)),
             };
+            // the records SDTM leaves out (an injection not given) are no exposure
+            let when = src.when().map_or(String::new(), |w| {
+                format!(" AND (x.values->{}) = 'true'::jsonb", literal(w))
+            });
             format!(
                 "SELECT {value} AS v FROM form_records x \
                  JOIN study_versions sv ON sv.id = x.study_version_id \
                  WHERE x.subject_id = subjects.id AND x.deleted_at IS NULL \
-                   AND sv.study_id = {study} AND x.form_id = {form}",
+                   AND sv.study_id = {study} AND x.form_id = {form}{when}",
                 study = literal(&job.study.study.id),
                 form = literal(&src.form.id),
             )

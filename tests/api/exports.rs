@@ -841,7 +841,9 @@ async fn sdtm_derives_usubjid_study_days_and_the_controlled_terms() {
     let a = ae.iter().find(|r| r["AETERM"] == ODD_TERM).unwrap();
     assert_eq!(a["AETERM"], ODD_TERM);
     assert_eq!(a["AEDECOD"], "Rash maculo-papular");
-    assert_eq!(a["AEPTCD"], "10037844");
+    // the form collects the lowest level term's code, and the definition says so
+    assert_eq!(a["AELLTCD"], "10037844");
+    assert!(!a.contains_key("AEPTCD"));
     assert_eq!(a["AESTDTC"], "2026-10-06");
     assert_eq!(a["AEENDTC"], "2026-10", "partial dates stay partial");
     assert_eq!(a["AESTDY"], "2");

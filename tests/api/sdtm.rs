@@ -268,8 +268,8 @@ async fn form_rows_join_todays_vs_and_ex_in_date_order() {
         header,
         names(&[
             "STUDYID", "DOMAIN", "USUBJID", "EXSEQ", "EXTRT", "EXCAT", "EXDOSE", "EXDOSU",
-            "EXDOSFRM", "EXDOSFRQ", "EXROUTE", "EXLOC", "EXLOT", "EXADJ", "VISITNUM", "VISIT",
-            "VISITDY", "EXSTDTC", "EXENDTC", "EXSTDY", "EXENDY"
+            "EXDOSFRM", "EXDOSFRQ", "EXROUTE", "EXLOC", "EXLOT", "EXADJ", "EXSTDTC", "EXENDTC",
+            "EXSTDY", "EXENDY"
         ])
     );
     let ex: Vec<_> = ex
@@ -318,8 +318,8 @@ async fn event_forms_give_one_row_per_record_and_unknown_domains_are_404() {
     assert_eq!(
         header,
         names(&[
-            "STUDYID", "DOMAIN", "USUBJID", "CESEQ", "CETERM", "CECAT", "CESEV", "VISITNUM",
-            "VISIT", "VISITDY", "CESTDTC", "CEENDTC", "CESTDY", "CEENDY"
+            "STUDYID", "DOMAIN", "USUBJID", "CESEQ", "CETERM", "CECAT", "CESEV", "CESTDTC",
+            "CEENDTC", "CESTDY", "CEENDY"
         ])
     );
     assert_eq!(ce.len(), 1, "the crisis entered in error is not in SDTM");
@@ -331,7 +331,7 @@ async fn event_forms_give_one_row_per_record_and_unknown_domains_are_404() {
     );
     assert_eq!(c["CECAT"], "FEBRILE CRISIS");
     assert_eq!(c["CESEV"], "SEVERE");
-    assert_eq!(c["VISITNUM"], "", "a log is not tied to a visit");
+    assert!(!c.contains_key("VISITNUM"), "a log is not tied to a visit");
     assert_eq!(c["CESTDTC"], "2026-10-06");
     assert_eq!(c["CEENDTC"], "2026-10-08");
     assert_eq!(c["CESTDY"], "2");
@@ -445,7 +445,8 @@ sdtm = { domain = "LB", category = "POINT OF CARE" }
   sdtm_code = "CRP"
   sdtm_label = "C Reactive Protein"
 "#;
-    assert_eq!(amended.matches("sdtm_code").count(), 3);
+    // the temperature's TEMP, and these
+    assert_eq!(amended.matches("sdtm_code").count(), 4);
     let path = std::env::temp_dir().join(format!("sdtm-terms-{}.toml", std::process::id()));
     std::fs::write(&path, amended).unwrap();
     let s = study_of(path.to_str().unwrap()).await;
@@ -537,6 +538,205 @@ sdtm = { domain = "LB", category = "POINT OF CARE" }
     let _ = std::fs::remove_file(&path);
 }
 
+/// A study's own adverse event and exposure forms: their rows carry the study's treatment,
+/// dosing frequency, seriousness flags and causality terms as its definition annotates them
+/// (the Kawasaki builders wrote ANAKINRA, QD and their own term maps for every study).
+#[actix_web::test]
+async fn another_studys_ae_and_ex_rows_come_from_its_own_annotations() {
+    let base = format!("{}/tests/studies/sdtm.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&base).unwrap()
+        + r#"
+[[forms]]
+id = "safety_event"
+name = "Safety event"
+repeat = "any"
+dated_by = "onset_date"
+sdtm = { domain = "AE" }
+
+  [[forms.items]]
+  id = "term"
+  label = "Event"
+  type = "text"
+  max_length = 100
+  required = true
+  sdtm = "AETERM"
+
+  [[forms.items]]
+  id = "onset_date"
+  label = "Onset"
+  type = "partial_date"
+  required = true
+
+  [[forms.items]]
+  id = "serious"
+  label = "Serious"
+  type = "boolean"
+  required = true
+  sdtm = "AESER"
+
+  [[forms.items]]
+  id = "criteria"
+  label = "Why serious"
+  type = "choices"
+  codelist = "why_serious"
+
+  [[forms.items]]
+  id = "causality"
+  label = "Caused by the drug"
+  type = "choice"
+  codelist = "causality"
+  required = true
+  sdtm = "AEREL"
+
+  [[forms.items]]
+  id = "reported_on"
+  label = "Reported to the sponsor on"
+  type = "date"
+  sdtm = []
+
+[[codelists]]
+id = "why_serious"
+codes = [
+  { code = "fatal", label = "Fatal", sdtm_flag = "AESDTH" },
+  { code = "inpatient", label = "Admitted", sdtm_flag = "AESHOSP" },
+]
+
+[[codelists]]
+id = "causality"
+codes = [
+  { code = "yes", label = "Related", sdtm = "RELATED" },
+  { code = "no", label = "Not related", sdtm = "NOT RELATED" },
+]
+
+[[forms]]
+id = "canakinumab"
+name = "Canakinumab"
+repeat = "any"
+dated_by = "given_at"
+sdtm = { domain = "EX", values = { EXTRT = "CANAKINUMAB", EXDOSFRQ = "Q4W" }, when = "done" }
+
+  [[forms.items]]
+  id = "given_at"
+  label = "Given at"
+  type = "datetime"
+  required = true
+  sdtm = ["EXSTDTC", "EXENDTC"]
+
+  [[forms.items]]
+  id = "done"
+  label = "Given"
+  type = "boolean"
+  required = true
+
+  [[forms.items]]
+  id = "dose_mg"
+  label = "Dose"
+  type = "decimal"
+  decimals = 0
+  unit = "mg"
+  required = true
+  sdtm = "EXDOSE"
+"#;
+    let path = std::env::temp_dir().join(format!("sdtm-own-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let s = study_of(path.to_str().unwrap()).await;
+    let inv = s.app.token(Role::Investigator, &["FRA"]).await;
+    let post = |form: &str, values: Value| {
+        let (s, inv) = (&s, &inv);
+        let path = format!("/api/v1/subjects/{}/forms/{form}", s.fra);
+        async move {
+            let r = s.app.post(&path, inv, &json!({ "values": values })).await;
+            assert_eq!(r.status, 201, "{path}: {}", r.text);
+        }
+    };
+    post(
+        "safety_event",
+        json!({"term": "Cellulitis", "onset_date": "2026-10-06", "serious": true,
+            "criteria": ["inpatient"], "causality": "yes", "reported_on": "2026-10-07"}),
+    )
+    .await;
+    post(
+        "canakinumab",
+        json!({"given_at": "2026-10-08T08:00:00Z", "done": true, "dose_mg": "150"}),
+    )
+    .await;
+    // not given: neither an exposure row nor the end of exposure
+    post(
+        "canakinumab",
+        json!({"given_at": "2026-10-09T08:00:00Z", "done": false, "dose_mg": "150"}),
+    )
+    .await;
+
+    let (header, ae) = dataset(&s, "/api/v1/exports/sdtm/ae.csv").await;
+    assert_eq!(
+        header,
+        names(&[
+            "STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AETERM", "AESER", "AESDTH", "AESHOSP",
+            "AEREL", "AESTDTC", "AEENDTC", "AESTDY", "AEENDY"
+        ])
+    );
+    assert_eq!(ae.len(), 1);
+    let got: Vec<&str> = [
+        "AESEQ", "AETERM", "AESER", "AESDTH", "AESHOSP", "AEREL", "AESTDTC", "AESTDY",
+    ]
+    .iter()
+    .map(|c| ae[0][*c].as_str())
+    .collect();
+    assert_eq!(
+        got,
+        [
+            "1",
+            "Cellulitis",
+            "Y",
+            "N",
+            "Y",
+            "RELATED",
+            "2026-10-06",
+            "2"
+        ]
+    );
+    let r = fetch(&s.app, "/api/v1/exports/sdtm/suppae.csv", &s.sponsor).await;
+    assert_eq!(
+        r.status, 404,
+        "the report date is not in SDTM: no qualifiers"
+    );
+
+    let (_, ex) = dataset(&s, "/api/v1/exports/sdtm/ex.csv").await;
+    let got: Vec<Vec<&str>> = ex
+        .iter()
+        .filter(|r| r["EXTRT"] != "ANAKINRA")
+        .map(|r| {
+            [
+                "EXTRT", "EXDOSE", "EXDOSU", "EXDOSFRM", "EXDOSFRQ", "EXSTDTC", "EXENDTC",
+                "EXSTDY", "EXENDY",
+            ]
+            .iter()
+            .map(|c| r[*c].as_str())
+            .collect()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [[
+            "CANAKINUMAB",
+            "150",
+            "mg",
+            "",
+            "Q4W",
+            "2026-10-08T10:00:00",
+            "2026-10-08T10:00:00",
+            "4",
+            "4"
+        ]]
+    );
+    let injection = ex.iter().find(|r| r["EXDOSFRM"] == "INJECTION").unwrap();
+    assert_eq!(injection["EXDOSFRQ"], "QD", "each form its own");
+    let (_, dm) = dataset(&s, "/api/v1/exports/sdtm/dm.csv").await;
+    let fra = dm.iter().find(|r| r["SUBJID"] == s.fra).unwrap();
+    assert_eq!(fra["RFENDTC"], "2026-10-08T10:00:00");
+    let _ = std::fs::remove_file(&path);
+}
+
 #[actix_web::test]
 async fn form_datasets_read_back_from_xpt_equal_to_the_csv_and_are_audited() {
     let s = study().await;
@@ -613,7 +813,7 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
     assert!(r.header("content-disposition").contains("define.xml"));
     assert_valid_against(DEFINE_XSD, &r.body, "Define-XML");
     let xml = r.text();
-    for code in ["DM", "DS", "EX", "VS", "AE", "LB", "CE", "SUPPEX", "SUPPCE"] {
+    for code in ["DM", "DS", "EX", "VS", "LB", "CE", "SUPPEX", "SUPPCE"] {
         assert!(
             xml.contains(&format!("<ItemGroupDef OID=\"IG.{code}\" Name=\"{code}\"")),
             "{code}"
@@ -624,6 +824,7 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
         )));
     }
     assert!(!xml.contains("IG.QS"), "no form of this study maps to QS");
+    assert!(!xml.contains("IG.AE"), "nor to AE");
     assert!(xml.contains(STUDY), "names the running study");
     // the ODM export names the same study as the datasets
     let odm = fetch(&s.app, "/api/v1/exports/odm.xml", &s.sponsor).await;
@@ -685,7 +886,7 @@ async fn define_xml_describes_every_dataset_and_is_schema_valid() {
     let v = rows[0].1.as_ref().unwrap();
     assert_eq!(rows[0].0.as_deref(), Some("sponsor"));
     assert_eq!(v["format"], "define-xml");
-    assert_eq!(v["rows"], 9, "one per dataset");
+    assert_eq!(v["rows"], 8, "one per dataset");
     assert_eq!(v["completed"], true);
 }
 

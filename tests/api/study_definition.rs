@@ -99,7 +99,23 @@ async fn the_kawasaki_definition_has_the_shape_clients_read() {
     assert_eq!(criteria["show_if"], "serious");
     assert_eq!(
         criteria["choices"][0],
-        json!({"code": "death", "label": "Results in death"})
+        json!({"code": "death", "label": "Results in death", "sdtm_flag": "AESDTH"}),
+        "the SDTM flag the code sets"
+    );
+    assert_eq!(
+        fever["sdtm"],
+        json!([]),
+        "a rule's working value: not in SDTM"
+    );
+    let injection = by_id(&d["forms"], "injection");
+    assert_eq!(
+        injection["sdtm"],
+        json!({"domain": "EX", "values": {"EXDOSFRM": "INJECTION", "EXDOSFRQ": "QD",
+            "EXTRT": "ANAKINRA"}, "when": "given"})
+    );
+    assert_eq!(
+        by_id(&injection["items"], "administered_at")["sdtm"],
+        json!(["EXSTDTC", "EXENDTC"])
     );
     assert!(by_id(&ae["checks"], "end_date_when_recovered")["expr"].is_string());
 

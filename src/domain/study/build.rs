@@ -439,6 +439,18 @@ impl Builder<'_> {
                     code: s.clone(),
                     label: code.label.clone(),
                     sdtm: code.sdtm.as_ref().map(|v| v.get_ref().clone()),
+                    sdtm_flag: code.sdtm_flag.as_ref().map(|v| {
+                        if !super::sdtm::is_variable_name(v.get_ref()) {
+                            self.err(
+                                v.span(),
+                                format!(
+                                    "sdtm_flag `{}` of code `{s}`: an SDTM variable name (AESDTH)",
+                                    v.get_ref()
+                                ),
+                            );
+                        }
+                        v.get_ref().clone()
+                    }),
                 });
             }
             out.push(CodeList {
@@ -731,18 +743,27 @@ impl Builder<'_> {
                         self.err(u.span(), "unit: must not be empty");
                     }
                 }
-                if let Some(v) = &i.sdtm {
-                    if !super::sdtm::is_variable_name(v.get_ref()) {
-                        self.err(
-                            v.span(),
-                            format!(
-                                "sdtm `{}`: an SDTM variable name (1 to 8 upper case letters, \
-                                 digits or `_`, starting with a letter: VSORRES, EXDOSE)",
-                                v.get_ref()
-                            ),
-                        );
+                let sdtm = i.sdtm.as_ref().map(|v| {
+                    let vars = match v.get_ref() {
+                        raw::Vars::One(one) => vec![one.clone()],
+                        raw::Vars::Many(many) => many.clone(),
+                    };
+                    for var in &vars {
+                        if !super::sdtm::is_variable_name(var) {
+                            self.err(
+                                v.span(),
+                                format!(
+                                    "sdtm `{var}`: an SDTM variable name (1 to 8 upper case \
+                                     letters, digits or `_`, starting with a letter: VSORRES, \
+                                     EXDOSE)"
+                                ),
+                            );
+                        } else if vars.iter().filter(|w| *w == var).count() > 1 {
+                            self.err(v.span(), format!("sdtm `{var}`: named twice"));
+                        }
                     }
-                }
+                    vars
+                });
                 items.push(Item {
                     id: iid,
                     label: i.label.clone(),
@@ -755,7 +776,7 @@ impl Builder<'_> {
                     derive: None,
                     derived_by: None,
                     not_before: None,
-                    sdtm: i.sdtm.as_ref().map(|s| s.get_ref().clone()),
+                    sdtm,
                     sdtm_code: i.sdtm_code.as_ref().map(|s| s.get_ref().clone()),
                     sdtm_label: i.sdtm_label.as_ref().map(|s| s.get_ref().clone()),
                     help: i.help.clone(),
@@ -892,6 +913,20 @@ impl Builder<'_> {
                 Sdtm {
                     domain: dom.clone(),
                     category: d.category.clone(),
+                    values: self.sdtm_values(d.values.as_ref()),
+                    when: d.when.as_ref().map(|w| {
+                        let item = w.get_ref();
+                        if !items
+                            .iter()
+                            .any(|i| i.id == *item && i.kind == ItemType::Boolean)
+                        {
+                            self.err(
+                                w.span(),
+                                format!("sdtm.when `{item}`: a boolean item of form `{id}`"),
+                            );
+                        }
+                        item.clone()
+                    }),
                 }
             });
             self.sdtm_codes(f, sdtm.as_ref(), &dated_by);
@@ -905,6 +940,41 @@ impl Builder<'_> {
                 items,
                 checks,
             });
+        }
+        out
+    }
+
+    /// A form's `sdtm.values`: variable names and their text, as SDTM carries it.
+    fn sdtm_values(&mut self, values: Option<&S<toml::Table>>) -> Vec<(String, String)> {
+        let Some(values) = values else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (var, v) in values.get_ref() {
+            let text = v.as_str().unwrap_or_default();
+            if !super::sdtm::is_variable_name(var) {
+                self.err(
+                    values.span(),
+                    format!(
+                        "sdtm.values `{var}`: an SDTM variable name (1 to 8 upper case letters, \
+                         digits or `_`, starting with a letter: EXDOSFRM)"
+                    ),
+                );
+            } else if text.is_empty()
+                || text.len() > 200
+                || text.trim() != text
+                || !text.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            {
+                self.err(
+                    values.span(),
+                    format!(
+                        "sdtm.values `{var}`: text of 1 to 200 printable ASCII characters \
+                         (INJECTION)"
+                    ),
+                );
+            } else {
+                out.push((var.clone(), text.to_owned()));
+            }
         }
         out
     }
@@ -938,11 +1008,17 @@ impl Builder<'_> {
                 self.err(c.span(), "sdtm_code: the form maps to no SDTM domain");
                 continue;
             };
-            let fills = ri
-                .sdtm
-                .as_ref()
-                .map(|v| v.get_ref().as_str())
-                .filter(|v| *v != format!("{domain}ORRES"));
+            let orres = format!("{domain}ORRES");
+            let vars: Vec<&str> = match ri.sdtm.as_ref().map(S::get_ref) {
+                None => Vec::new(),
+                Some(raw::Vars::One(one)) => vec![one.as_str()],
+                Some(raw::Vars::Many(many)) => many.iter().map(String::as_str).collect(),
+            };
+            let fills = match vars.iter().find(|v| **v != orres) {
+                Some(v) => Some(format!("fills `{v}`")),
+                None if ri.sdtm.is_some() && vars.is_empty() => Some("is not in SDTM".into()),
+                None => None,
+            };
             if !super::sdtm::is_variable_name(code) {
                 self.err(
                     c.span(),
@@ -956,10 +1032,10 @@ impl Builder<'_> {
                     c.span(),
                     format!("sdtm_code: `{item}` dates the form's rows; it is no test"),
                 );
-            } else if let Some(var) = fills {
+            } else if let Some(fills) = fills {
                 self.err(
                     c.span(),
-                    format!("sdtm_code: `{item}` fills `{var}`; it is no test nor qualifier"),
+                    format!("sdtm_code: `{item}` {fills}; it is no test nor qualifier"),
                 );
             } else if let Some(other) = seen.insert(code.clone(), item.clone()) {
                 self.err(

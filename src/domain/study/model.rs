@@ -205,6 +205,14 @@ pub struct Sdtm {
     pub domain: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// variables every row of the form carries as they are (`EXDOSFRM`, `INJECTION`), in
+    /// name order
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<(String, String)>,
+    /// a boolean item: the records where it is not true are not in SDTM (an injection not
+    /// given)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,8 +330,9 @@ pub struct Item {
     /// a date or partial date item of the form this one must not precede (an event's end,
     /// its onset)
     pub not_before: Option<String>,
-    /// the SDTM variable it maps to (`VSORRES`, `EXDOSE`)
-    pub sdtm: Option<String>,
+    /// the SDTM variables it fills (`VSORRES`, `EXDOSE`; an injection's time both
+    /// `EXSTDTC` and `EXENDTC`); `Some(vec![])`: the item is not in SDTM
+    pub sdtm: Option<Vec<String>>,
     /// its SDTM test code (`--TESTCD`) or, in an events or interventions domain, its
     /// supplemental qualifier's QNAM, when the definition chooses one (`CRP`)
     pub sdtm_code: Option<String>,
@@ -356,6 +365,9 @@ pub struct Code {
     /// the CDISC submission value SDTM datasets carry instead of the code
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm: Option<String>,
+    /// the SDTM Y/N variable that says whether a `choices` item holds this code (`AESDTH`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdtm_flag: Option<String>,
 }
 
 impl CodeList {

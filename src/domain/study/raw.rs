@@ -133,6 +133,19 @@ pub struct Form {
 pub struct Sdtm {
     pub domain: S<String>,
     pub category: Option<String>,
+    /// variables every row of the form carries as they are (`EXDOSFRM = "INJECTION"`)
+    #[serde(default)]
+    pub values: Option<S<toml::Table>>,
+    /// a boolean item: the form's records where it is not true are not in SDTM
+    pub when: Option<S<String>>,
+}
+
+/// An item's `sdtm`: one variable, or a list of them (none: not in SDTM).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Vars {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,7 +166,7 @@ pub struct Item {
     pub show_if: Option<S<String>>,
     pub derive: Option<S<String>>,
     pub not_before: Option<S<String>>,
-    pub sdtm: Option<S<String>>,
+    pub sdtm: Option<S<Vars>>,
     pub sdtm_code: Option<S<String>>,
     pub sdtm_label: Option<S<String>>,
     pub help: Option<String>,
@@ -193,6 +206,8 @@ pub struct Code {
     pub label: String,
     /// the CDISC submission value SDTM datasets carry for this code (`SUBCUTANEOUS`)
     pub sdtm: Option<S<String>>,
+    /// the SDTM Y/N variable that says whether this code was chosen (`AESDTH`)
+    pub sdtm_flag: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

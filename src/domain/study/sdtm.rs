@@ -1,20 +1,27 @@
 //! How the forms of a study definition become SDTM rows: the domain's class (SDTM IG 3.x:
 //! findings, events, interventions), which items are tests, which fill a variable of the
 //! record, and the test codes. No I/O: the SDTM export (`crate::export::sdtm`) reads the
-//! records and writes the rows this plan describes.
+//! records and writes the rows this plan describes, for every form alike (today's injection,
+//! temperature and adverse event forms too).
 //!
 //! - Findings (VS, LB, QS, CV, FA and any domain not listed below): one row per item value,
 //!   `--TESTCD` from the item id, `--TEST` its label, `--ORRES` the value as stored. The
 //!   items that are tests are those without an `sdtm` annotation and those annotated
-//!   `--ORRES`; an item annotated with another variable (`LBSPEC`, `VSLOC`, `QSDTC`) fills
-//!   that variable on every row of its record. The `dated_by` item dates the rows (`--DTC`).
+//!   `--ORRES`; an item annotated with another variable (`LBSPEC`, `VSLOC`) fills that
+//!   variable on every row of its record. The `dated_by` item dates the rows (`--DTC`).
 //! - Events (AE, CE, DS, MH, DV, HO) and interventions (EX, EC, CM, PR, SU, AG, ML): one row
 //!   per record; annotated items fill their variables, the topic (`--TERM`, `--TRT`) is the
-//!   item annotated with it or else the form's SDTM category or name; `--STDTC` is the item
-//!   annotated with it or else the `dated_by` item. Items without an annotation are
-//!   supplemental qualifiers (`SUPP--`: QNAM from the item id, as test codes are).
+//!   item annotated with it or else the form's `sdtm.values` for it, its SDTM category or
+//!   name; `--STDTC` is the item annotated with it or else the `dated_by` item. A `choices`
+//!   item whose codes name an `sdtm_flag` fills those Y/N variables (`AESDTH`). Other items
+//!   without an annotation are supplemental qualifiers (`SUPP--`: QNAM from the item id, as
+//!   test codes are).
+//! - Any class: an item may fill several variables (`["EXSTDTC", "EXENDTC"]`) or none
+//!   (`[]`: in no dataset); the form's `sdtm.values` fill variables with the same text on
+//!   every row (`EXDOSFRQ = "QD"`), and its `sdtm.when` item leaves out the records where it
+//!   is not true (an injection not given).
 
-use super::model::{Definition, Form, Item};
+use super::model::{Definition, Form, Item, ItemType, Repeat};
 
 /// The SDTM general observation class of a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +81,15 @@ impl<'a> Test<'a> {
     }
 }
 
+/// A Y/N variable that says whether a `choices` item holds one code (`AESDTH`: the
+/// seriousness criteria hold `death`).
+#[derive(Debug, Clone)]
+pub struct Flag<'a> {
+    pub var: String,
+    pub item: &'a Item,
+    pub code: String,
+}
+
 /// One form's share of a dataset.
 #[derive(Debug, Clone)]
 pub struct Source<'a> {
@@ -85,6 +101,11 @@ pub struct Source<'a> {
     /// events and interventions: the items without an annotation, as supplemental
     /// qualifiers (`testcd` is their QNAM)
     pub supp: Vec<Test<'a>>,
+    /// the Y/N variables of `choices` items whose codes name one
+    pub flags: Vec<Flag<'a>>,
+    /// the variables the form fills: its `sdtm.values`, then those of its items in item
+    /// order
+    pub vars: Vec<String>,
 }
 
 impl Source<'_> {
@@ -93,14 +114,40 @@ impl Source<'_> {
         self.mapped.iter().find(|(v, _)| v == var).map(|(_, i)| *i)
     }
 
+    /// The text the form gives `var` on every row (`sdtm.values`).
+    pub fn constant(&self, var: &str) -> Option<&str> {
+        self.form
+            .sdtm
+            .as_ref()
+            .and_then(|s| s.values.iter().find(|(v, _)| v == var))
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// The variables the form gives the same text on every row, in name order.
+    pub fn constants(&self) -> &[(String, String)] {
+        self.form.sdtm.as_ref().map_or(&[], |s| s.values.as_slice())
+    }
+
+    /// The boolean item without which a record is not in SDTM (`sdtm.when`).
+    pub fn when(&self) -> Option<&str> {
+        self.form.sdtm.as_ref().and_then(|s| s.when.as_deref())
+    }
+
     /// `--CAT`: the form's SDTM category, if it has one.
     pub fn category(&self) -> Option<&str> {
         self.form.sdtm.as_ref().and_then(|s| s.category.as_deref())
     }
 
-    /// The topic when no item carries it: the category, else the form's name in upper case.
+    /// The topic when no item carries it: the text the form gives the topic variable, else
+    /// the category, else the form's name in upper case.
     pub fn default_topic(&self) -> String {
-        self.category()
+        let given = self
+            .form
+            .sdtm
+            .as_ref()
+            .and_then(|s| self.constant(&format!("{}{}", s.domain, topic(class(&s.domain)))));
+        given
+            .or_else(|| self.category())
             .map(str::to_owned)
             .unwrap_or_else(|| self.form.name.to_uppercase())
     }
@@ -120,18 +167,31 @@ impl Plan<'_> {
         self.sources.iter().any(|s| !s.supp.is_empty())
     }
 
-    /// Variables the items are annotated with, in first-seen order (without the topic,
-    /// which has its own place).
+    /// Variables the forms give (`sdtm.values`), the items are annotated with, then the
+    /// flags, in first-seen order (the topic among them: it has its own place).
     pub fn mapped_vars(&self) -> Vec<&str> {
         let mut vars: Vec<&str> = Vec::new();
         for s in &self.sources {
-            for (v, _) in &s.mapped {
-                if !vars.contains(&v.as_str()) {
+            for v in s.vars.iter().map(String::as_str) {
+                if !vars.contains(&v) {
                     vars.push(v);
                 }
             }
         }
         vars
+    }
+
+    /// Whether `--CAT` may hold a value: a form of the domain has a category.
+    pub fn has_category(&self) -> bool {
+        self.sources.iter().any(|s| s.category().is_some())
+    }
+
+    /// Whether VISITNUM, VISIT and VISITDY may hold a value: a form of the domain is entered
+    /// per visit (only those records have one).
+    pub fn has_visits(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s.form.repeat == Repeat::PerVisit)
     }
 }
 
@@ -175,7 +235,7 @@ fn unique_testcd(id: &str, taken: &[String]) -> String {
 /// first name them.
 pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
     let mut plans: Vec<Plan<'_>> = Vec::new();
-    for form in def.record_forms() {
+    for form in &def.forms {
         // DM is built from the subjects themselves
         let Some(sdtm) = form.sdtm.as_ref().filter(|s| s.domain != "DM") else {
             continue;
@@ -213,24 +273,41 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
             tests: Vec::new(),
             mapped: Vec::new(),
             supp: Vec::new(),
+            flags: Vec::new(),
+            vars: sdtm.values.iter().map(|(v, _)| v.clone()).collect(),
         };
-        for item in form.items.iter().filter(|i| i.id != form.dated_by) {
-            let var = item.sdtm.as_deref();
-            match (plan.class, var) {
-                (Class::Findings, None) => {}
-                (Class::Findings, Some(v)) if v == orres => {}
-                (_, Some(v)) => {
-                    source.mapped.push((v.to_owned(), item));
-                    continue;
+        for item in &form.items {
+            // the dating item is --DTC (or --STDTC) and the `when` item chooses the records,
+            // unless annotated otherwise
+            let dates = item.id == form.dated_by || Some(&item.id) == sdtm.when.as_ref();
+            let vars = item.sdtm.as_deref();
+            match vars {
+                Some(vars) => {
+                    for v in vars.iter().filter(|v| **v != orres || dates) {
+                        source.mapped.push((v.clone(), item));
+                        source.vars.push(v.clone());
+                    }
+                    if dates || plan.class != Class::Findings || !vars.contains(&orres) {
+                        continue;
+                    }
                 }
-                (_, None) => {
-                    let qnam = item
-                        .sdtm_code
-                        .clone()
-                        .unwrap_or_else(|| unique_testcd(&item.id, &qnams));
-                    qnams.push(qnam.clone());
-                    source.supp.push(Test::new(item, qnam));
-                    continue;
+                None if dates => continue,
+                None => {
+                    let flags = flags(def, item);
+                    if !flags.is_empty() {
+                        source.vars.extend(flags.iter().map(|f| f.var.clone()));
+                        source.flags.extend(flags);
+                        continue;
+                    }
+                    if plan.class != Class::Findings {
+                        let qnam = item
+                            .sdtm_code
+                            .clone()
+                            .unwrap_or_else(|| unique_testcd(&item.id, &qnams));
+                        qnams.push(qnam.clone());
+                        source.supp.push(Test::new(item, qnam));
+                        continue;
+                    }
                 }
             }
             let testcd = item
@@ -245,9 +322,28 @@ pub fn plans(def: &Definition) -> Vec<Plan<'_>> {
     plans
 }
 
+/// The Y/N variables a `choices` item fills: those its code list's codes name.
+fn flags<'a>(def: &'a Definition, item: &'a Item) -> Vec<Flag<'a>> {
+    let ItemType::Choices { codelist } = &item.kind else {
+        return Vec::new();
+    };
+    def.codelist(codelist)
+        .iter()
+        .flat_map(|l| l.codes.iter())
+        .filter_map(|c| {
+            Some(Flag {
+                var: c.sdtm_flag.clone()?,
+                item,
+                code: c.code.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The test codes and QNAMs the definition chooses (`sdtm_code`) for a domain's items.
 fn chosen_codes(def: &Definition, domain: &str) -> Vec<String> {
-    def.record_forms()
+    def.forms
+        .iter()
         .filter(|f| f.sdtm.as_ref().is_some_and(|s| s.domain == domain))
         .flat_map(|f| f.items.iter().filter_map(|i| i.sdtm_code.clone()))
         .collect()
@@ -437,6 +533,171 @@ dated_by = "on"
         assert!(!plans(&d)[0].has_supp(), "findings have none");
         assert_eq!(ce.sources[0].default_topic(), "CRISIS");
         assert!(plan(&d, "LB").is_none());
+    }
+
+    /// An exposure form and an adverse event form annotated as Kawasaki's are.
+    const MORE: &str = r#"
+[[forms]]
+id = "shot"
+name = "Shot"
+repeat = "any"
+dated_by = "at"
+sdtm = { domain = "EX", values = { EXTRT = "DRUG", EXDOSFRQ = "QD" }, when = "given" }
+
+  [[forms.items]]
+  id = "at"
+  label = "At"
+  type = "datetime"
+  required = true
+  sdtm = ["EXSTDTC", "EXENDTC"]
+
+  [[forms.items]]
+  id = "given"
+  label = "Given"
+  type = "boolean"
+  required = true
+
+  [[forms.items]]
+  id = "expected"
+  label = "Expected dose"
+  type = "decimal"
+  decimals = 1
+  sdtm = []
+
+  [[forms.items]]
+  id = "lot"
+  label = "Lot"
+  type = "text"
+  max_length = 10
+
+[[forms]]
+id = "event"
+name = "Event"
+repeat = "any"
+dated_by = "onset"
+sdtm = { domain = "AE" }
+
+  [[forms.items]]
+  id = "onset"
+  label = "Onset"
+  type = "partial_date"
+  required = true
+
+  [[forms.items]]
+  id = "serious"
+  label = "Serious"
+  type = "boolean"
+  sdtm = "AESER"
+
+  [[forms.items]]
+  id = "criteria"
+  label = "Criteria"
+  type = "choices"
+  codelist = "criteria"
+
+  [[forms.items]]
+  id = "outcome"
+  label = "Outcome"
+  type = "choice"
+  codelist = "criteria"
+  sdtm = "AEOUT"
+
+[[codelists]]
+id = "criteria"
+codes = [
+  { code = "death", label = "Death", sdtm = "FATAL", sdtm_flag = "AESDTH" },
+  { code = "other", label = "Other" },
+  { code = "hospital", label = "Hospital", sdtm_flag = "AESHOSP" },
+]
+"#;
+
+    #[test]
+    fn forms_give_variables_their_text_choose_their_records_and_flag_their_codes() {
+        let text = STUDY.to_owned() + MORE;
+        let d = super::super::parse("s.toml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+        let ex = plan(&d, "EX").unwrap_or_else(|| panic!("EX"));
+        let shot = &ex.sources[0];
+        assert_eq!(shot.default_topic(), "DRUG", "the form's EXTRT");
+        assert_eq!(shot.constant("EXDOSFRQ"), Some("QD"));
+        assert_eq!(shot.when(), Some("given"));
+        assert_eq!(
+            ex.mapped_vars(),
+            ["EXDOSFRQ", "EXTRT", "EXSTDTC", "EXENDTC"],
+            "the form's values in name order, then its items'"
+        );
+        assert_eq!(shot.item_for("EXENDTC").map(|i| i.id.as_str()), Some("at"));
+        let supp: Vec<&str> = shot.supp.iter().map(|t| t.testcd.as_str()).collect();
+        assert_eq!(
+            supp,
+            ["LOT"],
+            "`given` chooses the records, `expected` is not in SDTM"
+        );
+        assert!(!ex.has_category() && !ex.has_visits());
+
+        let ae = plan(&d, "AE").unwrap_or_else(|| panic!("AE"));
+        let flags: Vec<(&str, &str)> = ae.sources[0]
+            .flags
+            .iter()
+            .map(|f| (f.var.as_str(), f.code.as_str()))
+            .collect();
+        assert_eq!(flags, [("AESDTH", "death"), ("AESHOSP", "hospital")]);
+        assert_eq!(
+            ae.mapped_vars(),
+            ["AESER", "AESDTH", "AESHOSP", "AEOUT"],
+            "flags where their item is"
+        );
+        assert!(!ae.has_supp(), "the flagged item is no qualifier");
+        // the echo form is entered per visit
+        assert!(plan(&d, "CV").is_some_and(|p| p.has_visits() && p.has_category()));
+    }
+
+    #[test]
+    fn the_forms_sdtm_values_when_and_variable_lists_are_checked_at_load() {
+        let base = STUDY.to_owned() + MORE;
+        let cases = [
+            (
+                "when = \"given\"",
+                "when = \"lot\"",
+                "sdtm.when `lot`: a boolean item of form `shot`",
+            ),
+            (
+                "EXDOSFRQ = \"QD\"",
+                "exdosfrq = \"QD\"",
+                "sdtm.values `exdosfrq`: an SDTM variable name",
+            ),
+            (
+                "EXDOSFRQ = \"QD\"",
+                "EXDOSFRQ = \" QD\"",
+                "sdtm.values `EXDOSFRQ`: text of 1 to 200",
+            ),
+            (
+                "sdtm = [\"EXSTDTC\", \"EXENDTC\"]",
+                "sdtm = [\"EXSTDTC\", \"exendtc\"]",
+                "sdtm `exendtc`: an SDTM variable name",
+            ),
+            (
+                "sdtm = [\"EXSTDTC\", \"EXENDTC\"]",
+                "sdtm = [\"EXSTDTC\", \"EXSTDTC\"]",
+                "sdtm `EXSTDTC`: named twice",
+            ),
+            (
+                "sdtm_flag = \"AESHOSP\"",
+                "sdtm_flag = \"aeshosp\"",
+                "sdtm_flag `aeshosp` of code `hospital`: an SDTM variable name",
+            ),
+            (
+                "  sdtm = []\n",
+                "  sdtm = []\n  sdtm_code = \"EXPECTED\"\n",
+                "sdtm_code: `expected` is not in SDTM",
+            ),
+        ];
+        for (from, to, error) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from}");
+            let errors = load_errors(&text);
+            assert!(errors.iter().any(|e| e.contains(error)), "{to}: {errors:?}");
+        }
+        assert!(load_errors(&base).is_empty());
     }
 
     fn load_errors(text: &str) -> Vec<String> {

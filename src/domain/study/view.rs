@@ -143,6 +143,12 @@ pub struct SdtmView {
     pub domain: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// variables every row of the form carries as they are
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, String>,
+    /// the boolean item without which a record is not in SDTM
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -152,6 +158,9 @@ pub struct ChoiceView {
     /// the CDISC submission value SDTM datasets carry for this code
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm: Option<String>,
+    /// the SDTM Y/N variable that says whether this code was chosen
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdtm_flag: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -207,8 +216,11 @@ pub struct ItemView {
     /// the date item this one must not precede
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
+    /// the SDTM variable the item fills, or a list of them as the definition writes it
+    /// (empty: not in SDTM)
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sdtm: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub sdtm: Option<Value>,
     /// the SDTM test code or QNAM the definition chose
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm_code: Option<String>,
@@ -367,6 +379,8 @@ fn form(d: &Definition, f: &Form) -> FormView {
         sdtm: f.sdtm.as_ref().map(|s| SdtmView {
             domain: s.domain.clone(),
             category: s.category.clone(),
+            values: s.values.iter().cloned().collect(),
+            when: s.when.clone(),
         }),
         items: f.items.iter().map(|i| item(d, i)).collect(),
         checks: f
@@ -397,6 +411,7 @@ fn item(d: &Definition, i: &Item) -> ItemView {
                 code: code.code.clone(),
                 label: code.label.clone(),
                 sdtm: code.sdtm.clone(),
+                sdtm_flag: code.sdtm_flag.clone(),
             })
             .collect()
     });
@@ -429,7 +444,10 @@ fn item(d: &Definition, i: &Item) -> ItemView {
         derive: i.derive.as_ref().map(|e| e.source.clone()),
         derived_by: i.derived_by.clone(),
         not_before: i.not_before.clone(),
-        sdtm: i.sdtm.clone(),
+        sdtm: i.sdtm.as_ref().map(|v| match v.as_slice() {
+            [one] => Value::String(one.clone()),
+            many => Value::from(many.to_vec()),
+        }),
         sdtm_code: i.sdtm_code.clone(),
         sdtm_label: i.sdtm_label.clone(),
         help: i.help.clone(),

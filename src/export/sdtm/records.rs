@@ -15,6 +15,49 @@ use super::{day, Ctx};
 use crate::domain::study::sdtm::{self as plan, Class, Plan, Source};
 use crate::domain::study::{Definition, Item, ItemType};
 
+/// The SDTM IG's label of a variable of a domain, where the domain gives it its own.
+fn ig_var_label(domain: &str, var: &str) -> Option<&'static str> {
+    let label = match (domain, var.strip_prefix(domain)?) {
+        ("EX", "TRT") => "Name of Treatment",
+        ("EX", "DOSFRM") => "Dose Form",
+        ("EX", "DOSFRQ") => "Dosing Frequency per Interval",
+        ("EX", "ROUTE") => "Route of Administration",
+        ("EX", "LOC") => "Location of Dose Administration",
+        ("EX", "LOT") => "Lot Number",
+        ("EX", "ADJ") => "Reason for Dose Adjustment",
+        ("EX", "STDTC") => "Start Date/Time of Treatment",
+        ("EX", "ENDTC") => "End Date/Time of Treatment",
+        ("EX", "STDY") => "Study Day of Start of Treatment",
+        ("EX", "ENDY") => "Study Day of End of Treatment",
+        ("VS", "TESTCD") => "Vital Signs Test Short Name",
+        ("VS", "TEST") => "Vital Signs Test Name",
+        ("VS", "LOC") => "Location of Vital Signs Measurement",
+        ("VS", "DTC") => "Date/Time of Measurements",
+        ("VS", "DY") => "Study Day of Vital Signs",
+        ("AE", "TERM") => "Reported Term for the Adverse Event",
+        ("AE", "DECOD") => "Dictionary-Derived Term",
+        ("AE", "LLTCD") => "Lowest Level Term Code",
+        ("AE", "PTCD") => "Preferred Term Code",
+        ("AE", "STDTC") => "Start Date/Time of Adverse Event",
+        ("AE", "ENDTC") => "End Date/Time of Adverse Event",
+        ("AE", "STDY") => "Study Day of Start of Adverse Event",
+        ("AE", "ENDY") => "Study Day of End of Adverse Event",
+        ("AE", "TOXGR") => "Standard Toxicity Grade",
+        ("AE", "SER") => "Serious Event",
+        ("AE", "SDTH") => "Results in Death",
+        ("AE", "SLIFE") => "Is Life Threatening",
+        ("AE", "SHOSP") => "Requires or Prolongs Hospitalization",
+        ("AE", "SDISAB") => "Persist or Signif Disability/Incapacity",
+        ("AE", "SCONG") => "Congenital Anomaly or Birth Defect",
+        ("AE", "SMIE") => "Other Medically Important Serious Event",
+        ("AE", "REL") => "Causality",
+        ("AE", "ACN") => "Action Taken with Study Treatment",
+        ("AE", "OUT") => "Outcome of Adverse Event",
+        _ => return None,
+    };
+    Some(label)
+}
+
 /// A variable's label by its name without the domain prefix.
 fn generic_label(suffix: &str) -> &'static str {
     match suffix {
@@ -43,11 +86,15 @@ fn generic_label(suffix: &str) -> &'static str {
     }
 }
 
-/// Numeric variables, by the end of their name; every other variable is character.
+/// Numeric variables, by the end of their name (MedDRA codes: `AELLTCD`, `AEPTCD`); every
+/// other variable is character.
 pub(super) fn is_numeric(name: &str) -> bool {
-    ["SEQ", "DY", "STRESN", "DOSE", "DOSTOT", "VISITNUM", "AGE"]
-        .iter()
-        .any(|s| name.ends_with(s))
+    [
+        "SEQ", "DY", "STRESN", "DOSE", "DOSTOT", "VISITNUM", "AGE", "LLTCD", "PTCD", "HLTCD",
+        "HLGTCD", "SOCCD", "BDSYCD",
+    ]
+    .iter()
+    .any(|s| name.ends_with(s))
 }
 
 /// The longest text an item's values take (XPT character variables have a fixed length).
@@ -61,7 +108,12 @@ pub(super) fn value_len(item: &Item, def: &Definition) -> usize {
     };
     match &item.kind {
         ItemType::Text { max_length } => *max_length as usize,
-        ItemType::Integer | ItemType::Decimal { .. } => 20,
+        // an integer within a range is as long as its bounds (a grade 1 to 5: one digit)
+        ItemType::Integer => match item.range.as_ref().map(|r| (&r.min, &r.max)) {
+            Some((Some(lo), Some(hi))) => lo.to_string().len().max(hi.to_string().len()),
+            _ => 20,
+        },
+        ItemType::Decimal { .. } => 20,
         ItemType::Boolean => 1,
         ItemType::Date | ItemType::PartialDate => 10,
         ItemType::DateTime => 19,
@@ -84,6 +136,10 @@ pub(super) fn plan_vars(p: &Plan<'_>, def: &Definition) -> Vec<Var> {
     let max = |f: &dyn Fn(&Source<'_>) -> usize| sources.iter().map(f).max().unwrap_or(1);
     let tests = || sources.iter().flat_map(|s| s.tests.iter());
     let cat_len = max(&|s| s.category().map_or(0, str::len));
+    let flag_vars: Vec<&str> = sources
+        .iter()
+        .flat_map(|s| s.flags.iter().map(|f| f.var.as_str()))
+        .collect();
     let topic_len = max(&|s| {
         s.item_for(&format!("{d}{}", plan::topic(p.class)))
             .map_or(s.default_topic().len(), |i| value_len(i, def))
@@ -96,13 +152,18 @@ pub(super) fn plan_vars(p: &Plan<'_>, def: &Definition) -> Vec<Var> {
         .unwrap_or(1);
     let test_len = tests().map(|t| t.label.len()).max().unwrap_or(1);
     let visit_len = def.visits.iter().map(|v| v.name.len()).max().unwrap_or(1);
-    let dose_unit_len = max(&|s| {
+    let dose_unit_len = |s: &Source<'_>| {
         s.item_for(&format!("{d}DOSE"))
             .and_then(|i| i.unit.as_deref())
             .map_or(0, |u| plan::unit(u).len())
-    });
+    };
 
-    let head: Vec<(&str, usize)> = match p.class {
+    let cat_len = cat_len.max(1);
+    let dose_len = max(&|s| {
+        s.constant(&format!("{d}DOSU"))
+            .map_or(dose_unit_len(s), str::len)
+    });
+    let mut head: Vec<(&str, usize)> = match p.class {
         Class::Findings => {
             let mut h = vec![("SEQ", 0), ("TESTCD", 8), ("TEST", test_len)];
             if d == "FA" {
@@ -130,9 +191,13 @@ pub(super) fn plan_vars(p: &Plan<'_>, def: &Definition) -> Vec<Var> {
             ("TRT", topic_len),
             ("CAT", cat_len),
             ("DOSE", 0),
-            ("DOSU", dose_unit_len),
+            ("DOSU", dose_len),
         ],
     };
+    // a permissible variable no row can fill is left out
+    if !p.has_category() {
+        head.retain(|(s, _)| *s != "CAT");
+    }
     let timing: Vec<&str> = match p.class {
         Class::Findings => vec!["DTC", "DY"],
         Class::Events if d == "DS" => vec!["STDTC", "STDY"],
@@ -145,26 +210,38 @@ pub(super) fn plan_vars(p: &Plan<'_>, def: &Definition) -> Vec<Var> {
         } else {
             VarType::Char(char_len(len))
         };
-        Var::owned(name, generic_label(suffix).to_owned(), kind)
+        let label = ig_var_label(d, &name).unwrap_or(generic_label(suffix));
+        Var::owned(name, label.to_owned(), kind)
     };
     let mut vars: Vec<Var> = head.iter().map(|(s, l)| named(s, *l)).collect();
-    let timing_vars: Vec<Var> = [
+    let visits = [
         Var::num("VISITNUM", "Visit Number"),
         Var::char("VISIT", "Visit Name", char_len(visit_len)),
         Var::num("VISITDY", "Planned Study Day of Visit"),
-    ]
-    .into_iter()
-    .chain(timing.iter().map(|s| named(s, 19)))
-    .collect();
+    ];
+    let timing_vars: Vec<Var> = visits
+        .into_iter()
+        .filter(|_| p.has_visits())
+        .chain(timing.iter().map(|s| named(s, 19)))
+        .collect();
     for var in p.mapped_vars() {
-        if vars.iter().chain(&timing_vars).any(|v| v.name == var) {
+        if vars.iter().chain(&timing_vars).any(|v| v.name == var)
+            || timing.iter().any(|s| format!("{d}{s}") == var)
+        {
             continue;
         }
         let items = sources.iter().filter_map(|s| s.item_for(var));
-        let len = items.clone().map(|i| value_len(i, def)).max().unwrap_or(1);
-        let label = items
-            .map(|i| truncate(&i.label, 40).to_owned())
-            .next()
+        let given = sources.iter().filter_map(|s| s.constant(var));
+        let len = items
+            .clone()
+            .map(|i| value_len(i, def))
+            .chain(given.map(str::len))
+            .chain(flag_vars.iter().filter(|f| **f == var).map(|_| 1))
+            .max()
+            .unwrap_or(1);
+        let label = ig_var_label(d, var)
+            .map(str::to_owned)
+            .or_else(|| items.map(|i| truncate(&i.label, 40).to_owned()).next())
             .unwrap_or_default();
         let kind = if is_numeric(var) {
             VarType::Num
@@ -271,6 +348,11 @@ pub(super) fn form_rows(
         let Some(src) = p.sources.iter().find(|s| s.form.id == r.form) else {
             return Ok(());
         };
+        if let Some(when) = src.when() {
+            if r.values.get(when) != Some(&Value::Bool(true)) {
+                return Ok(());
+            }
+        }
         let s = ctx.subject(&r.code)?;
         let value = |item: &Item| text_value(item, r.values.get(&item.id), s, ctx.def);
         let mut cells: Vec<Val> = vars
@@ -310,9 +392,24 @@ pub(super) fn form_rows(
             .and_then(value)
             .unwrap_or_default();
         set(&mut cells, &dtc_var, Val::Text(dtc.clone()));
+        for (var, text) in src.constants() {
+            set(&mut cells, var, Val::Text(text.clone()));
+        }
+        for f in &src.flags {
+            let held = r.values.get(&f.item.id).and_then(Value::as_array);
+            let yes = held.is_some_and(|codes| codes.iter().any(|c| c == f.code.as_str()));
+            set(
+                &mut cells,
+                &f.var,
+                Val::Text(if yes { "Y" } else { "N" }.into()),
+            );
+        }
         for (var, item) in &src.mapped {
             let v = if is_numeric(var) {
-                Val::Num(number(item, r.values.get(&item.id)))
+                // a text of digits (a MedDRA code) in a numeric variable is its number
+                let stored = r.values.get(&item.id);
+                let digits = stored.and_then(Value::as_str).and_then(|t| t.parse().ok());
+                Val::Num(number(item, stored).or(digits))
             } else {
                 Val::Text(value(item).unwrap_or_default())
             };
