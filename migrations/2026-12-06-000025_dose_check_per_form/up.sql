@@ -20,11 +20,14 @@ RETURNS TABLE (n bigint, id bigint, definition_version integer)
 LANGUAGE plpgsql VOLATILE
 -- One plan per connection, made at its first call and kept: planning this statement afresh
 -- at every call (PostgreSQL's choice for it) was 46 % of the batch leader's CPU (perf,
--- session 9). Every table it reads is read through an index whatever its size when the plan
--- is made (a plan made while `sessions` or `form_records` was small would otherwise scan
--- them, and keep scanning as they grow).
+-- session 9). A batch is at most database.batch_max_size entries, so the plan that suits it
+-- whatever the tables' sizes is index lookups in nested loops; a plan made while `sessions`
+-- or `form_records` was small would otherwise scan or hash them, and keep doing so as they
+-- grow (seen: a hash join over the subject's records at every entry).
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 BEGIN
     IF p_lock_timeout IS NOT NULL THEN
@@ -102,23 +105,24 @@ BEGIN
           -- site_date: a date as it is, a datetime at the site)
           AND (r.fever_at IS NULL
                OR NOT EXISTS (
-                   -- one index lookup per dose form, (subject, form) both in the condition of
-                   -- form_records_subject: with `form_id = ANY (p_dose_form)` a plan cached
-                   -- while the table was small kept only the subject in the index condition,
-                   -- and every call read all of the subject's records (bench, session 9)
+                   -- one index lookup per dose form, subject and form both in the condition
+                   -- of form_records_subject (the LIMIT keeps the lookup a subquery of its
+                   -- own: flattened into a join, a cached plan may hash the subject's records)
                    SELECT 1
                    FROM unnest(p_dose_form, p_dose_at) AS f(form_id, at_item)
                    CROSS JOIN LATERAL (
-                       SELECT d."values" ->> f.at_item AS at
-                       FROM form_records d
+                       SELECT 1 FROM form_records d
                        WHERE d.subject_id = w.subject_id AND d.form_id = f.form_id
                          AND d.deleted_at IS NULL
-                   ) d
-                   WHERE (CASE WHEN length(d.at) = 10 THEN d.at::date
-                               ELSE (d.at::timestamptz AT TIME ZONE w.time_zone)::date END)
-                         >= (CASE WHEN length(r.fever_at) = 10 THEN r.fever_at::date
-                                  ELSE (r.fever_at::timestamptz AT TIME ZONE w.time_zone)::date
-                             END)))
+                         AND (CASE WHEN length(d."values" ->> f.at_item) = 10
+                                   THEN (d."values" ->> f.at_item)::date
+                                   ELSE ((d."values" ->> f.at_item)::timestamptz
+                                         AT TIME ZONE w.time_zone)::date END)
+                             >= (CASE WHEN length(r.fever_at) = 10 THEN r.fever_at::date
+                                      ELSE (r.fever_at::timestamptz AT TIME ZONE w.time_zone)::date
+                                 END)
+                       LIMIT 1
+                   ) later))
     ),
     written AS (
         -- a second live record with the key (here or committed meanwhile) is not written
