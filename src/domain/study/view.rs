@@ -151,6 +151,15 @@ pub struct SdtmView {
     pub when: Option<String>,
 }
 
+/// An item's SDTM variables as the definition writes them: one name, or a list (`[]`: the
+/// item is in no dataset).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ItemSdtmView {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChoiceView {
     pub code: String,
@@ -219,8 +228,7 @@ pub struct ItemView {
     /// the SDTM variable the item fills, or a list of them as the definition writes it
     /// (empty: not in SDTM)
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub sdtm: Option<Value>,
+    pub sdtm: Option<ItemSdtmView>,
     /// the SDTM test code or QNAM the definition chose
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdtm_code: Option<String>,
@@ -445,8 +453,8 @@ fn item(d: &Definition, i: &Item) -> ItemView {
         derived_by: i.derived_by.clone(),
         not_before: i.not_before.clone(),
         sdtm: i.sdtm.as_ref().map(|v| match v.as_slice() {
-            [one] => Value::String(one.clone()),
-            many => Value::from(many.to_vec()),
+            [one] => ItemSdtmView::One(one.clone()),
+            many => ItemSdtmView::Many(many.to_vec()),
         }),
         sdtm_code: i.sdtm_code.clone(),
         sdtm_label: i.sdtm_label.clone(),
